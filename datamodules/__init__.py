@@ -1,0 +1,44 @@
+"""Dataset plugins: LightningDataModules whose batches are `(images in [-1, 1], labels)`.
+
+Third-party datamodules plug in by `class_path: their_pkg.TheirData`, or by short name (`--data TheirData`)
+when their package declares an entry point in the `lightning_gen.datamodules` group.
+"""
+
+from datamodules.base import DATA_ENV, DataError, ImageDataModule, data_root
+from datamodules.digits import Digits
+from datamodules.folder import ImageFolder
+from datamodules.torchvision_sets import CIFAR10, MNIST, TORCHVISION_DATASETS, FashionMNIST, TorchvisionData
+
+ENTRY_POINT_GROUP = "lightning_gen.datamodules"
+
+
+def load_plugins() -> list[type]:
+    """Import every datamodule registered under the `lightning_gen.datamodules` entry-point group, so that
+    LightningCLI finds them by class name. A plugin that fails to import is reported, not fatal."""
+    import warnings
+    from importlib.metadata import entry_points
+
+    loaded = []
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            loaded.append(ep.load())
+        except Exception as err:  # a broken plugin must not break the CLI
+            warnings.warn(f"datamodule plugin {ep.name!r} ({ep.value}) failed to load: {err}", stacklevel=2)
+    return loaded
+
+
+__all__ = [
+    "CIFAR10",
+    "DATA_ENV",
+    "DataError",
+    "Digits",
+    "ENTRY_POINT_GROUP",
+    "FashionMNIST",
+    "ImageDataModule",
+    "ImageFolder",
+    "MNIST",
+    "TORCHVISION_DATASETS",
+    "TorchvisionData",
+    "data_root",
+    "load_plugins",
+]

@@ -1,0 +1,97 @@
+"""torchvision's datasets by name. Adding one is one entry in `TORCHVISION_DATASETS` (plus, for a short
+name such as `--data MNIST`, a three-line subclass)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from torch.utils.data import Dataset
+from torchvision import datasets
+
+from datamodules.base import DataError, ImageDataModule, data_root, to_signed_tensor
+
+# name -> (dataset class, image shape, number of classes, train kwargs, test kwargs)
+TORCHVISION_DATASETS: dict[str, tuple[type, tuple[int, int, int], int, dict, dict]] = {
+    "MNIST": (datasets.MNIST, (1, 28, 28), 10, {"train": True}, {"train": False}),
+    "FashionMNIST": (datasets.FashionMNIST, (1, 28, 28), 10, {"train": True}, {"train": False}),
+    "KMNIST": (datasets.KMNIST, (1, 28, 28), 10, {"train": True}, {"train": False}),
+    "CIFAR10": (datasets.CIFAR10, (3, 32, 32), 10, {"train": True}, {"train": False}),
+    "CIFAR100": (datasets.CIFAR100, (3, 32, 32), 100, {"train": True}, {"train": False}),
+    "SVHN": (datasets.SVHN, (3, 32, 32), 10, {"split": "train"}, {"split": "test"}),
+}
+
+
+class TorchvisionData(ImageDataModule):
+    """A torchvision dataset chosen by name, with its official train/test split.
+
+    Args:
+        dataset: which dataset (a key of `TORCHVISION_DATASETS`).
+        root: folder holding the dataset as torchvision lays it out (for MNIST: `<root>/MNIST/raw/`).
+            Default: `$LIGHTNING_GEN_DATA`, else `./data`. `$VARS` and `~` are expanded.
+        download: download the dataset into `root` if it is missing (needs internet).
+        image_size: resize the images to this side (default: the dataset's own size).
+    """
+
+    def __init__(
+        self,
+        dataset: Literal["MNIST", "FashionMNIST", "KMNIST", "CIFAR10", "CIFAR100", "SVHN"] = "MNIST",
+        root: str | None = None,
+        download: bool = False,
+        image_size: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if dataset not in TORCHVISION_DATASETS:
+            raise DataError(f"unknown torchvision dataset {dataset!r}; choose one of {sorted(TORCHVISION_DATASETS)}.")
+        self.dataset = dataset
+        self.root = root
+        self.download = download
+        self.image_size = image_size
+        _, shape, self.num_classes, _, _ = TORCHVISION_DATASETS[dataset]
+        self.image_shape = (shape[0], image_size, image_size) if image_size else shape
+
+    def prepare_data(self) -> None:
+        if self.download:
+            self._make(train=True, download=True)
+            self._make(train=False, download=True)
+
+    def _make(self, train: bool, download: bool = False) -> Dataset:
+        cls, shape, _, train_kw, test_kw = TORCHVISION_DATASETS[self.dataset]
+        root = data_root(self.root)
+        transform = to_signed_tensor(self.image_size, channels=shape[0])
+        try:
+            return cls(str(root), transform=transform, download=download, **(train_kw if train else test_kw))
+        except RuntimeError as err:
+            if "not found" not in str(err).lower() and "corrupted" not in str(err).lower():
+                raise
+            raise DataError(
+                f"{self.dataset} was not found under {root.resolve()} ({err}). Point `--data.root` (or the "
+                f"LIGHTNING_GEN_DATA environment variable) at the folder that holds it, or pass "
+                f"`--data.download true` to download it there."
+            ) from None
+
+    def _load(self) -> tuple[Dataset, Dataset | None]:
+        return self._make(train=True), self._make(train=False)
+
+
+class MNIST(TorchvisionData):
+    """MNIST handwritten digits (LeCun et al. 1998): 60,000 train and 10,000 test images, 1x28x28, 10 classes."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(dataset="MNIST", **kwargs)
+
+
+class FashionMNIST(TorchvisionData):
+    """Fashion-MNIST (Xiao et al. 2017): 60,000 train and 10,000 test images, 1x28x28, 10 classes."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(dataset="FashionMNIST", **kwargs)
+
+
+class CIFAR10(TorchvisionData):
+    """CIFAR-10 (Krizhevsky 2009) in torchvision's python format: 50,000 train, 10,000 test, 3x32x32, 10 classes.
+
+    For CIFAR-10 stored as JPEG class folders, use `ImageFolder` instead."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(dataset="CIFAR10", **kwargs)

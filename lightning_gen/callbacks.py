@@ -1,0 +1,171 @@
+"""Callbacks the CLI adds to every run: checkpoints that survive interruption, the run's config in its own
+folder and in W&B, and PNG output for `predict`."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torchvision
+from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
+from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_info
+
+from lightning_gen.checks import ConfigError
+from lightning_gen.runs import image_grid, run_dir
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint, plus what a long run needs.
+
+    - Keeps `last.ckpt` (what `fit --ckpt_path last` resumes).
+    - Ctrl-C (SIGINT) or SIGTERM: the current batch finishes, `last.ckpt` is written, then the run stops.
+      A second Ctrl-C aborts at once.
+    - Records the logger's run id in each checkpoint, so a resumed run continues the same W&B run.
+    - Refuses to start a new fit in a folder that already holds checkpoints unless `overwrite` is set.
+
+    Args:
+        overwrite: allow a new (not resumed) fit to write into a checkpoint folder that already holds checkpoints.
+        save_last: keep `last.ckpt` up to date (see ModelCheckpoint).
+        save_on_interrupt: write `last.ckpt` when the run is stopped by Ctrl-C or SIGTERM.
+        **kwargs: any other ModelCheckpoint option (dirpath, monitor, every_n_epochs, save_top_k, ...).
+    """
+
+    def __init__(self, overwrite: bool = False, save_last: bool = True, save_on_interrupt: bool = True, **kwargs: Any):
+        super().__init__(save_last=save_last, **kwargs)
+        self.overwrite = overwrite
+        self.save_on_interrupt = save_on_interrupt
+        self._interrupted = False
+        self._previous_sigint: Any = None
+
+    # ---- refuse to overwrite another run ----------------------------------------------------------------
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        taken = False
+        if trainer.is_global_zero and trainer.ckpt_path is None and not self.overwrite and self.dirpath:
+            folder = Path(self.dirpath)
+            taken = folder.is_dir() and any(folder.glob("*.ckpt"))
+        if trainer.strategy.broadcast(taken):
+            raise ConfigError(
+                f"{self.dirpath} already holds checkpoints of an earlier run. Resume it with `--ckpt_path last` "
+                "(or a checkpoint path), start a fresh run in another folder (`--trainer.default_root_dir`, or a "
+                "new logger name/version), or pass `--checkpoint.overwrite true` to write over it."
+            )
+
+    # ---- save on Ctrl-C / SIGTERM -------------------------------------------------------------------------
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if stage == "fit" and self.save_on_interrupt and threading.current_thread() is threading.main_thread():
+            self._interrupted = False
+            self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self._interrupted:  # second Ctrl-C: stop now
+            signal.signal(signal.SIGINT, self._previous_sigint or signal.default_int_handler)
+            raise KeyboardInterrupt
+        self._interrupted = True
+        print("\nCtrl-C: finishing this batch, then saving last.ckpt. Press Ctrl-C again to abort at once.", flush=True)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self._previous_sigint is not None:
+            signal.signal(signal.SIGINT, self._previous_sigint)
+            self._previous_sigint = None
+        super().teardown(trainer, pl_module, stage)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any) -> None:
+        super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
+        if not self.save_on_interrupt:
+            return
+        stop = self._interrupted or trainer.received_sigterm
+        if trainer.world_size > 1:
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        if stop and self.dirpath:
+            path = str(Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}")
+            trainer.save_checkpoint(path)
+            self.last_model_path = path
+            rank_zero_info(f"Interrupted: saved {path}. Continue with `fit --ckpt_path last` (same config).")
+            if self._interrupted:
+                raise KeyboardInterrupt  # Lightning shuts down gracefully; SIGTERM is raised by Lightning itself
+
+    # ---- run id for resuming the same logger run ----------------------------------------------------------
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        super().on_save_checkpoint(trainer, pl_module, checkpoint)
+        if trainer.loggers:
+            logger = trainer.loggers[0]
+            checkpoint["lightning_gen"] = {"logger": type(logger).__name__, "run_id": str(logger.version)}
+
+
+class SaveRunConfig(SaveConfigCallback):
+    """Saves the full resolved config as `config.yaml` in the run's own folder (not the shared log root, where
+    runs would collide) and sends it to W&B as the run's config."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.already_saved:
+            return
+        if trainer.is_global_zero:
+            folder = run_dir(trainer)
+            folder.mkdir(parents=True, exist_ok=True)
+            self.parser.save(
+                self.config, folder / self.config_filename, skip_none=False, overwrite=True, multifile=self.multifile
+            )
+            for logger in trainer.loggers:
+                if isinstance(logger, WandbLogger):
+                    logger.experiment.config.update(self.config.as_dict(), allow_val_change=True)
+        self.already_saved = trainer.strategy.broadcast(True)
+
+
+class ImageWriter(BasePredictionWriter):
+    """Writes the images `predict_step` returns (a dict with `images` in [-1, 1] and `index` or `names`) as PNG
+    files, plus a `grid.png` of them.
+
+    Args:
+        output_dir: folder for the images. Default: `predictions/` beside the checkpoint's `checkpoints/`
+            folder (i.e. in the trained run's folder), else `<default_root_dir>/predictions`.
+        individual: write one PNG per image (`00000.png`, ... or the input's name).
+        grid: write `grid.png` with up to `grid_max` images (per process under DDP: `grid_rank<R>.png`).
+        grid_max: most images in the grid.
+    """
+
+    def __init__(self, output_dir: str | None = None, individual: bool = True, grid: bool = True, grid_max: int = 256):
+        super().__init__(write_interval="batch")
+        self.output_dir = output_dir
+        self.individual = individual
+        self.grid = grid
+        self.grid_max = grid_max
+        self._grid_images: list[torch.Tensor] = []
+        self.written = 0
+
+    def folder(self, trainer: L.Trainer) -> Path:
+        if self.output_dir:
+            return Path(self.output_dir)
+        ckpt = trainer.ckpt_path
+        if ckpt and Path(ckpt).parent.name == "checkpoints":
+            return Path(ckpt).parent.parent / "predictions"
+        return Path(trainer.default_root_dir) / "predictions"
+
+    def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._grid_images, self.written = [], 0
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
+        folder = self.folder(trainer)
+        folder.mkdir(parents=True, exist_ok=True)
+        images = prediction["images"].detach().float().cpu()
+        names = prediction.get("names") or [f"{int(i):05d}.png" for i in prediction["index"]]
+        if self.individual:
+            for image, name in zip(images, names):
+                torchvision.utils.save_image(image.clamp(-1, 1).add(1).div(2), folder / name)
+            self.written += len(images)
+        if self.grid:
+            have = sum(len(t) for t in self._grid_images)
+            self._grid_images.append(images[: max(0, self.grid_max - have)])
+
+    def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        folder = self.folder(trainer)
+        if self.grid and self._grid_images:
+            name = "grid.png" if trainer.world_size == 1 else f"grid_rank{trainer.global_rank}.png"
+            torchvision.utils.save_image(image_grid(torch.cat(self._grid_images)), folder / name)
+        rank_zero_info(f"predict: wrote {self.written} images{' and a grid' if self.grid else ''} to {folder}")

@@ -1,0 +1,141 @@
+"""The LightningCLI of lightning_gen: `lightning-gen fit|validate|test|predict`, and `python cli.py ...`.
+
+Models and datamodules are chosen by short name (`--model DCGAN --data MNIST`) or `class_path`. Defaults on
+top of Lightning's: the W&B logger (offline without a login), a Rich progress bar, `RunCheckpoint`
+(`last.ckpt`, save on Ctrl-C/SIGTERM, no silent overwrite), the run's config saved in its own folder, and PNG
+output for `predict`. `--ckpt_path last` finds the newest `last.ckpt` under the run root and resumes its W&B run.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.callbacks import BasePredictionWriter, ProgressBar, RichProgressBar
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.model_helpers import is_overridden
+
+import datamodules
+import lightning_gen  # noqa: F401  (registers the techniques for short names)
+from lightning_gen.callbacks import ImageWriter, RunCheckpoint, SaveRunConfig
+from lightning_gen.checks import ConfigError
+from lightning_gen.loggers import AutoWandbLogger
+from lightning_gen.runs import run_dir
+
+DEFAULT_LOGGER = {"class_path": "lightning_gen.loggers.AutoWandbLogger"}
+
+
+def find_last_checkpoint(roots: list[Path]) -> Path | None:
+    """The most recently written `last.ckpt` under any of `roots`."""
+    found = [p for root in roots if root.is_dir() for p in root.rglob("last.ckpt") if p.is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def _logger_configs(logger_cfg: Any) -> list[Any]:
+    if logger_cfg in (None, False, True):
+        return []
+    return list(logger_cfg) if isinstance(logger_cfg, list) else [logger_cfg]
+
+
+class GenCLI(LightningCLI):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        datamodules.load_plugins()
+        kwargs.setdefault("save_config_callback", SaveRunConfig)
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        trainer_defaults = {"logger": DEFAULT_LOGGER, "default_root_dir": "runs"}
+        trainer_defaults.update(kwargs.pop("trainer_defaults", {}) or {})
+        kwargs["trainer_defaults"] = trainer_defaults
+        kwargs.setdefault("parser_kwargs", {"description": "lightning_gen: generative models on Lightning."})
+        super().__init__(*args, **kwargs)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
+
+    # ---- `--ckpt_path last` and resuming the same W&B run --------------------------------------------------
+    def before_instantiate_classes(self) -> None:
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        cfg = self.config[subcommand]
+        ckpt_path = cfg.get("ckpt_path")
+        if ckpt_path == "last":
+            roots = [Path(cfg.trainer.default_root_dir or ".")]
+            for logger in _logger_configs(cfg.trainer.logger):
+                save_dir = getattr(getattr(logger, "init_args", None), "save_dir", None)
+                if save_dir:
+                    roots.append(Path(save_dir))
+            found = find_last_checkpoint(roots)
+            if found is None:
+                raise ConfigError(
+                    f"--ckpt_path last: no last.ckpt under {', '.join(map(str, roots))}. Give the checkpoint's "
+                    "path, or the same `--trainer.default_root_dir` / logger `save_dir` as the run to resume."
+                )
+            rank_zero_info(f"Resuming from {found}")
+            cfg.ckpt_path = ckpt_path = str(found)
+        if subcommand == "fit" and ckpt_path:
+            if not Path(ckpt_path).is_file():
+                raise ConfigError(f"--ckpt_path {ckpt_path}: no such file.")
+            meta = torch.load(ckpt_path, map_location="cpu", weights_only=False).get("lightning_gen", {})
+            run_id = meta.get("run_id")
+            for logger in _logger_configs(cfg.trainer.logger):
+                init = getattr(logger, "init_args", None)
+                if run_id and init is not None and "WandbLogger" in str(logger.class_path):
+                    if init.get("id") is None:
+                        init.id = run_id
+                elif run_id and init is not None and "version" in init and init.get("version") is None:
+                    init.version = run_id
+
+    # ---- progress bar: Rich unless the user chose another or none ------------------------------------------
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Trainer:
+        chosen = list(config.get("callbacks") or []) + list(callbacks)
+        if config.get("enable_progress_bar", True) is not False and not any(isinstance(c, ProgressBar) for c in chosen):
+            callbacks = [*callbacks, RichProgressBar()]
+        return super()._instantiate_trainer(config, callbacks)
+
+    # ---- predict: a generator needs no data, only its checkpoint --------------------------------------------
+    def before_predict(self) -> None:
+        dm = self.datamodule
+        if (
+            dm is not None
+            and not is_overridden("predict_dataloader", dm, LightningDataModule)
+            and is_overridden("predict_dataloader", self.model, LightningModule)
+        ):
+            self.datamodule = None
+        if not any(isinstance(c, BasePredictionWriter) for c in self.trainer.callbacks):
+            self.trainer.callbacks.append(ImageWriter())
+
+    def after_fit(self) -> None:
+        trainer = self.trainer
+        if not trainer.is_global_zero:
+            return
+        lines = [f"Run folder: {run_dir(trainer)}"]
+        samples = sorted((run_dir(trainer) / "samples").glob("*.png"))
+        if samples:
+            lines.append(f"Sample grid: {samples[-1]}")
+        if trainer.checkpoint_callback is not None and trainer.checkpoint_callback.last_model_path:
+            lines.append(f"Last checkpoint: {trainer.checkpoint_callback.last_model_path}")
+        for logger in trainer.loggers:
+            if isinstance(logger, AutoWandbLogger) and logger.run_folder() is not None:
+                folder = logger.run_folder()
+                if logger.mode == "offline":
+                    lines.append(f"W&B run (offline): {folder}  -> upload with `wandb sync {folder}`")
+                else:
+                    lines.append(f"W&B run: {folder}")
+        print("\n".join(lines), flush=True)
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of the `lightning-gen` console script and of `python cli.py`."""
+    try:
+        GenCLI(args=args)
+    except (ConfigError, datamodules.DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""DCGAN: Radford, Metz & Chintala, "Unsupervised Representation Learning with Deep Convolutional GANs" (2015).
+
+One training batch = one discriminator step, plus one generator step every `n_critic` batches. Manual
+optimization (two optimizers); under DDP each network's gradients are averaged for its own step only
+(see `lightning_gen.distributed`), so plain `--trainer.strategy ddp` works.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from lightning_gen.checks import ConfigError, resolve_image_shape
+from lightning_gen.distributed import all_reduce_gradients, disable_ddp_gradient_sync
+from lightning_gen.losses import GANLoss, discriminator_loss, generator_loss
+from lightning_gen.nn import DCGANDiscriminator, DCGANGenerator
+from lightning_gen.runs import save_and_log_images
+
+
+class DCGAN(L.LightningModule):
+    """Deep convolutional GAN for any square image size of the form b * 2^n (b in 4..7): 8, 28, 32, 64, ...
+
+    Args:
+        latent_dim: length of the noise vector z ~ N(0, I).
+        g_features: channels of the generator's last hidden layer (ngf); earlier layers double it.
+        d_features: channels of the discriminator's first layer (ndf); later layers double it.
+        loss: adversarial loss on logits: `bce` (non-saturating), `lsgan` (least squares) or `hinge`.
+        label_smoothing: one-sided label smoothing: real targets become 1 - label_smoothing (bce, lsgan).
+        n_critic: discriminator steps per generator step (one discriminator step per batch).
+        lr_g: Adam learning rate of the generator.
+        lr_d: Adam learning rate of the discriminator.
+        betas: Adam betas of both optimizers.
+        image_shape: (channels, height, width); taken from the datamodule when not given, and checked
+            against it when given. Stored in the checkpoint, so `predict` needs no data.
+        num_samples: images in the per-epoch sample grid and written by `predict`.
+        sample_seed: seed of the fixed noise behind the sample grid and `predict` (image i of `predict`
+            always comes from the same z).
+        flush_denormal: on CPU, flush denormal floats to zero while fitting (a saturated discriminator
+            produces them and they slow CPU kernels down several-fold; results are unchanged).
+    """
+
+    def __init__(
+        self,
+        latent_dim: int = 100,
+        g_features: int = 64,
+        d_features: int = 64,
+        loss: GANLoss = "bce",
+        label_smoothing: float = 0.0,
+        n_critic: int = 1,
+        lr_g: float = 2e-4,
+        lr_d: float = 2e-4,
+        betas: tuple[float, float] = (0.5, 0.999),
+        image_shape: tuple[int, int, int] | None = None,
+        num_samples: int = 64,
+        sample_seed: int = 0,
+        flush_denormal: bool = True,
+    ) -> None:
+        super().__init__()
+        if n_critic < 1:
+            raise ConfigError(f"n_critic must be 1 or more (discriminator steps per generator step), got {n_critic}.")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {label_smoothing}.")
+        if loss == "hinge" and label_smoothing:
+            raise ConfigError("label_smoothing has no meaning for the hinge loss; set it to 0 or use bce/lsgan.")
+        if latent_dim < 1 or g_features < 1 or d_features < 1 or num_samples < 1:
+            raise ConfigError("latent_dim, g_features, d_features and num_samples must be positive.")
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.generator: DCGANGenerator | None = None
+        self.discriminator: DCGANDiscriminator | None = None
+        self._flushing_denormals = False
+        if image_shape is not None:
+            self._build(tuple(image_shape))
+
+    def _build(self, image_shape: tuple[int, int, int]) -> None:
+        hp = self.hparams
+        self.generator = DCGANGenerator(hp.latent_dim, image_shape, hp.g_features)
+        self.discriminator = DCGANDiscriminator(image_shape, hp.d_features)
+        self.hparams.image_shape = tuple(image_shape)
+
+    def setup(self, stage: str) -> None:
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        shape = resolve_image_shape(self.hparams.image_shape, datamodule, "DCGAN")
+        if self.generator is None:
+            self._build(shape)
+
+    # ---- sampling ------------------------------------------------------------------------------------------
+    def noise_like(self, real: Tensor) -> Tensor:
+        """Fresh training noise for a batch of real images: (B, C, H, W) -> (B, latent_dim)."""
+        return torch.randn(real.shape[0], self.hparams.latent_dim, device=real.device)
+
+    def fixed_noise(self, indices: Tensor) -> Tensor:
+        """Reproducible noise: row i comes from seed `sample_seed + indices[i]`. (B,) -> (B, latent_dim)."""
+        rows = [
+            torch.randn(self.hparams.latent_dim, generator=torch.Generator().manual_seed(self.hparams.sample_seed + int(i)))
+            for i in indices.tolist()
+        ]
+        return torch.stack(rows).to(self.device)
+
+    def forward(self, z: Tensor) -> Tensor:
+        """(B, latent_dim) -> (B, C, H, W) images in [-1, 1]."""
+        return self.generator(z)
+
+    # ---- training ------------------------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        disable_ddp_gradient_sync(self.trainer)
+        if self.hparams.flush_denormal and self.device.type == "cpu":
+            self._flushing_denormals = torch.set_flush_denormal(True)
+
+    def on_fit_end(self) -> None:
+        if self._flushing_denormals:
+            torch.set_flush_denormal(False)
+            self._flushing_denormals = False
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        hp = self.hparams
+        real = batch[0] if isinstance(batch, (list, tuple)) else batch  # (B, C, H, W) in [-1, 1]
+        opt_g, opt_d = self.optimizers()
+        train_g = (self.trainer.fit_loop.epoch_loop.total_batch_idx + 1) % hp.n_critic == 0
+
+        z = self.noise_like(real)
+        with torch.set_grad_enabled(train_g):
+            fake = self.generator(z)  # (B, latent_dim) -> (B, C, H, W); kept for the generator step
+
+        # discriminator step: real vs detached fake
+        self.toggle_optimizer(opt_d)
+        real_logits = self.discriminator(real)
+        fake_logits = self.discriminator(fake.detach())
+        d_loss = discriminator_loss(real_logits, fake_logits, hp.loss, hp.label_smoothing)
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(d_loss)
+        all_reduce_gradients(self.discriminator)
+        opt_d.step()
+        self.untoggle_optimizer(opt_d)
+        metrics = {
+            "train/d_loss": d_loss.detach(),
+            "train/d_real": real_logits.detach().float().mean(),
+            "train/d_fake": fake_logits.detach().float().mean(),
+        }
+
+        # generator step: the updated discriminator judges the same fakes
+        if train_g:
+            self.toggle_optimizer(opt_g)
+            g_loss = generator_loss(self.discriminator(fake), hp.loss)
+            opt_g.zero_grad(set_to_none=True)
+            self.manual_backward(g_loss)
+            all_reduce_gradients(self.generator)
+            opt_g.step()
+            self.untoggle_optimizer(opt_g)
+            metrics["train/g_loss"] = g_loss.detach()
+        self.log_dict(metrics, prog_bar=True)
+        if batch_idx == 0:
+            self.log_dict({"train/lr_g": opt_g.param_groups[0]["lr"], "train/lr_d": opt_d.param_groups[0]["lr"]})
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        hp = self.hparams
+        opt_g = torch.optim.Adam(self.generator.parameters(), lr=hp.lr_g, betas=tuple(hp.betas))
+        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=hp.lr_d, betas=tuple(hp.betas))
+        return [opt_g, opt_d]
+
+    def on_train_epoch_end(self) -> None:
+        if self.trainer.is_global_zero:
+            save_and_log_images(self.trainer, "samples", self.sample(torch.arange(self.hparams.num_samples)))
+
+    @torch.no_grad()
+    def sample(self, indices: Tensor) -> Tensor:
+        """Images from the fixed noise of `indices`, with the generator in eval mode. (B,) -> (B, C, H, W)."""
+        was_training = self.generator.training
+        self.generator.eval()
+        images = self.generator(self.fixed_noise(indices))
+        self.generator.train(was_training)
+        return images
+
+    # ---- evaluation: how well the discriminator separates held-out real images from fresh fakes -------------
+    def _evaluate(self, batch: Any, prefix: str) -> None:
+        real = batch[0] if isinstance(batch, (list, tuple)) else batch
+        fake = self.generator(self.noise_like(real))
+        real_logits, fake_logits = self.discriminator(real), self.discriminator(fake)
+        accuracy = 0.5 * ((real_logits > 0).float().mean() + (fake_logits < 0).float().mean())
+        self.log_dict(
+            {
+                f"{prefix}/d_loss": discriminator_loss(real_logits, fake_logits, self.hparams.loss),
+                f"{prefix}/g_loss": generator_loss(fake_logits, self.hparams.loss),
+                f"{prefix}/d_accuracy": accuracy,
+            },
+            sync_dist=True,
+        )
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    # ---- predict: `num_samples` images from the fixed noise, no data needed --------------------------------
+    def predict_dataloader(self) -> DataLoader:
+        return DataLoader(torch.arange(self.hparams.num_samples), batch_size=64)
+
+    def predict_step(self, batch: Tensor, batch_idx: int) -> dict[str, Tensor]:
+        return {"images": self.generator(self.fixed_noise(batch)), "index": batch}

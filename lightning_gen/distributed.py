@@ -1,0 +1,50 @@
+"""Gradient synchronisation for techniques with several optimizers under DDP.
+
+Lightning's DDP strategy wraps the whole LightningModule in one `DistributedDataParallel`, whose reducer expects
+every parameter to receive a gradient in every backward pass. A GAN's discriminator step leaves the generator
+unused, so plain `strategy="ddp"` fails ("parameters that were not used"), and `find_unused_parameters=True`
+all-reduces both networks at every step. Instead, a technique calls `disable_ddp_gradient_sync` once when fit
+starts and then `all_reduce_gradients(network)` after each `manual_backward`, so each network's gradients are
+averaged across processes exactly once, for its own step. Outside DDP both are no-ops.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+from torch.nn.parallel import DistributedDataParallel
+
+
+def disable_ddp_gradient_sync(trainer: L.Trainer) -> bool:
+    """Stop the DDP wrapper (if any) from all-reducing gradients itself. Returns whether one was found.
+
+    This is what `DistributedDataParallel.no_sync()` does for the span of a context; here it lasts for the run.
+    Parameters stay identical across processes because DDP broadcasts them from rank 0 when it wraps the
+    module and every step then applies the same averaged gradients.
+    """
+    wrapped = getattr(trainer.strategy, "model", None)
+    if isinstance(wrapped, DistributedDataParallel):
+        wrapped.require_backward_grad_sync = False
+        return True
+    return False
+
+
+def all_reduce_gradients(module: nn.Module) -> None:
+    """Average the gradients of `module`'s parameters over all processes, in one flat all-reduce."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    world = dist.get_world_size()
+    if world == 1:
+        return
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    if not grads:
+        return
+    flat = _flatten_dense_tensors(grads)
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat.div_(world)
+    with torch.no_grad():
+        for grad, synced in zip(grads, _unflatten_dense_tensors(flat, grads)):
+            grad.copy_(synced)

@@ -1,0 +1,87 @@
+"""W&B that works with no account and no network: offline runs that `wandb sync` uploads later."""
+
+from __future__ import annotations
+
+import netrc
+import os
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlparse
+
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_info
+
+WandbMode = Literal["auto", "online", "offline", "disabled"]
+
+
+def wandb_credentials_present() -> bool:
+    """Whether W&B could log in without asking: an API key in the environment, an identity-token file, or a
+    netrc entry for the W&B host (what `wandb login` writes). Reads local files only."""
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or ""
+    path = os.environ.get("NETRC") or str(Path.home() / ".netrc")
+    try:
+        return netrc.netrc(path).authenticators(host) is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def resolve_wandb_mode(mode: WandbMode) -> str:
+    """`auto`: the `WANDB_MODE` environment variable if set, else `online` when credentials exist, else `offline`."""
+    if mode != "auto":
+        return mode
+    env = os.environ.get("WANDB_MODE")
+    if env:
+        return "offline" if env == "dryrun" else env
+    return "online" if wandb_credentials_present() else "offline"
+
+
+class AutoWandbLogger(WandbLogger):
+    """Lightning's WandbLogger, online when you are logged in to W&B and offline otherwise.
+
+    Offline runs are written under `<save_dir>/wandb/offline-run-*`; upload one later with
+    `wandb sync <that folder>`. Resumed fits (`--ckpt_path last`) continue the same run id.
+
+    Args:
+        project: W&B project name (also the folder under `save_dir` that holds each run's checkpoints).
+        name: display name of the run (default: W&B picks one).
+        save_dir: root folder of runs: `<save_dir>/<project>/<run id>/` and W&B's own `<save_dir>/wandb/`.
+        mode: `auto` (online if logged in, else offline; `WANDB_MODE` wins), `online`, `offline` or `disabled`.
+        id: run id; set it to continue an existing run (done for you on resume).
+        group: W&B group of the run.
+        tags: W&B tags.
+        log_model: upload checkpoints as W&B artifacts (online only).
+    """
+
+    def __init__(
+        self,
+        project: str = "lightning-gen",
+        name: str | None = None,
+        save_dir: str = "runs",
+        mode: WandbMode = "auto",
+        id: str | None = None,
+        group: str | None = None,
+        tags: list[str] | None = None,
+        log_model: bool = False,
+    ) -> None:
+        self.mode = resolve_wandb_mode(mode)
+        Path(save_dir).mkdir(parents=True, exist_ok=True)
+        super().__init__(
+            project=project,
+            name=name,
+            save_dir=save_dir,
+            id=id,
+            log_model=log_model and self.mode == "online",
+            mode=self.mode,
+            group=group,
+            tags=tags,
+        )
+        if self.mode == "offline" and mode == "auto":
+            rank_zero_info("W&B: no login found, logging offline (upload later with `wandb sync`).")
+
+    def run_folder(self) -> Path | None:
+        """W&B's folder for this run (`.../wandb/offline-run-...` or `run-...`), once the run exists."""
+        if self._experiment is None or not getattr(self._experiment, "dir", None):
+            return None
+        return Path(self._experiment.dir).parent

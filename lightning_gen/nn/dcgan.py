@@ -1,0 +1,120 @@
+"""DCGAN networks (Radford et al. 2015), with their depth derived from the image size.
+
+Generator: a 1x1 latent vector is projected to a `base x base` map by a transposed convolution, then doubled
+`n_up` times by stride-2 transposed convolutions (BatchNorm + ReLU), ending in tanh. Discriminator: the mirror
+image, stride-2 convolutions with LeakyReLU(0.2) (no BatchNorm on the first), ending in one `base x base`
+convolution that gives a single logit. No hidden fully-connected layers.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+
+def dcgan_layout(height: int, width: int) -> tuple[int, int]:
+    """Return `(base, n_up)` with `side == base * 2**n_up`, `base` in 4..7 and `n_up >= 1`.
+
+    28 -> (7, 2), 32 -> (4, 3), 64 -> (4, 4), 8 -> (4, 1). Raises `ValueError` naming the fix otherwise.
+    """
+    if height != width:
+        raise ValueError(
+            f"DCGAN needs square images, got {height}x{width}. Resize them with the datamodule's "
+            "`image_size` option (for example `--data.image_size 32`)."
+        )
+    side, n_up = height, 0
+    while side > 7 and side % 2 == 0:
+        side //= 2
+        n_up += 1
+    if not 4 <= side <= 7 or n_up == 0:
+        raise ValueError(
+            f"DCGAN cannot take {height}x{width} images: the side must be b * 2^n with b in 4..7 and n >= 1 "
+            "(8, 12, 16, 28, 32, 48, 64, 128, ...). Resize the images with the datamodule's `image_size` "
+            "option (for example `--data.image_size 32`)."
+        )
+    return side, n_up
+
+
+def dcgan_init(module: nn.Module) -> None:
+    """The paper's initialisation: conv weights ~ N(0, 0.02), BatchNorm scale ~ N(1, 0.02), biases 0."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+class DCGANGenerator(nn.Module):
+    """Maps `(B, in_dim)` latent vectors to `(B, C, H, W)` images in [-1, 1].
+
+    Args:
+        in_dim: length of the input vector (the latent size, plus any conditioning).
+        image_shape: `(channels, height, width)` of the images to produce.
+        features: channels of the last hidden layer; each earlier layer has twice as many.
+    """
+
+    def __init__(self, in_dim: int, image_shape: tuple[int, int, int], features: int = 64) -> None:
+        super().__init__()
+        channels, height, width = image_shape
+        base, n_up = dcgan_layout(height, width)
+        width_ch = features * 2 ** (n_up - 1)
+        # (B, in_dim, 1, 1) -> (B, width_ch, base, base)
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(in_dim, width_ch, base, 1, 0, bias=False),
+            nn.BatchNorm2d(width_ch),
+            nn.ReLU(inplace=True),
+        ]
+        for _ in range(n_up - 1):  # each block doubles the side and halves the channels
+            layers += [
+                nn.ConvTranspose2d(width_ch, width_ch // 2, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(width_ch // 2),
+                nn.ReLU(inplace=True),
+            ]
+            width_ch //= 2
+        # (B, features, H/2, W/2) -> (B, C, H, W)
+        layers += [nn.ConvTranspose2d(width_ch, channels, 4, 2, 1, bias=False), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+        self.in_dim = in_dim
+        self.image_shape = tuple(image_shape)
+        dcgan_init(self)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z.reshape(z.shape[0], self.in_dim, 1, 1))  # (B, in_dim) -> (B, C, H, W)
+
+
+class DCGANDiscriminator(nn.Module):
+    """Maps `(B, C, H, W)` images to `(B, out_dim)` logits (`(B,)` when `out_dim == 1`).
+
+    Args:
+        image_shape: `(channels, height, width)` of the input images.
+        features: channels of the first layer; each later layer has twice as many.
+        out_dim: number of logits (1 for real/fake; N+1 for a semi-supervised discriminator).
+    """
+
+    def __init__(self, image_shape: tuple[int, int, int], features: int = 64, out_dim: int = 1) -> None:
+        super().__init__()
+        channels, height, width = image_shape
+        base, n_up = dcgan_layout(height, width)
+        width_ch = features
+        # (B, C, H, W) -> (B, features, H/2, W/2); no BatchNorm on the input layer
+        layers: list[nn.Module] = [nn.Conv2d(channels, width_ch, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True)]
+        for _ in range(n_up - 1):
+            layers += [
+                nn.Conv2d(width_ch, width_ch * 2, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(width_ch * 2),
+                nn.LeakyReLU(0.2, inplace=True),
+            ]
+            width_ch *= 2
+        self.features = nn.Sequential(*layers)  # -> (B, width_ch, base, base)
+        self.head = nn.Conv2d(width_ch, out_dim, base, 1, 0, bias=False)  # -> (B, out_dim, 1, 1)
+        self.out_dim = out_dim
+        dcgan_init(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        logits = self.head(self.features(x)).flatten(1)  # (B, out_dim)
+        return logits.squeeze(1) if self.out_dim == 1 else logits
+
+
+__all__ = ["DCGANDiscriminator", "DCGANGenerator", "dcgan_init", "dcgan_layout"]

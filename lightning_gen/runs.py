@@ -1,0 +1,59 @@
+"""Where a run keeps its files, and how images reach disk and the loggers.
+
+A run's folder is the one Lightning's ModelCheckpoint uses, minus `checkpoints/`:
+`<logger save_dir>/<logger name>/<logger version>/` (for W&B: `runs/<project>/<run id>/`), or
+`default_root_dir` when there is no logger. It holds `checkpoints/`, `config.yaml` and `samples/`.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning as L
+import torch
+import torchvision
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+from torch import Tensor
+
+
+def run_dir(trainer: L.Trainer) -> Path:
+    """The folder of this run (same rule as ModelCheckpoint's default `dirpath`, without `checkpoints`)."""
+    if not trainer.loggers:
+        return Path(trainer.default_root_dir)
+    logger = trainer.loggers[0]
+    save_dir = logger.save_dir if logger.save_dir is not None else trainer.default_root_dir
+    version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
+    return Path(save_dir) / str(logger.name) / version
+
+
+def image_grid(images: Tensor, nrow: int | None = None, min_side: int = 32) -> Tensor:
+    """Tile `(B, C, H, W)` images in [-1, 1] into one `(3, H', W')` grid in [0, 1].
+
+    Small images (side below `min_side`) are enlarged by an integer nearest-neighbour factor so the grid is
+    readable (8x8 digits become 32x32 tiles).
+    """
+    images = images.detach().float().cpu().clamp(-1, 1).add(1).div(2)
+    factor = max(1, math.ceil(min_side / max(images.shape[-2:])))
+    if factor > 1:
+        images = torch.nn.functional.interpolate(images, scale_factor=factor, mode="nearest")
+    nrow = nrow or max(1, int(math.sqrt(images.shape[0])))
+    return torchvision.utils.make_grid(images, nrow=nrow, padding=2, pad_value=1.0)
+
+
+@rank_zero_only
+def save_and_log_images(trainer: L.Trainer, key: str, images: Tensor, nrow: int | None = None) -> Path:
+    """Save a grid of `images` as `<run dir>/samples/<key>_epoch<NNNN>.png` and send it to every logger that
+    takes images (W&B, TensorBoard). Returns the PNG's path."""
+    grid = image_grid(images, nrow)
+    folder = run_dir(trainer) / "samples"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{key.replace('/', '_')}_epoch{trainer.current_epoch:04d}.png"
+    torchvision.utils.save_image(grid, path)
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_image(key=key, images=[str(path)], step=trainer.global_step)
+        elif isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_image(key, grid, global_step=trainer.global_step)
+    return path
