@@ -54,6 +54,7 @@ class ImageDataModule(L.LightningDataModule):
         val_fraction: share of the training data held out for validation, in (0, 1).
         split_seed: seed of the train/val split (independent of the training seed, so runs share one split).
         num_workers: DataLoader worker processes (0 loads in the main process).
+        shuffle: shuffle the training set every epoch.
         drop_last: drop the last incomplete training batch (keeps BatchNorm statistics sane).
     """
 
@@ -63,6 +64,7 @@ class ImageDataModule(L.LightningDataModule):
         val_fraction: float = 0.1,
         split_seed: int = 0,
         num_workers: int = 0,
+        shuffle: bool = True,
         drop_last: bool = True,
     ) -> None:
         super().__init__()
@@ -76,6 +78,7 @@ class ImageDataModule(L.LightningDataModule):
         self.val_fraction = val_fraction
         self.split_seed = split_seed
         self.num_workers = num_workers
+        self.shuffle = shuffle
         self.drop_last = drop_last
         self.image_shape: tuple[int, int, int] | None = None
         self.num_classes: int | None = None
@@ -107,7 +110,7 @@ class ImageDataModule(L.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=train,
+            shuffle=train and self.shuffle,
             drop_last=train and self.drop_last,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

@@ -101,10 +101,11 @@ class RunCheckpoint(ModelCheckpoint):
 
 class SaveRunConfig(SaveConfigCallback):
     """Saves the full resolved config as `config.yaml` in the run's own folder (not the shared log root, where
-    runs would collide) and sends it to W&B as the run's config."""
+    runs would collide) and sends it to W&B as the run's config. Only `fit` saves: evaluating or predicting
+    from a run's checkpoint leaves that run's config as it was."""
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self.already_saved:
+        if self.already_saved or stage != "fit":
             return
         if trainer.is_global_zero:
             folder = run_dir(trainer)

@@ -46,6 +46,7 @@ class GenCLI(LightningCLI):
         datamodules.load_plugins()
         kwargs.setdefault("save_config_callback", SaveRunConfig)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("auto_configure_optimizers", False)  # each technique owns its optimizers
         trainer_defaults = {"logger": DEFAULT_LOGGER, "default_root_dir": "runs"}
         trainer_defaults.update(kwargs.pop("trainer_defaults", {}) or {})
         kwargs["trainer_defaults"] = trainer_defaults
@@ -56,13 +57,12 @@ class GenCLI(LightningCLI):
         parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
 
     # ---- `--ckpt_path last` and resuming the same W&B run --------------------------------------------------
-    def before_instantiate_classes(self) -> None:
+    def _parse_ckpt_path(self) -> None:
+        """Resolve `--ckpt_path last` to the newest `last.ckpt` under the run root, before Lightning reads the
+        checkpoint's hyperparameters (so `predict` knows the image shape from it)."""
         subcommand = self.config.get("subcommand")
-        if not subcommand:
-            return
-        cfg = self.config[subcommand]
-        ckpt_path = cfg.get("ckpt_path")
-        if ckpt_path == "last":
+        if subcommand and self.config[subcommand].get("ckpt_path") == "last":
+            cfg = self.config[subcommand]
             roots = [Path(cfg.trainer.default_root_dir or ".")]
             for logger in _logger_configs(cfg.trainer.logger):
                 save_dir = getattr(getattr(logger, "init_args", None), "save_dir", None)
@@ -75,7 +75,19 @@ class GenCLI(LightningCLI):
                     "path, or the same `--trainer.default_root_dir` / logger `save_dir` as the run to resume."
                 )
             rank_zero_info(f"Resuming from {found}")
-            cfg.ckpt_path = ckpt_path = str(found)
+            cfg.ckpt_path = str(found)
+        super()._parse_ckpt_path()
+
+    def before_instantiate_classes(self) -> None:
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        cfg = self.config[subcommand]
+        ckpt_path = cfg.get("ckpt_path")
+        if subcommand == "predict" and any(
+            "AutoWandbLogger" in str(getattr(c, "class_path", "")) for c in _logger_configs(cfg.trainer.logger)
+        ):
+            cfg.trainer.logger = False  # predict logs nothing: do not open a W&B run for it
         if subcommand == "fit" and ckpt_path:
             if not Path(ckpt_path).is_file():
                 raise ConfigError(f"--ckpt_path {ckpt_path}: no such file.")

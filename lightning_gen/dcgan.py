@@ -107,7 +107,6 @@ class DCGAN(L.LightningModule):
 
     # ---- training ------------------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
-        disable_ddp_gradient_sync(self.trainer)
         if self.hparams.flush_denormal and self.device.type == "cpu":
             self._flushing_denormals = torch.set_flush_denormal(True)
 
@@ -120,6 +119,7 @@ class DCGAN(L.LightningModule):
         hp = self.hparams
         real = batch[0] if isinstance(batch, (list, tuple)) else batch  # (B, C, H, W) in [-1, 1]
         opt_g, opt_d = self.optimizers()
+        disable_ddp_gradient_sync(self.trainer)  # gradients are averaged per network below
         train_g = (self.trainer.fit_loop.epoch_loop.total_batch_idx + 1) % hp.n_critic == 0
 
         z = self.noise_like(real)

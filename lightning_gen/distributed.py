@@ -3,9 +3,10 @@
 Lightning's DDP strategy wraps the whole LightningModule in one `DistributedDataParallel`, whose reducer expects
 every parameter to receive a gradient in every backward pass. A GAN's discriminator step leaves the generator
 unused, so plain `strategy="ddp"` fails ("parameters that were not used"), and `find_unused_parameters=True`
-all-reduces both networks at every step. Instead, a technique calls `disable_ddp_gradient_sync` once when fit
-starts and then `all_reduce_gradients(network)` after each `manual_backward`, so each network's gradients are
-averaged across processes exactly once, for its own step. Outside DDP both are no-ops.
+all-reduces both networks at every step. Instead, a technique calls `disable_ddp_gradient_sync` at the start of
+each `training_step` (Lightning switches DDP's sync back on after every step) and `all_reduce_gradients(network)`
+after each `manual_backward`, so each network's gradients are averaged across processes exactly once, for its
+own step. Outside DDP both are no-ops.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from torch.nn.parallel import DistributedDataParallel
 def disable_ddp_gradient_sync(trainer: L.Trainer) -> bool:
     """Stop the DDP wrapper (if any) from all-reducing gradients itself. Returns whether one was found.
 
-    This is what `DistributedDataParallel.no_sync()` does for the span of a context; here it lasts for the run.
+    This is what `DistributedDataParallel.no_sync()` does for the span of a context; called inside
+    `training_step`, it lasts until the step returns, so `manual_backward` leaves the reducer alone.
     Parameters stay identical across processes because DDP broadcasts them from rank 0 when it wraps the
     module and every step then applies the same averaged gradients.
     """

@@ -1,0 +1,43 @@
+"""Test-only subclasses and utilities (importable by CLI subprocesses started from the project root)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from torch.utils.data import DataLoader, DistributedSampler
+
+from datamodules import Digits
+from lightning_gen import DCGAN
+
+
+class BatchNoiseDCGAN(DCGAN):
+    """DCGAN whose training noise is a fixed function of each real image, so every sample meets the same z
+    whether it is processed in one process or split across several (for the DDP-vs-single-process check)."""
+
+    def noise_like(self, real: Tensor) -> Tensor:
+        flat = real.flatten(1).float()  # (B, C*H*W)
+        proj = torch.randn(flat.shape[1], self.hparams.latent_dim, generator=torch.Generator().manual_seed(1234))
+        return flat @ proj.to(flat.device) / math.sqrt(flat.shape[1])  # (B, latent_dim)
+
+    def _build(self, image_shape: tuple[int, int, int]) -> None:
+        # BatchNorm normalises by per-process batch statistics, which differ from the global batch's by design
+        # (SyncBatchNorm needs GPUs). Without it, DDP on k x B/k images must equal one process on B images.
+        super()._build(image_shape)
+        for net in (self.generator, self.discriminator):
+            for name, child in list(net.named_modules()):
+                if isinstance(child, torch.nn.BatchNorm2d):
+                    parent = net.get_submodule(name.rsplit(".", 1)[0]) if "." in name else net
+                    setattr(parent, name.rsplit(".", 1)[-1], torch.nn.Identity())
+
+
+class InOrderDigits(Digits):
+    """Digits in a fixed order: one process sees batch k as images [kB, (k+1)B); under DDP (with
+    `use_distributed_sampler: false`) rank r of k sees every k-th of them, so each global batch is the same set."""
+
+    def train_dataloader(self) -> DataLoader:
+        world, rank = self.trainer.world_size, self.trainer.global_rank
+        sampler = DistributedSampler(self.train_set, num_replicas=world, rank=rank, shuffle=False, drop_last=True)
+        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, drop_last=True)
