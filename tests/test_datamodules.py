@@ -1,0 +1,130 @@
+import pytest
+import torch
+from PIL import Image
+
+from datamodules import MNIST, DataError, Digits, ImageFolder, TorchvisionData
+from tests.conftest import shared_data
+
+
+def make_folder(root, sizes=((12, 12),) * 6, classes=("cat", "dog"), mode="RGB"):
+    for c in classes:
+        (root / c).mkdir(parents=True)
+        for i, (h, w) in enumerate(sizes):
+            Image.new(mode, (w, h), color=(i * 40 % 255,) * (1 if mode == "L" else 3)).save(root / c / f"{i}.png")
+    return root
+
+
+def test_digits_shapes_range_and_seeded_split():
+    dm = Digits(batch_size=16)
+    dm.setup("fit")
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (16, 1, 8, 8) and dm.image_shape == (1, 8, 8) and dm.num_classes == 10
+    assert x.min() >= -1 and x.max() <= 1 and x.min() < -0.9 and x.max() > 0.9  # [0, 16] -> [-1, 1]
+    assert int(y.max()) < 10
+    total = len(dm.train_set) + len(dm.val_set) + len(dm.test_set)
+    assert total == 1797 and len(dm.test_set) == round(1797 * 0.2)
+    again = Digits(batch_size=16)
+    again.setup("fit")
+    assert again.val_set.indices == dm.val_set.indices  # same split_seed, same split
+    other = Digits(batch_size=16, split_seed=1)
+    other.setup("fit")
+    assert other.val_set.indices != dm.val_set.indices
+
+
+def test_digits_resize():
+    dm = Digits(image_size=16, batch_size=8)
+    dm.setup("fit")
+    assert next(iter(dm.train_dataloader()))[0].shape == (8, 1, 16, 16) and dm.image_shape == (1, 16, 16)
+
+
+def test_image_folder_with_classes_and_filter(tmp_path):
+    root = make_folder(tmp_path / "imgs")
+    dm = ImageFolder(root=str(root), batch_size=2, val_fraction=0.25)
+    dm.setup("fit")
+    assert dm.image_shape == (3, 12, 12) and dm.class_names == ["cat", "dog"]
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (2, 3, 12, 12) and x.min() >= -1 and x.max() <= 1
+    only = ImageFolder(root=str(root), classes=["dog"], batch_size=2, val_fraction=0.25, image_size=8, channels=1)
+    only.setup("fit")
+    assert len(only.train_set) + len(only.val_set) == 6 and only.image_shape == (1, 8, 8)
+    assert {int(label) for _, label in only.train_set} == {0}
+
+
+def test_image_folder_flat_layout_and_env_root(tmp_path, monkeypatch):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i in range(5):
+        Image.new("RGB", (8, 8)).save(flat / f"{i}.jpg")
+    monkeypatch.setenv("MY_IMAGES", str(tmp_path))
+    dm = ImageFolder(root="$MY_IMAGES/flat", batch_size=2)
+    dm.setup("fit")
+    assert dm.num_classes == 1 and len(dm.train_set) + len(dm.val_set) == 5
+
+
+def test_image_folder_errors_name_the_problem(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        ImageFolder(root=str(tmp_path / "nowhere")).setup("fit")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no images found"):
+        ImageFolder(root=str(tmp_path / "empty")).setup("fit")
+    with pytest.raises(DataError, match="not set"):
+        ImageFolder(root="$SURELY_UNSET_VARIABLE_42/x").setup("fit")
+    root = make_folder(tmp_path / "imgs")
+    with pytest.raises(DataError, match=r"classes \['bird'\]"):
+        ImageFolder(root=str(root), classes=["bird"]).setup("fit")
+
+
+def test_corrupt_image_is_reported_before_training(tmp_path):
+    root = make_folder(tmp_path / "imgs")
+    (root / "cat" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    with pytest.raises(DataError, match="broken.png"):
+        ImageFolder(root=str(root), batch_size=2).setup("fit")
+
+
+def test_mixed_sizes_need_image_size(tmp_path):
+    root = make_folder(tmp_path / "imgs", sizes=[(12, 12)] * 5 + [(16, 12)])
+    with pytest.raises(DataError, match="image_size"):
+        ImageFolder(root=str(root), batch_size=2).setup("fit")
+    dm = ImageFolder(root=str(root), batch_size=2, image_size=8)
+    dm.setup("fit")
+    assert dm.image_shape == (3, 8, 8)
+
+
+def test_missing_torchvision_dataset_without_download(tmp_path):
+    dm = MNIST(root=str(tmp_path), download=False)
+    with pytest.raises(DataError, match="download true"):
+        dm.setup("fit")
+    assert list(tmp_path.iterdir()) == []  # nothing was written into the data root
+
+
+def test_bad_options_raise():
+    with pytest.raises(DataError, match="val_fraction"):
+        Digits(val_fraction=1.5)
+    with pytest.raises(DataError, match="batch_size"):
+        Digits(batch_size=0)
+    with pytest.raises(DataError, match="fewer than batch_size"):
+        Digits(batch_size=5000).setup("fit")
+
+
+def test_torchvision_table_short_names():
+    assert MNIST().dataset == "MNIST" and MNIST().image_shape == (1, 28, 28)
+    assert TorchvisionData(dataset="CIFAR10").image_shape == (3, 32, 32)
+    assert MNIST(image_size=32).image_shape == (1, 32, 32)
+
+
+def test_real_mnist_from_data_root():
+    root = shared_data("MNIST", "raw").parent.parent
+    dm = MNIST(root=str(root), batch_size=32)
+    dm.setup("fit")
+    x, _ = next(iter(dm.train_dataloader()))
+    assert x.shape == (32, 1, 28, 28)
+    assert len(dm.train_set) + len(dm.val_set) == 60000 and len(dm.test_set) == 10000
+
+
+def test_real_cifar10_birds_image_folder():
+    root = shared_data("cifar10", "train")
+    dm = ImageFolder(root=str(root), classes=["bird"], batch_size=16, verify=False)
+    dm.setup("fit")
+    assert len(dm.train_set) + len(dm.val_set) == 5000 and dm.image_shape == (3, 32, 32)
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (16, 3, 32, 32) and torch.all(y == 0)
