@@ -1,0 +1,140 @@
+"""The command line as a user runs it: subprocesses of `python -m lightning_gen.cli`."""
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from lightning_gen.cli import GenCLI
+from tests.conftest import QUIET, ROOT, TINY, run_cli
+
+CONFIGS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs").rglob("*.yaml"))
+
+
+def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_every_config_parses(config, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        GenCLI(args=["fit", "--config", str(ROOT / config), "--print_config"])
+    assert exit_.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["class_path"].startswith("lightning_gen.")
+
+
+def parse_exit(args: list[str], capsys) -> tuple[int, str, str]:
+    """Run the CLI in this process up to where it stops while parsing or instantiating; return (code, stdout,
+    stderr). An error raised while instantiating (which a user sees as a traceback ending in the message, exit
+    code 1) comes back as code 1 with the message in stderr."""
+    with pytest.raises((SystemExit, ValueError)) as stop:
+        GenCLI(args=args)
+    captured = capsys.readouterr()
+    if isinstance(stop.value, ValueError):
+        return 1, captured.out, captured.err + str(stop.value)
+    return stop.value.code or 0, captured.out, captured.err
+
+
+def test_short_names_help_and_unknown_keys(capsys):
+    code, help_text, _ = parse_exit(["fit", "--model.help", "DCGAN"], capsys)
+    assert code == 0
+    for arg in ("latent_dim", "g_features", "d_features", "loss", "label_smoothing", "n_critic", "lr_g", "lr_d",
+                "betas", "image_shape", "num_samples", "sample_seed", "flush_denormal"):
+        assert f"--model.{arg}" in help_text
+    assert "{bce,lsgan,hinge}" in help_text and "discriminator steps per generator step" in help_text
+    code, _, err = parse_exit(["fit", "--config", TINY, "--model.n_critics", "2"], capsys)
+    assert code != 0 and "n_critics" in err
+    code, _, err = parse_exit(["fit", "--config", TINY, "--model.loss", "wgan"], capsys)
+    assert code != 0 and "wgan" in err
+    code, _, err = parse_exit(["fit", "--config", TINY, "--model.n_critic", "0"], capsys)
+    assert code != 0 and "n_critic must be 1 or more" in err
+    code, _, err = parse_exit(["fit", "--config", TINY, "--data", "NoSuchData"], capsys)
+    assert code != 0 and "NoSuchData" in err
+
+
+def test_fit_offline_wandb_resume_same_run_and_predict(tmp_path):
+    # short names, default logger (W&B, offline because no login), config saved in the run folder
+    args = ["fit", "--config", TINY, "--model", "DCGAN", "--model.latent_dim", "16", "--model.g_features", "8",
+            "--model.d_features", "8", "--model.num_samples", "16", "--data", "Digits", "--data.batch_size", "32", *QUIET]
+    first = ok(run_cli(args, tmp_path))
+    (run,) = (tmp_path / "runs" / "lightning-gen").iterdir()
+    assert "W&B run (offline)" in first.stdout and "wandb sync" in first.stdout
+    assert (run / "config.yaml").is_file() and (run / "samples" / "samples_epoch0000.png").is_file()
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["model"]["init_args"]["latent_dim"] == 16
+    offline = list((tmp_path / "runs" / "wandb").glob(f"offline-run-*-{run.name}"))
+    assert len(offline) == 1
+
+    ckpt1 = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt1["lightning_gen"]["run_id"] == run.name
+    ok(run_cli([*args, "--ckpt_path", "last", "--trainer.max_epochs", "2"], tmp_path))
+    assert [p.name for p in (tmp_path / "runs" / "lightning-gen").iterdir()] == [run.name]  # same run
+    assert len(list((tmp_path / "runs" / "wandb").glob(f"offline-run-*-{run.name}"))) == 2  # W&B resumed its id
+    ckpt2 = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt2["epoch"] == 1 and ckpt2["global_step"] == 2 * ckpt1["global_step"]
+    for state1, state2 in zip(ckpt1["optimizer_states"], ckpt2["optimizer_states"]):  # both optimizers continued
+        assert int(state2["state"][0]["step"]) == 2 * int(state1["state"][0]["step"])
+
+    ok(run_cli(["predict", "--config", str(run / "config.yaml"), "--ckpt_path", "last", *QUIET], tmp_path))
+    images = sorted((run / "predictions").glob("0*.png"))
+    assert len(images) == 16 and (run / "predictions" / "grid.png").is_file()
+    assert len(list((tmp_path / "runs" / "wandb").glob("offline-run-*"))) == 2  # predict opened no W&B run
+
+
+def test_new_run_does_not_overwrite_checkpoints(tmp_path):
+    args = ["fit", "--config", TINY, "--trainer.logger", "false", "--trainer.default_root_dir", "out", *QUIET]
+    ok(run_cli(args, tmp_path))
+    before = (tmp_path / "out" / "checkpoints" / "last.ckpt").read_bytes()
+    again = run_cli(args, tmp_path)
+    assert again.returncode != 0 and "already holds checkpoints" in again.stderr
+    assert (tmp_path / "out" / "checkpoints" / "last.ckpt").read_bytes() == before
+    ok(run_cli([*args, "--checkpoint.overwrite", "true"], tmp_path))
+
+
+def test_missing_data_root_is_reported_before_training(tmp_path):
+    result = run_cli(["fit", "--config", TINY, "--data", "MNIST", "--data.root", str(tmp_path / "none"),
+                      "--trainer.logger", "false", *QUIET], tmp_path)
+    assert result.returncode == 2 and "MNIST was not found" in result.stderr and "download true" in result.stderr
+    assert not (tmp_path / "runs" / "checkpoints").exists()
+
+
+def test_ctrl_c_leaves_a_resumable_last_checkpoint(tmp_path):
+    args = ["fit", "--config", TINY, "--trainer.logger", "false", "--trainer.default_root_dir", "out",
+            "--trainer.limit_train_batches", "1.0", "--trainer.max_epochs", "1000", *QUIET]
+    env = {"PYTHONPATH": str(ROOT), "WANDB_SILENT": "true"}
+    import os
+    proc = subprocess.Popen([sys.executable, "-m", "lightning_gen.cli", *args], cwd=tmp_path,
+                            env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    samples = tmp_path / "out" / "samples"
+    deadline = time.monotonic() + 120
+    while not (samples.is_dir() and any(samples.iterdir())) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)  # wait until training is under way (first epoch's sample grid written)
+    assert proc.poll() is None, proc.stdout.read()
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert "saved" in out and "last.ckpt" in out, out[-2000:]
+    ckpt = torch.load(tmp_path / "out" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] > 0 and len(ckpt["optimizer_states"]) == 2
+    resumed = ok(run_cli([*args[:-len(QUIET)], "--trainer.max_epochs", str(ckpt["epoch"] + 2), "--ckpt_path", "last",
+                          *QUIET], tmp_path))
+    assert "Restored all states" in resumed.stdout + resumed.stderr
+    after = torch.load(tmp_path / "out" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert after["global_step"] > ckpt["global_step"]
+
+
+def test_tensorboard_logger_gets_the_sample_grid(tmp_path):
+    ok(run_cli(["fit", "--config", TINY, "--trainer.logger", "TensorBoardLogger", "--trainer.logger.save_dir", "tb",
+                *QUIET], tmp_path))
+    (run,) = tmp_path.glob("tb/**/version_0")
+    assert (run / "samples" / "samples_epoch0000.png").is_file() and (run / "config.yaml").is_file()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run)).Reload()
+    assert "samples" in events.Tags()["images"]

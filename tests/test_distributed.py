@@ -1,0 +1,83 @@
+"""Real multi-process DDP on CPU (gloo), launched the way a user launches it: `--trainer.strategy ddp`."""
+
+import textwrap
+
+import torch
+
+from tests.conftest import QUIET, ROOT, TINY, run_cli
+
+SMALL = ["--model.latent_dim", "16", "--model.g_features", "8", "--model.d_features", "8", "--model.num_samples", "4"]
+
+
+def last(folder):
+    return torch.load(folder / "checkpoints" / "last.ckpt", weights_only=False)
+
+
+def test_plain_ddp_trains_dcgan_with_no_extra_flags(tmp_path):
+    result = run_cli(["fit", "--config", TINY, *SMALL, "--trainer.devices", "2", "--trainer.strategy", "ddp",
+                      "--trainer.logger", "false", "--trainer.default_root_dir", "out", *QUIET], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = last(tmp_path / "out")["state_dict"]
+    assert all(torch.isfinite(v.float()).all() for v in state.values())
+
+
+def test_ddp_equals_one_process_on_the_same_global_batch(tmp_path):
+    # one process on batches of 16 vs two processes on 8 each, same images and noise per image, three steps of
+    # both networks: the weights must agree to float rounding (unsynchronised gradients differ by ~lr = 2e-4)
+    common = ["fit", "--config", TINY, *SMALL, "--model", "tests.helpers.BatchNoiseDCGAN", "--data",
+              "tests.helpers.InOrderDigits", "--trainer.logger", "false", "--trainer.limit_val_batches", "0",
+              "--trainer.limit_train_batches", "3", "--trainer.use_distributed_sampler", "false", *QUIET]
+    one = run_cli([*common, "--data.batch_size", "16", "--trainer.default_root_dir", "one"], tmp_path)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = run_cli([*common, "--data.batch_size", "8", "--trainer.devices", "2", "--trainer.strategy", "ddp",
+                   "--trainer.default_root_dir", "two"], tmp_path)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = last(tmp_path / "one"), last(tmp_path / "two")
+    assert a["global_step"] == b["global_step"] == 6
+    worst = max((a["state_dict"][k] - b["state_dict"][k]).abs().max().item() for k in a["state_dict"])
+    assert worst < 1e-6, worst
+
+
+PLUGIN = '''
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+
+class Stripes(L.LightningDataModule):
+    """A third-party datamodule: horizontal and vertical stripes, 1x16x16."""
+
+    def __init__(self, n: int = 64, batch_size: int = 16):
+        super().__init__()
+        self.n, self.batch_size = n, batch_size
+        self.image_shape = (1, 16, 16)
+
+    def setup(self, stage=None):
+        rows = torch.arange(16).remainder(2).float().mul(2).sub(1)
+        horizontal = rows.view(1, 16, 1).expand(1, 16, 16)
+        images = torch.stack([horizontal if i % 2 else horizontal.transpose(1, 2) for i in range(self.n)])
+        self.data = TensorDataset(images, torch.arange(self.n) % 2)
+
+    def train_dataloader(self):
+        return DataLoader(self.data, batch_size=self.batch_size, shuffle=True, drop_last=True)
+
+    def val_dataloader(self):
+        return DataLoader(self.data, batch_size=self.batch_size)
+'''
+
+
+def test_third_party_datamodule_by_entry_point_and_class_path(tmp_path):
+    site = tmp_path / "site"
+    (site / "tinyplug").mkdir(parents=True)
+    (site / "tinyplug" / "__init__.py").write_text(textwrap.dedent(PLUGIN))
+    info = site / "tinyplug-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tinyplug\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[lightning_gen.datamodules]\nStripes = tinyplug:Stripes\n")
+    env = {"PYTHONPATH": f"{site}:{ROOT}"}
+    args = ["fit", "--config", TINY, *SMALL, "--trainer.logger", "false", *QUIET]
+    by_name = run_cli([*args, "--data", "Stripes", "--data.n", "32", "--trainer.default_root_dir", "a"], tmp_path, env=env)
+    assert by_name.returncode == 0, by_name.stderr[-3000:]
+    assert last(tmp_path / "a")["hyper_parameters"]["image_shape"] == (1, 16, 16)
+    by_path = run_cli([*args, "--data", "tinyplug.Stripes", "--trainer.default_root_dir", "b"], tmp_path, env=env)
+    assert by_path.returncode == 0, by_path.stderr[-3000:]
