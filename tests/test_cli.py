@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from lightning_gen.cli import GenCLI
-from tests.conftest import QUIET, ROOT, TINY, run_cli
+from tests.conftest import QUIET, ROOT, TINY, run_cli, shared_data
 
 CONFIGS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs").rglob("*.yaml"))
 
@@ -138,3 +138,14 @@ def test_tensorboard_logger_gets_the_sample_grid(tmp_path):
 
     events = EventAccumulator(str(run)).Reload()
     assert "samples" in events.Tags()["images"]
+
+
+@pytest.mark.parametrize("config", [c for c in CONFIGS if not c.endswith("tiny.yaml")])
+def test_every_recipe_runs_a_batch(config, tmp_path, monkeypatch):
+    """Each real recipe, on the real data it names, for one batch of fit and one of validation."""
+    text = (ROOT / config).read_text()
+    if "LIGHTNING_GEN_DATA" in text or "datamodules.MNIST" in text:
+        shared_data()  # skips unless the datasets folder is configured
+    monkeypatch.chdir(tmp_path)
+    GenCLI(args=["fit", "--config", str(ROOT / config), "--trainer.fast_dev_run", "1", "--trainer.logger", "false",
+                 "--trainer.accelerator", "cpu", "--trainer.precision", "32-true", *QUIET])
