@@ -53,6 +53,7 @@ class ImageDataModule(L.LightningDataModule):
         batch_size: images per batch (per process under DDP).
         val_fraction: share of the training data held out for validation, in (0, 1).
         split_seed: seed of the train/val split (independent of the training seed, so runs share one split).
+        image_size: resize every image to this square side (default: the dataset's own size).
         num_workers: DataLoader worker processes (0 loads in the main process).
         shuffle: shuffle the training set every epoch.
         drop_last: drop the last incomplete training batch (keeps BatchNorm statistics sane).
@@ -63,6 +64,7 @@ class ImageDataModule(L.LightningDataModule):
         batch_size: int = 64,
         val_fraction: float = 0.1,
         split_seed: int = 0,
+        image_size: int | None = None,
         num_workers: int = 0,
         shuffle: bool = True,
         drop_last: bool = True,
@@ -72,11 +74,14 @@ class ImageDataModule(L.LightningDataModule):
             raise DataError(f"batch_size must be at least 1, got {batch_size}.")
         if not 0.0 < val_fraction < 1.0:
             raise DataError(f"val_fraction must be in (0, 1), got {val_fraction}.")
+        if image_size is not None and image_size < 1:
+            raise DataError(f"image_size must be positive, got {image_size}.")
         if num_workers < 0:
             raise DataError(f"num_workers must be 0 or more, got {num_workers}.")
         self.batch_size = batch_size
         self.val_fraction = val_fraction
         self.split_seed = split_seed
+        self.image_size = image_size
         self.num_workers = num_workers
         self.shuffle = shuffle
         self.drop_last = drop_last

@@ -15,23 +15,20 @@ class Digits(ImageDataModule):
     """The UCI optical-recognition digits from `sklearn.datasets.load_digits` (1x8x8, 10 classes).
 
     Pixel values 0..16 are scaled to [-1, 1]. A `test_fraction` of the images is held out (by `split_seed`)
-    as the test set; validation comes from the rest.
+    as the test set; validation comes from the rest. `image_size` resizes with antialiased bilinear
+    interpolation (the native size is 8).
 
     Args:
-        image_size: resize to this side with antialiased bilinear interpolation (default 8, the native size).
         test_fraction: share of the 1,797 images kept for `test`, in (0, 1).
     """
 
-    def __init__(self, image_size: int | None = None, test_fraction: float = 0.2, **kwargs: Any) -> None:
+    def __init__(self, test_fraction: float = 0.2, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if not 0.0 < test_fraction < 1.0:
             raise DataError(f"test_fraction must be in (0, 1), got {test_fraction}.")
-        if image_size is not None and image_size < 1:
-            raise DataError(f"image_size must be positive, got {image_size}.")
-        self.image_size = image_size
         self.test_fraction = test_fraction
         self.num_classes = 10
-        side = image_size or 8
+        side = self.image_size or 8
         self.image_shape = (1, side, side)
 
     def _load(self) -> tuple[Dataset, Dataset | None]:

@@ -86,14 +86,13 @@ class ImageFolder(ImageDataModule):
     """Images from a folder: `root/<class>/*.png|jpg|...` (torchvision's ImageFolder layout) or `root/*.png`.
 
     Every image is decoded once in `setup()` (with `verify: true`), so a corrupt file or a stray size is
-    reported before training, not in the middle of it.
+    reported before training, not in the middle of it. With `image_size` every image is resized (shorter side)
+    and centre-cropped to that side; without it, all images must have the same size.
 
     Args:
         root: the folder (`$VARS` and `~` are expanded, e.g. `$LIGHTNING_GEN_DATA/cifar10/train`).
         classes: use only these class sub-folders (e.g. `[bird]` for CIFAR-10 birds); default all.
         test_root: a folder of the same layout for `test`; default: the validation split.
-        image_size: resize (shorter side) and centre-crop every image to this side; default: keep the size,
-            which must then be the same for all images.
         channels: 1 for greyscale, 3 for RGB.
         verify: decode every image in `setup()` to catch corrupt files and mismatched sizes early.
     """
@@ -103,18 +102,14 @@ class ImageFolder(ImageDataModule):
         root: str,
         classes: list[str] | None = None,
         test_root: str | None = None,
-        image_size: int | None = None,
         channels: Literal[1, 3] = 3,
         verify: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if image_size is not None and image_size < 1:
-            raise DataError(f"image_size must be positive, got {image_size}.")
         self.root = root
         self.classes = classes
         self.test_root = test_root
-        self.image_size = image_size
         self.channels = channels
         self.verify = verify
         self.class_names: list[str] = []

@@ -29,7 +29,6 @@ class TorchvisionData(ImageDataModule):
         root: folder holding the dataset as torchvision lays it out (for MNIST: `<root>/MNIST/raw/`).
             Default: `$LIGHTNING_GEN_DATA`, else `./data`. `$VARS` and `~` are expanded.
         download: download the dataset into `root` if it is missing (needs internet).
-        image_size: resize the images to this side (default: the dataset's own size).
     """
 
     def __init__(
@@ -37,7 +36,6 @@ class TorchvisionData(ImageDataModule):
         dataset: Literal["MNIST", "FashionMNIST", "KMNIST", "CIFAR10", "CIFAR100", "SVHN"] = "MNIST",
         root: str | None = None,
         download: bool = False,
-        image_size: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -46,9 +44,8 @@ class TorchvisionData(ImageDataModule):
         self.dataset = dataset
         self.root = root
         self.download = download
-        self.image_size = image_size
         _, shape, self.num_classes, _, _ = TORCHVISION_DATASETS[dataset]
-        self.image_shape = (shape[0], image_size, image_size) if image_size else shape
+        self.image_shape = (shape[0], self.image_size, self.image_size) if self.image_size else shape
 
     def prepare_data(self) -> None:
         if self.download:
