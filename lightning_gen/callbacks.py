@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lightning_gen.checks import ConfigError
 from lightning_gen.runs import image_grid, run_dir
@@ -41,6 +42,7 @@ class RunCheckpoint(ModelCheckpoint):
         self.overwrite = overwrite
         self.save_on_interrupt = save_on_interrupt
         self._interrupted = False
+        self._interrupt_path: str | None = None
         self._previous_sigint: Any = None
 
     # ---- refuse to overwrite another run ----------------------------------------------------------------
@@ -83,13 +85,24 @@ class RunCheckpoint(ModelCheckpoint):
         stop = self._interrupted or trainer.received_sigterm
         if trainer.world_size > 1:
             stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
-        if stop and self.dirpath:
-            path = str(Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}")
-            trainer.save_checkpoint(path)
-            self.last_model_path = path
-            rank_zero_info(f"Interrupted: saved {path}. Continue with `fit --ckpt_path last` (same config).")
+        if stop:
+            self._save_interrupted(trainer)
             if self._interrupted:
                 raise KeyboardInterrupt  # Lightning shuts down gracefully; SIGTERM is raised by Lightning itself
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        # SIGTERM that arrived outside a training batch (validation, epoch end): Lightning stops at the next loop
+        # boundary, where the state is consistent, so it can be saved. A second Ctrl-C (mid-step) is not saved.
+        if self.save_on_interrupt and isinstance(exception, SIGTERMException) and trainer.state.fn == "fit":
+            self._save_interrupted(trainer)
+
+    def _save_interrupted(self, trainer: L.Trainer) -> None:
+        if not self.dirpath or self.last_model_path == self._interrupt_path:
+            return
+        self._interrupt_path = str(Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}")
+        trainer.save_checkpoint(self._interrupt_path)
+        self.last_model_path = self._interrupt_path
+        rank_zero_info(f"Interrupted: saved {self._interrupt_path}. Continue with `fit --ckpt_path last` (same config).")
 
     # ---- run id for resuming the same logger run ----------------------------------------------------------
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:

@@ -1,5 +1,6 @@
 """The command line as a user runs it: subprocesses of `python -m lightning_gen.cli`."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -69,8 +70,10 @@ def test_fit_offline_wandb_resume_same_run_and_predict(tmp_path):
     assert (run / "config.yaml").is_file() and (run / "samples" / "samples_epoch0000.png").is_file()
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["model"]["init_args"]["latent_dim"] == 16
-    offline = list((tmp_path / "runs" / "wandb").glob(f"offline-run-*-{run.name}"))
-    assert len(offline) == 1
+    (offline,) = (tmp_path / "runs" / "wandb").glob(f"offline-run-*-{run.name}")
+    record = next(offline.glob("*.wandb")).read_bytes()  # what `wandb sync` would upload
+    assert b"split_seed" in record and b"n_critic" in record  # the full resolved config, data and model
+    assert list((offline / "files" / "media" / "images").glob("samples_*.png"))  # the sample grid
 
     ckpt1 = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt1["lightning_gen"]["run_id"] == run.name
@@ -105,11 +108,11 @@ def test_missing_data_root_is_reported_before_training(tmp_path):
     assert not (tmp_path / "runs" / "checkpoints").exists()
 
 
-def test_ctrl_c_leaves_a_resumable_last_checkpoint(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_leaves_a_resumable_last_checkpoint(tmp_path, signum):
     args = ["fit", "--config", TINY, "--trainer.logger", "false", "--trainer.default_root_dir", "out",
             "--trainer.limit_train_batches", "1.0", "--trainer.max_epochs", "1000", *QUIET]
     env = {"PYTHONPATH": str(ROOT), "WANDB_SILENT": "true"}
-    import os
     proc = subprocess.Popen([sys.executable, "-m", "lightning_gen.cli", *args], cwd=tmp_path,
                             env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     samples = tmp_path / "out" / "samples"
@@ -117,7 +120,7 @@ def test_ctrl_c_leaves_a_resumable_last_checkpoint(tmp_path):
     while not (samples.is_dir() and any(samples.iterdir())) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)  # wait until training is under way (first epoch's sample grid written)
     assert proc.poll() is None, proc.stdout.read()
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     out, _ = proc.communicate(timeout=120)
     assert "saved" in out and "last.ckpt" in out, out[-2000:]
     ckpt = torch.load(tmp_path / "out" / "checkpoints" / "last.ckpt", weights_only=False)
@@ -149,3 +152,14 @@ def test_every_recipe_runs_a_batch(config, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     GenCLI(args=["fit", "--config", str(ROOT / config), "--trainer.fast_dev_run", "1", "--trainer.logger", "false",
                  "--trainer.accelerator", "cpu", "--trainer.precision", "32-true", *QUIET])
+
+
+def test_launcher_and_console_script_run_the_same_cli(tmp_path):
+    launcher = ok(subprocess.run([sys.executable, str(ROOT / "cli.py"), "fit", "--model.help", "DCGAN"],
+                                 capture_output=True, text=True, cwd=tmp_path))
+    script = Path(sys.executable).with_name("lightning-gen")
+    assert script.is_file(), "install the package (pip install -e .) to get the lightning-gen command"
+    console = ok(subprocess.run([str(script), "fit", "--model.help", "DCGAN"], capture_output=True, text=True,
+                                cwd=tmp_path))
+    for out in (launcher.stdout, console.stdout):
+        assert "--model.n_critic" in out and "discriminator steps per generator step" in out
