@@ -47,6 +47,10 @@ class RunCheckpoint(ModelCheckpoint):
 
     # ---- refuse to overwrite another run ----------------------------------------------------------------
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.check_folder_is_free(trainer)
+
+    def check_folder_is_free(self, trainer: L.Trainer) -> None:
+        """Raise `ConfigError` when a new (not resumed) fit would write into a folder holding checkpoints."""
         taken = False
         if trainer.is_global_zero and trainer.ckpt_path is None and not self.overwrite and self.dirpath:
             folder = Path(self.dirpath)
@@ -118,8 +122,14 @@ class SaveRunConfig(SaveConfigCallback):
     from a run's checkpoint leaves that run's config as it was."""
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self.already_saved or stage != "fit":
+        pass  # saved in on_fit_start, once the run is known not to collide with an earlier one
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.already_saved:
             return
+        for callback in trainer.checkpoint_callbacks:
+            if isinstance(callback, RunCheckpoint):
+                callback.check_folder_is_free(trainer)  # never replace the config of the run it would overwrite
         if trainer.is_global_zero:
             folder = run_dir(trainer)
             folder.mkdir(parents=True, exist_ok=True)

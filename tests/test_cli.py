@@ -95,9 +95,11 @@ def test_new_run_does_not_overwrite_checkpoints(tmp_path):
     args = ["fit", "--config", TINY, "--trainer.logger", "false", "--trainer.default_root_dir", "out", *QUIET]
     ok(run_cli(args, tmp_path))
     before = (tmp_path / "out" / "checkpoints" / "last.ckpt").read_bytes()
-    again = run_cli(args, tmp_path)
+    config = (tmp_path / "out" / "config.yaml").read_text()
+    again = run_cli([*args, "--model.latent_dim", "4"], tmp_path)
     assert again.returncode != 0 and "already holds checkpoints" in again.stderr
     assert (tmp_path / "out" / "checkpoints" / "last.ckpt").read_bytes() == before
+    assert (tmp_path / "out" / "config.yaml").read_text() == config  # the earlier run's config is kept
     ok(run_cli([*args, "--checkpoint.overwrite", "true"], tmp_path))
 
 
