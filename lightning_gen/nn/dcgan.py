@@ -10,14 +10,16 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from lightning_gen.checks import ConfigError
+
 
 def dcgan_layout(height: int, width: int) -> tuple[int, int]:
     """Return `(base, n_up)` with `side == base * 2**n_up`, `base` in 4..7 and `n_up >= 1`.
 
-    28 -> (7, 2), 32 -> (4, 3), 64 -> (4, 4), 8 -> (4, 1). Raises `ValueError` naming the fix otherwise.
+    28 -> (7, 2), 32 -> (4, 3), 64 -> (4, 4), 8 -> (4, 1). Raises `ConfigError` (a ValueError) naming the fix otherwise.
     """
     if height != width:
-        raise ValueError(
+        raise ConfigError(
             f"DCGAN needs square images, got {height}x{width}. Resize them with the datamodule's "
             "`image_size` option (for example `--data.image_size 32`)."
         )
@@ -26,7 +28,7 @@ def dcgan_layout(height: int, width: int) -> tuple[int, int]:
         side //= 2
         n_up += 1
     if not 4 <= side <= 7 or n_up == 0:
-        raise ValueError(
+        raise ConfigError(
             f"DCGAN cannot take {height}x{width} images: the side must be b * 2^n with b in 4..7 and n >= 1 "
             "(8, 12, 16, 28, 32, 48, 64, 128, ...). Resize the images with the datamodule's `image_size` "
             "option (for example `--data.image_size 32`)."
