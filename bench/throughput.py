@@ -68,24 +68,27 @@ def plain_loop(data, args, bf16: bool) -> float:
 
 
 class Clock(Callback):
+    """Times batches `warmup` .. `warmup + batches - 1`, counted across epochs (a small dataset has fewer)."""
+
     def __init__(self, warmup: int, batches: int) -> None:
-        self.warmup, self.batches, self.start, self.seconds = warmup, batches, None, None
+        self.warmup, self.batches, self.start, self.seconds, self.done = warmup, batches, None, None, 0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if batch_idx == self.warmup:
+        if self.done == self.warmup:
             self.start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if batch_idx == self.warmup + self.batches - 1:
+        self.done += 1
+        if self.done == self.warmup + self.batches:
             self.seconds = time.perf_counter() - self.start
+            trainer.should_stop = True
 
 
 def lightning_fit(data, args, bf16: bool) -> float:
     torch.manual_seed(0)
     clock = Clock(args.warmup, args.batches)
     trainer = L.Trainer(
-        accelerator="cpu", devices=1, max_epochs=1000, limit_train_batches=args.warmup + args.batches,
-        max_steps=2 * (args.warmup + args.batches), limit_val_batches=0, logger=False, enable_checkpointing=False,
+        accelerator="cpu", devices=1, max_epochs=1000, limit_val_batches=0, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, precision="bf16-mixed" if bf16 else "32-true",
         callbacks=[clock],
     )

@@ -53,6 +53,10 @@ class GenCLI(LightningCLI):
         kwargs.setdefault("parser_kwargs", {"description": "lightning_gen: generative models on Lightning."})
         super().__init__(*args, **kwargs)
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        self._raw_args = [str(a) for a in (sys.argv[1:] if args is None else args)] if not isinstance(args, dict) else []
+        super().parse_arguments(parser, args)
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
 
@@ -76,7 +80,20 @@ class GenCLI(LightningCLI):
                 )
             rank_zero_info(f"Resuming from {found}")
             cfg.ckpt_path = str(found)
+        # Lightning replaces the model's arguments with the checkpoint's hyperparameters; options given explicitly on
+        # the command line (`predict ... --model.num_samples 1000`) are the user's choice and win over them.
+        model_cfg = self.config[subcommand].get("model") if subcommand else None
+        init_args = getattr(model_cfg, "init_args", None)
+        explicit = {}
+        for token in self._raw_args:
+            if token.startswith("--model.") and not token.startswith("--model.help"):
+                key = token[len("--model."):].split("=")[0].removeprefix("init_args.").rstrip("+")
+                if init_args is not None and key in init_args:
+                    explicit[key] = init_args[key]
         super()._parse_ckpt_path()
+        init_args = getattr(self.config[subcommand].get("model"), "init_args", None) if subcommand else None
+        for key, value in explicit.items():
+            init_args[key] = value
 
     def before_instantiate_classes(self) -> None:
         subcommand = self.config.get("subcommand")

@@ -19,6 +19,7 @@ from lightning_gen.distributed import all_reduce_gradients, disable_ddp_gradient
 from lightning_gen.losses import GANLoss, discriminator_loss, generator_loss
 from lightning_gen.nn import DCGANDiscriminator, DCGANGenerator
 from lightning_gen.runs import save_and_log_images
+from lightning_gen.sampling import fixed_noise, index_loader
 
 
 class DCGAN(L.LightningModule):
@@ -95,11 +96,7 @@ class DCGAN(L.LightningModule):
 
     def fixed_noise(self, indices: Tensor) -> Tensor:
         """Reproducible noise: row i comes from seed `sample_seed + indices[i]`. (B,) -> (B, latent_dim)."""
-        rows = [
-            torch.randn(self.hparams.latent_dim, generator=torch.Generator().manual_seed(self.hparams.sample_seed + int(i)))
-            for i in indices.tolist()
-        ]
-        return torch.stack(rows).to(self.device)
+        return fixed_noise(indices, self.hparams.latent_dim, self.hparams.sample_seed, self.device)
 
     def forward(self, z: Tensor) -> Tensor:
         """(B, latent_dim) -> (B, C, H, W) images in [-1, 1]."""
@@ -198,7 +195,7 @@ class DCGAN(L.LightningModule):
 
     # ---- predict: `num_samples` images from the fixed noise, no data needed --------------------------------
     def predict_dataloader(self) -> DataLoader:
-        return DataLoader(torch.arange(self.hparams.num_samples), batch_size=64)
+        return index_loader(self.hparams.num_samples)
 
     def predict_step(self, batch: Tensor, batch_idx: int) -> dict[str, Tensor]:
         return {"images": self.generator(self.fixed_noise(batch)), "index": batch}

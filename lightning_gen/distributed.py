@@ -14,9 +14,10 @@ from __future__ import annotations
 import lightning as L
 import torch
 import torch.distributed as dist
-from torch import nn
+from torch import Tensor, nn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
 
 
 def disable_ddp_gradient_sync(trainer: L.Trainer) -> bool:
@@ -50,3 +51,27 @@ def all_reduce_gradients(module: nn.Module) -> None:
     with torch.no_grad():
         for grad, synced in zip(grads, _unflatten_dense_tensors(flat, grads)):
             grad.copy_(synced)
+
+
+def first_visit_mask(trainer: L.Trainer, batch_idx: int, batch_size: int, device: torch.device | str = "cpu") -> Tensor:
+    """1.0 for each image of this evaluation batch that the whole run sees for the first time, 0.0 for the repeats
+    that DDP's `DistributedSampler` adds so that every process gets the same number of images. `(B,)`.
+
+    The sampler pads the global order with its first images up to a multiple of the world size and gives process r
+    the positions r, r + W, r + 2W, ...; a position past the dataset's length is a repeat. Averaging with these
+    weights counts every evaluation image exactly once, as one process would. Outside DDP: all ones.
+    """
+    ones = torch.ones(batch_size, device=device)
+    if trainer.sanity_checking or trainer.validating:
+        loaders = trainer.val_dataloaders
+    elif trainer.testing:
+        loaders = trainer.test_dataloaders
+    else:
+        return ones
+    loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
+    sampler = getattr(loader, "sampler", None)
+    if not isinstance(sampler, DistributedSampler) or sampler.drop_last:
+        return ones
+    local = batch_idx * loader.batch_size + torch.arange(batch_size, device=device)  # this process's positions
+    global_position = sampler.rank + local * sampler.num_replicas
+    return (global_position < len(sampler.dataset)).float()

@@ -1,9 +1,12 @@
-"""Losses as pure tensor functions. Every GAN loss takes logits (never probabilities), so it is safe under autocast."""
+"""Losses as pure tensor functions, each with a numerical test. Every GAN loss takes logits (never probabilities), so it
+is safe under autocast; the VAE densities are computed in float32."""
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -49,3 +52,56 @@ def generator_loss(fake_logits: Tensor, mode: GANLoss = "bce") -> Tensor:
     if mode == "hinge":
         return -fake_logits.float().mean()
     raise ValueError(f"unknown GAN loss {mode!r}; choose one of bce, lsgan, hinge")
+
+
+# ---- variational autoencoders: per-image log-densities in nats, each of shape (B,) ------------------------------
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
+    """KL(N(mu, diag(exp(logvar))) || N(0, I)) in closed form, summed over the latent dims: (B, D) -> (B,).
+
+    0.5 * sum(mu^2 + sigma^2 - 1 - log sigma^2) (Kingma & Welling 2013, appendix B).
+    """
+    mu, logvar = mu.float(), logvar.float()
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=-1)
+
+
+def log_normal_diag(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
+    """log N(z; mu, diag(exp(logvar))), summed over the last dim: (..., D) -> (...)."""
+    z, mu, logvar = z.float(), mu.float(), logvar.float()
+    return -0.5 * (LOG_2PI + logvar + (z - mu).pow(2) * torch.exp(-logvar)).sum(dim=-1)
+
+
+def log_standard_normal(z: Tensor) -> Tensor:
+    """log N(z; 0, I), summed over the last dim: (..., D) -> (...)."""
+    z = z.float()
+    return -0.5 * (LOG_2PI + z.pow(2)).sum(dim=-1)
+
+
+def bernoulli_log_likelihood(logits: Tensor, target: Tensor) -> Tensor:
+    """log p(x | z) of a factorised Bernoulli on logits, summed over every pixel: (B, C, H, W) -> (B,).
+
+    `target` holds values in [0, 1] (binary for a true Bernoulli likelihood).
+    """
+    per_pixel = F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none")
+    return -per_pixel.flatten(1).sum(dim=1)
+
+
+def gaussian_log_likelihood(mean: Tensor, target: Tensor, log_scale: Tensor) -> Tensor:
+    """log p(x | z) of a factorised Gaussian N(mean, exp(log_scale)^2), summed over every pixel: (B, C, H, W) -> (B,).
+
+    `log_scale` broadcasts against the images (one value per channel: shape (C, 1, 1)).
+    """
+    mean, target, log_scale = mean.float(), target.float(), log_scale.float()
+    per_pixel = -0.5 * LOG_2PI - log_scale - 0.5 * ((target - mean) * torch.exp(-log_scale)).pow(2)
+    return per_pixel.flatten(1).sum(dim=1)
+
+
+def importance_weighted_bound(log_weights: Tensor) -> Tensor:
+    """The k-sample bound log (1/k) sum_k w_k (Burda et al. 2015) from log w_k = log p(x, z_k) - log q(z_k | x).
+
+    (K, B) -> (B,). With K = 1 it is the single-sample ELBO; its expectation never decreases as K grows.
+    """
+    k = log_weights.shape[0]
+    return torch.logsumexp(log_weights.float(), dim=0) - math.log(k)

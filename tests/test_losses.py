@@ -64,3 +64,43 @@ def test_losses_under_autocast_stay_float32():
 def test_unknown_mode_raises():
     with pytest.raises(ValueError, match="unknown GAN loss"):
         generator_loss(FAKE, "wasserstein")  # type: ignore[arg-type]
+
+
+# ---- VAE densities --------------------------------------------------------------------------------------------
+def test_gaussian_kl_matches_torch_distributions():
+    from torch.distributions import Normal, kl_divergence
+
+    from lightning_gen.losses import gaussian_kl
+
+    torch.manual_seed(0)
+    mu, logvar = torch.randn(5, 7), torch.randn(5, 7)
+    expected = kl_divergence(Normal(mu, (0.5 * logvar).exp()), Normal(0.0, 1.0)).sum(-1)
+    assert torch.allclose(gaussian_kl(mu, logvar), expected, atol=1e-5)
+    assert torch.allclose(gaussian_kl(torch.zeros(3, 4), torch.zeros(3, 4)), torch.zeros(3))  # q = prior
+
+
+def test_log_densities_match_torch_distributions():
+    from torch.distributions import Bernoulli, Normal
+
+    from lightning_gen.losses import bernoulli_log_likelihood, gaussian_log_likelihood, log_normal_diag, log_standard_normal
+
+    torch.manual_seed(0)
+    z, mu, logvar = torch.randn(3, 4, 6), torch.randn(4, 6), torch.randn(4, 6)
+    assert torch.allclose(log_normal_diag(z, mu, logvar), Normal(mu, (0.5 * logvar).exp()).log_prob(z).sum(-1), atol=1e-5)
+    assert torch.allclose(log_standard_normal(z), Normal(0.0, 1.0).log_prob(z).sum(-1), atol=1e-5)
+    logits, x = torch.randn(2, 1, 5, 5), torch.randint(0, 2, (2, 1, 5, 5)).float()
+    assert torch.allclose(bernoulli_log_likelihood(logits, x), Bernoulli(logits=logits).log_prob(x).sum((1, 2, 3)), atol=1e-5)
+    mean, target, log_scale = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4), torch.randn(3, 1, 1)
+    expected = Normal(mean, log_scale.exp()).log_prob(target).sum((1, 2, 3))
+    assert torch.allclose(gaussian_log_likelihood(mean, target, log_scale), expected, atol=1e-4)
+
+
+def test_importance_weighted_bound_closed_form():
+    from lightning_gen.losses import importance_weighted_bound
+
+    log_w = torch.tensor([[-3.0, 0.5]])
+    assert torch.equal(importance_weighted_bound(log_w), log_w[0])  # k = 1: the single-sample ELBO itself
+    two = torch.tensor([[math.log(1.0)], [math.log(3.0)]])
+    assert importance_weighted_bound(two).item() == pytest.approx(math.log(2.0))  # log mean(1, 3)
+    huge = torch.tensor([[-1000.0], [-1000.0]])  # no underflow: computed in log space
+    assert importance_weighted_bound(huge).item() == pytest.approx(-1000.0)

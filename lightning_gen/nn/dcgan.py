@@ -49,15 +49,17 @@ def dcgan_init(module: nn.Module) -> None:
 
 
 class DCGANGenerator(nn.Module):
-    """Maps `(B, in_dim)` latent vectors to `(B, C, H, W)` images in [-1, 1].
+    """Maps `(B, in_dim)` latent vectors to `(B, C, H, W)` images in [-1, 1] (or to unbounded outputs).
 
     Args:
         in_dim: length of the input vector (the latent size, plus any conditioning).
         image_shape: `(channels, height, width)` of the images to produce.
         features: channels of the last hidden layer; each earlier layer has twice as many.
+        tanh: end in tanh (images in [-1, 1]); `False` returns the last convolution's output (e.g. the
+            logits of a VAE's Bernoulli decoder).
     """
 
-    def __init__(self, in_dim: int, image_shape: tuple[int, int, int], features: int = 64) -> None:
+    def __init__(self, in_dim: int, image_shape: tuple[int, int, int], features: int = 64, tanh: bool = True) -> None:
         super().__init__()
         channels, height, width = image_shape
         base, n_up = dcgan_layout(height, width)
@@ -76,7 +78,9 @@ class DCGANGenerator(nn.Module):
             ]
             width_ch //= 2
         # (B, features, H/2, W/2) -> (B, C, H, W)
-        layers += [nn.ConvTranspose2d(width_ch, channels, 4, 2, 1, bias=False), nn.Tanh()]
+        layers += [nn.ConvTranspose2d(width_ch, channels, 4, 2, 1, bias=not tanh)]
+        if tanh:
+            layers.append(nn.Tanh())
         self.net = nn.Sequential(*layers)
         self.in_dim = in_dim
         self.image_shape = tuple(image_shape)

@@ -1,0 +1,440 @@
+"""VAE (Kingma & Welling, "Auto-Encoding Variational Bayes", 2013) and conditional VAE (Sohn, Lee & Yan, "Learning
+Structured Output Representation using Deep Conditional Generative Models", 2015).
+
+q(z|x) is a diagonal Gaussian from a convolutional encoder; z = mu + sigma * eps (reparameterization); p(x|z) is a
+factorised Bernoulli (on binarized images, MNIST-style) or Gaussian (natural images) from a transposed-conv decoder.
+Training minimises recon + beta * KL per image, with the KL in closed form. `validate`/`test` report the negative
+ELBO and, with `*_iw_samples > 0`, the importance-weighted bound of Burda et al. (2015), in nats per image, each
+image counted once under DDP. The CVAE conditions both networks on the class label.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from torchmetrics import MeanMetric, SumMetric
+
+from lightning_gen.checks import ConfigError, resolve_image_shape
+from lightning_gen.distributed import first_visit_mask
+from lightning_gen.losses import (
+    bernoulli_log_likelihood,
+    gaussian_kl,
+    gaussian_log_likelihood,
+    importance_weighted_bound,
+    log_normal_diag,
+    log_standard_normal,
+)
+from lightning_gen.nn import DCGANDiscriminator, DCGANGenerator
+from lightning_gen.runs import save_and_log_images
+from lightning_gen.sampling import fixed_noise, index_loader
+
+Likelihood = Literal["bernoulli", "gaussian"]
+
+
+def reparameterize(mu: Tensor, logvar: Tensor, eps: Tensor | None = None) -> Tensor:
+    """z = mu + exp(logvar / 2) * eps with eps ~ N(0, I): a sample of q(z|x) that gradients flow through."""
+    eps = torch.randn_like(mu) if eps is None else eps
+    return mu + torch.exp(0.5 * logvar) * eps
+
+
+def binarize_fixed(probs: Tensor) -> Tensor:
+    """One Bernoulli draw per pixel whose randomness depends only on the image itself (a hash of its 8-bit
+    pixels): an evaluation image is binarized the same way in every run, batch size and process count.
+    (B, C, H, W) in [0, 1] -> (B, C, H, W) in {0, 1}."""
+    out = torch.empty_like(probs)
+    pixels = probs.detach().mul(255).round().to(torch.uint8).cpu()
+    for i in range(probs.shape[0]):
+        seed = int.from_bytes(hashlib.blake2b(pixels[i].numpy().tobytes(), digest_size=8).digest(), "little") >> 1
+        noise = torch.rand(probs.shape[1:], generator=torch.Generator().manual_seed(seed))
+        out[i] = (noise.to(probs.device) < probs[i]).to(probs.dtype)
+    return out
+
+
+class VAE(L.LightningModule):
+    """Variational autoencoder with a convolutional encoder and decoder whose depth follows the image size.
+
+    Args:
+        latent_dim: size of z (2 to 128 are sensible; 2 also draws the 2-D manifold grid).
+        likelihood: p(x|z): `bernoulli` (pixels in [0, 1], binarized with `binarize`; MNIST-like data) or
+            `gaussian` (a learned per-channel scale around the decoder's mean; natural images in [-1, 1]).
+        binarize: with `bernoulli`, binarize training images afresh at every step (dynamic binarization) and
+            evaluation images once, by a fixed draw per image. Off: grey levels are the Bernoulli targets.
+        beta: weight of the KL term (1 is the ELBO; beta-VAE otherwise).
+        kl_warmup_epochs: raise the KL weight linearly from 0 to `beta` over this many epochs (0: no warm-up).
+        enc_features: channels of the encoder's first convolution; later layers double it.
+        dec_features: channels of the decoder's last hidden layer; earlier layers double it.
+        lr: Adam learning rate.
+        val_iw_samples: importance samples k for the bound reported in `validate` (0: only the ELBO).
+        test_iw_samples: importance samples k for the bound reported in `test` (use 1000 or more for a
+            reported NLL; 1 gives a single-sample ELBO).
+        iw_chunk: most (image, sample) pairs decoded at once while computing the bound (bounds memory).
+        image_shape: (channels, height, width); taken from the datamodule when not given. Stored in the
+            checkpoint, so `predict` needs no data.
+        num_samples: images in the per-epoch sample grid and written by `predict`.
+        sample_seed: seed of the fixed noise behind the sample grids and `predict`.
+    """
+
+    conditional = False
+
+    def __init__(
+        self,
+        latent_dim: int = 32,
+        likelihood: Likelihood = "bernoulli",
+        binarize: bool = True,
+        beta: float = 1.0,
+        kl_warmup_epochs: float = 0.0,
+        enc_features: int = 32,
+        dec_features: int = 32,
+        lr: float = 1e-3,
+        val_iw_samples: int = 0,
+        test_iw_samples: int = 1000,
+        iw_chunk: int = 8192,
+        image_shape: tuple[int, int, int] | None = None,
+        num_samples: int = 64,
+        sample_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if latent_dim < 1:
+            raise ConfigError(f"latent_dim must be 1 or more, got {latent_dim}.")
+        if beta < 0:
+            raise ConfigError(f"beta must be 0 or more (the KL weight), got {beta}.")
+        if kl_warmup_epochs < 0:
+            raise ConfigError(f"kl_warmup_epochs must be 0 or more, got {kl_warmup_epochs}.")
+        if min(enc_features, dec_features, num_samples, iw_chunk) < 1 or min(val_iw_samples, test_iw_samples) < 0:
+            raise ConfigError("enc_features, dec_features, num_samples and iw_chunk must be positive; "
+                              "val_iw_samples and test_iw_samples 0 or more.")
+        self.save_hyperparameters()
+        self.encoder: DCGANDiscriminator | None = None
+        self.decoder: DCGANGenerator | None = None
+        self.log_scale: nn.Parameter | None = None
+        self.metrics = nn.ModuleDict()
+        self._picture_batch: tuple[Tensor, Tensor] | None = None
+        if image_shape is not None:
+            self._build(tuple(image_shape))
+
+    # ---- networks ------------------------------------------------------------------------------------------
+    @property
+    def num_labels(self) -> int:
+        """Classes the networks are conditioned on (0 for the plain VAE)."""
+        return 0
+
+    def _build(self, image_shape: tuple[int, int, int]) -> None:
+        hp = self.hparams
+        channels, height, width = image_shape
+        cond = self.num_labels
+        # encoder: (B, C + cond, H, W) -> (B, 2 * latent_dim): mean and log-variance
+        self.encoder = DCGANDiscriminator((channels + cond, height, width), hp.enc_features, out_dim=2 * hp.latent_dim)
+        # decoder: (B, latent_dim + cond) -> (B, C, H, W): Bernoulli logits, or the Gaussian's mean in [-1, 1]
+        self.decoder = DCGANGenerator(hp.latent_dim + cond, image_shape, hp.dec_features, tanh=hp.likelihood == "gaussian")
+        if hp.likelihood == "gaussian":
+            self.log_scale = nn.Parameter(torch.zeros(channels, 1, 1))  # per-channel log sigma
+        self.hparams.image_shape = tuple(image_shape)
+
+    def setup(self, stage: str) -> None:
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        shape = resolve_image_shape(self.hparams.image_shape, datamodule, type(self).__name__)
+        self._check_labels(datamodule)
+        if self.encoder is None:
+            self._build(shape)
+        for prefix in ("val", "test"):
+            for name in ("nelbo", "recon", "kl", "nll_iw", "images"):
+                key = f"{prefix}_{name}"
+                if key not in self.metrics:
+                    self.metrics[key] = SumMetric() if name == "images" else MeanMetric()
+
+    def _check_labels(self, datamodule: Any) -> None:
+        """The CVAE needs to know the number of classes; the VAE needs nothing."""
+
+    def condition(self, labels: Tensor | None) -> Tensor | None:
+        """(B,) class labels -> (B, num_labels) one-hot, or None for the plain VAE."""
+        return None
+
+    def encode(self, x: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(B, C, H, W) in [-1, 1] -> mean and log-variance of q(z|x), each (B, latent_dim)."""
+        onehot = self.condition(labels)
+        if onehot is not None:  # one constant image plane per class
+            x = torch.cat([x, onehot[:, :, None, None].expand(-1, -1, *x.shape[2:]).to(x.dtype)], dim=1)
+        mu, logvar = self.encoder(x).float().chunk(2, dim=1)
+        return mu, logvar.clamp(-30.0, 20.0)
+
+    def decode(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        """(B, latent_dim) -> (B, C, H, W): Bernoulli logits or Gaussian means."""
+        onehot = self.condition(labels)
+        if onehot is not None:
+            z = torch.cat([z, onehot.to(z.dtype)], dim=1)
+        return self.decoder(z)
+
+    def log_likelihood(self, decoded: Tensor, target: Tensor) -> Tensor:
+        """log p(x|z) per image in nats: (B, C, H, W) -> (B,)."""
+        if self.hparams.likelihood == "bernoulli":
+            return bernoulli_log_likelihood(decoded, target)
+        return gaussian_log_likelihood(decoded, target, self.log_scale.clamp(min=-7.0))
+
+    def to_images(self, decoded: Tensor) -> Tensor:
+        """Decoder output -> displayable images in [-1, 1] (Bernoulli: the pixel probabilities)."""
+        return decoded.float().sigmoid() * 2 - 1 if self.hparams.likelihood == "bernoulli" else decoded.float()
+
+    def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        """(B, latent_dim) -> (B, C, H, W) images in [-1, 1]."""
+        return self.to_images(self.decode(z, labels))
+
+    # ---- data ----------------------------------------------------------------------------------------------
+    def targets(self, images: Tensor, fixed: bool) -> Tensor:
+        """What the likelihood models: for `bernoulli`, pixels in [0, 1], binarized (dynamically when training,
+        by a fixed per-image draw when evaluating) when `binarize` is on; for `gaussian`, the images as they are."""
+        if self.hparams.likelihood == "gaussian":
+            return images
+        lo, hi = float(images.min()), float(images.max())
+        if lo < -1.001 or hi > 1.001:
+            raise ConfigError(
+                f"the Bernoulli likelihood needs pixel values in [0, 1], i.e. images in [-1, 1] from the "
+                f"datamodule, but this batch spans [{lo:.3g}, {hi:.3g}]. Scale the data to [-1, 1], or use "
+                "`--model.likelihood gaussian`."
+            )
+        probs = images.float().add(1).div(2).clamp(0, 1)
+        if not self.hparams.binarize:
+            return probs
+        return binarize_fixed(probs) if fixed else torch.bernoulli(probs)
+
+    def split_batch(self, batch: Any) -> tuple[Tensor, Tensor | None]:
+        """(images, labels) or images -> images (B, C, H, W), labels (B,) or None."""
+        if isinstance(batch, (list, tuple)):
+            return batch[0], (batch[1] if len(batch) > 1 else None)
+        return batch, None
+
+    # ---- training ------------------------------------------------------------------------------------------
+    def kl_weight(self, batch_idx: int) -> float:
+        """beta, ramped up linearly over the first `kl_warmup_epochs` epochs."""
+        hp = self.hparams
+        if hp.kl_warmup_epochs <= 0:
+            return hp.beta
+        batches = self.trainer.num_training_batches if self._trainer is not None else 1
+        batches = int(batches) if 0 < batches < float("inf") else 1
+        progress = (self.current_epoch + batch_idx / batches) / hp.kl_warmup_epochs
+        return hp.beta * min(1.0, progress)
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        images, labels = self.split_batch(batch)
+        target = self.targets(images, fixed=False)  # (B, C, H, W)
+        mu, logvar = self.encode(self.as_input(target), labels)  # (B, latent_dim) each
+        z = reparameterize(mu, logvar)
+        recon = -self.log_likelihood(self.decode(z, labels), target)  # (B,) nats
+        kl = gaussian_kl(mu, logvar)  # (B,) nats
+        beta = self.kl_weight(batch_idx)
+        loss = (recon + beta * kl).mean()
+        self.log_dict({"train/loss": loss, "train/nelbo": (recon + kl).mean(), "train/recon": recon.mean(),
+                       "train/kl": kl.mean()}, prog_bar=True)
+        self.log("train/beta", beta)
+        return loss
+
+    def as_input(self, target: Tensor) -> Tensor:
+        """The encoder's input for a likelihood target: back to [-1, 1] for Bernoulli targets."""
+        return target if self.hparams.likelihood == "gaussian" else target * 2 - 1
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+
+    # ---- evaluation: negative ELBO and the importance-weighted bound, nats per image --------------------------
+    @torch.no_grad()
+    def iw_log_likelihood(self, target: Tensor, labels: Tensor | None, k: int) -> Tensor:
+        """Burda et al.'s bound on log p(x) with k importance samples, decoded in chunks of at most `iw_chunk`
+        (image, sample) pairs. (B, C, H, W) -> (B,)."""
+        mu, logvar = self.encode(self.as_input(target), labels)  # (B, D)
+        b = target.shape[0]
+        per_pass = max(1, self.hparams.iw_chunk // b)
+        log_w = []
+        for start in range(0, k, per_pass):
+            n = min(per_pass, k - start)
+            z = reparameterize(mu.expand(n, -1, -1), logvar.expand(n, -1, -1))  # (n, B, D)
+            flat_labels = labels.repeat(n) if labels is not None else None
+            decoded = self.decode(z.reshape(n * b, -1), flat_labels)  # (n * B, C, H, W)
+            log_px = self.log_likelihood(decoded, target.repeat(n, 1, 1, 1)).view(n, b)
+            log_w.append(log_px + log_standard_normal(z) - log_normal_diag(z, mu, logvar))  # (n, B)
+        return importance_weighted_bound(torch.cat(log_w))
+
+    def _evaluate(self, batch: Any, batch_idx: int, prefix: str, k: int) -> None:
+        images, labels = self.split_batch(batch)
+        target = self.targets(images, fixed=True)
+        mu, logvar = self.encode(self.as_input(target), labels)
+        recon = -self.log_likelihood(self.decode(reparameterize(mu, logvar), labels), target)  # (B,)
+        kl = gaussian_kl(mu, logvar)
+        weight = first_visit_mask(self.trainer, batch_idx, images.shape[0], images.device)  # DDP padding -> 0
+        values = {"nelbo": recon + kl, "recon": recon, "kl": kl}
+        if k > 0:
+            values["nll_iw"] = -self.iw_log_likelihood(target, labels, k)
+        for name, value in values.items():
+            metric = self.metrics[f"{prefix}_{name}"]
+            metric.update(value.float(), weight)
+            key = f"{prefix}/nll_iw{k}" if name == "nll_iw" else f"{prefix}/{name}"
+            self.log(key, metric, prog_bar=name == "nelbo")
+        self.metrics[f"{prefix}_images"].update(weight.sum())
+        self.log(f"{prefix}/images", self.metrics[f"{prefix}_images"])
+        if prefix == "val" and batch_idx == 0:
+            self._picture_batch = (images[:32].detach(), None if labels is None else labels[:32].detach())
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx, "val", self.hparams.val_iw_samples)
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx, "test", self.hparams.test_iw_samples)
+
+    # ---- pictures: reconstructions, samples, the 2-D manifold, interpolations --------------------------------
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking or not self.trainer.is_global_zero or self._picture_batch is None:
+            return
+        images, labels = self._picture_batch
+        for key, grid, nrow in self.pictures(images, labels):
+            save_and_log_images(self.trainer, key, grid, nrow=nrow)
+
+    @torch.no_grad()
+    def pictures(self, images: Tensor, labels: Tensor | None) -> list[tuple[str, Tensor, int]]:
+        """(key, images, images per row) for each picture the run saves; everything decoded from means."""
+        was_training = self.training
+        self.eval()
+        out = []
+        n = min(8, images.shape[0])
+        rows = images.shape[0] // n
+        target = self.targets(images[: rows * n], fixed=True)
+        lab = None if labels is None else labels[: rows * n]
+        mu, _ = self.encode(self.as_input(target), lab)
+        recon = self(mu, lab)
+        pairs = torch.stack([self.as_input(target).float().view(rows, n, *images.shape[1:]),
+                             recon.view(rows, n, *images.shape[1:])], dim=1)  # (rows, 2, n, C, H, W)
+        out.append(("reconstructions", pairs.flatten(0, 2), n))  # each input row is followed by its reconstruction
+        out.append(("samples", self.sample(torch.arange(self.hparams.num_samples)), 0))
+        if self.hparams.latent_dim == 2:
+            out.append(("manifold", self.manifold(), 15))
+        steps = 10  # interpolate between consecutive pairs of encoded images
+        pairs_n = min(4, mu.shape[0] // 2)
+        if pairs_n:
+            t = torch.linspace(0, 1, steps, device=mu.device)[None, :, None]  # (1, steps, 1)
+            a, b = mu[0 : 2 * pairs_n : 2, None], mu[1 : 2 * pairs_n : 2, None]  # (P, 1, D)
+            path = (1 - t) * a + t * b  # (P, steps, D)
+            path_labels = None
+            if lab is not None:  # the CVAE keeps the first image's class along the path
+                path_labels = lab[0 : 2 * pairs_n : 2].repeat_interleave(steps)
+            out.append(("interpolation", self(path.flatten(0, 1), path_labels), steps))
+        out.extend(self.extra_pictures())
+        self.train(was_training)
+        return [(key, grid, nrow or None) for key, grid, nrow in out]
+
+    def extra_pictures(self) -> list[tuple[str, Tensor, int]]:
+        """More pictures (the CVAE's one row per class)."""
+        return []
+
+    def manifold(self, n: int = 15) -> Tensor:
+        """The classic 2-D latent grid: z on an n x n grid of N(0, 1) quantiles (5% to 95%). -> (n*n, C, H, W)."""
+        q = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, n)).to(self.device)
+        zy, zx = torch.meshgrid(q.flip(0), q, indexing="ij")
+        z = torch.stack([zx.flatten(), zy.flatten()], dim=1)
+        labels = self.default_labels(torch.zeros(n * n, dtype=torch.long))  # the CVAE's: one class throughout
+        return self(z, labels)
+
+    def default_labels(self, indices: Tensor) -> Tensor | None:
+        """Class of image i in samples and `predict` (None for the plain VAE)."""
+        return None
+
+    @torch.no_grad()
+    def sample(self, indices: Tensor) -> Tensor:
+        """Decoded means of the fixed noise of `indices`, networks in eval mode. (B,) -> (B, C, H, W)."""
+        was_training = self.training
+        self.eval()
+        z = fixed_noise(indices, self.hparams.latent_dim, self.hparams.sample_seed, self.device)
+        images = self(z, self.default_labels(indices))
+        self.train(was_training)
+        return images
+
+    # ---- predict: `num_samples` generated images, no data needed ---------------------------------------------
+    def predict_dataloader(self) -> DataLoader:
+        return index_loader(self.hparams.num_samples)
+
+    def predict_step(self, batch: Tensor, batch_idx: int) -> dict[str, Any]:
+        return {"images": self.sample(batch), "index": batch}
+
+
+class CVAE(VAE):
+    """Conditional VAE: the encoder sees the image and its class (one image plane per class), the decoder z and
+    the one-hot class, so sampling can ask for a class. Sample grids have one row per class.
+
+    Args:
+        num_classes: number of classes; taken from the datamodule's `num_classes` when not given.
+        sample_classes: the classes `predict` generates, in turn (image i gets `sample_classes[i % len]`);
+            default: every class in turn.
+        **kwargs: every VAE option (see `--model.help VAE`).
+    """
+
+    conditional = True
+
+    def __init__(self, num_classes: int | None = None, sample_classes: list[int] | None = None, **kwargs: Any) -> None:
+        if num_classes is not None and num_classes < 2:
+            raise ConfigError(f"num_classes must be 2 or more, got {num_classes}.")
+        if sample_classes is not None and not sample_classes:
+            raise ConfigError("sample_classes must name at least one class (or be left out for all classes).")
+        super().__init__(**kwargs)
+        self._check_sample_classes()
+
+    @property
+    def num_labels(self) -> int:
+        return self.hparams.num_classes or 0
+
+    def _build(self, image_shape: tuple[int, int, int]) -> None:
+        if not self.hparams.get("num_classes"):
+            raise ConfigError(
+                "CVAE needs the number of classes: give `--model.num_classes`, or use a labelled datamodule that "
+                "sets `num_classes` (MNIST, Digits, an ImageFolder with class sub-folders, ...)."
+            )
+        super()._build(image_shape)
+
+    def _check_labels(self, datamodule: Any) -> None:
+        data_classes = getattr(datamodule, "num_classes", None) if datamodule is not None else None
+        if datamodule is not None and (data_classes is None or data_classes < 2):
+            raise ConfigError(
+                f"CVAE needs labelled data with 2 or more classes, but {type(datamodule).__name__} has "
+                f"num_classes={data_classes}. Use a datamodule with labels (e.g. MNIST, or an ImageFolder with one "
+                "sub-folder per class), or the unconditional `--model VAE`."
+            )
+        if self.hparams.num_classes is None and data_classes is not None:
+            self.hparams.num_classes = int(data_classes)
+        elif data_classes is not None and data_classes != self.hparams.num_classes:
+            raise ConfigError(
+                f"CVAE was built for {self.hparams.num_classes} classes but {type(datamodule).__name__} has "
+                f"{data_classes}. Drop `--model.num_classes` or use matching data."
+            )
+        self._check_sample_classes()
+
+    def _check_sample_classes(self) -> None:
+        classes, n = self.hparams.sample_classes, self.hparams.num_classes
+        if classes is not None and n is not None and any(not 0 <= c < n for c in classes):
+            raise ConfigError(f"sample_classes {list(classes)} must lie in 0..{n - 1} (the model has {n} classes).")
+
+    def condition(self, labels: Tensor | None) -> Tensor:
+        if labels is None:
+            raise ConfigError("CVAE batches need labels: the datamodule must yield (images, labels).")
+        labels = labels.long()
+        n = self.hparams.num_classes
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= n):
+            raise ConfigError(f"labels must lie in 0..{n - 1} for this CVAE, got {labels.min()}..{labels.max()}. "
+                              "Check the datamodule's labels and `--model.num_classes`.")
+        return nn.functional.one_hot(labels, n).float()
+
+    def default_labels(self, indices: Tensor) -> Tensor:
+        classes = self.hparams.sample_classes or list(range(self.hparams.num_classes))
+        table = torch.as_tensor(classes, device=self.device)
+        return table[indices.to(self.device) % len(classes)]
+
+    def extra_pictures(self) -> list[tuple[str, Tensor, int]]:
+        """One row per class, the same z down each column."""
+        n, cols = self.hparams.num_classes, 10
+        z = fixed_noise(torch.arange(cols), self.hparams.latent_dim, self.hparams.sample_seed, self.device)
+        labels = torch.arange(n, device=self.device).repeat_interleave(cols)
+        return [("class_samples", self(z.repeat(n, 1), labels), cols)]
+
+    def predict_step(self, batch: Tensor, batch_idx: int) -> dict[str, Any]:
+        classes = self.default_labels(batch)
+        names = [f"{int(i):05d}_class{int(c)}.png" for i, c in zip(batch, classes)]
+        return {"images": self.sample(batch), "index": batch, "names": names, "labels": classes}

@@ -1,0 +1,217 @@
+"""VAE and conditional VAE: reparameterization, binarization, the importance-weighted bound, training, pictures,
+predict, DDP test-set counting and bad input."""
+
+import csv
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from datamodules import Digits
+from lightning_gen import CVAE, VAE
+from lightning_gen.checks import ConfigError
+from lightning_gen.vae import binarize_fixed, reparameterize
+from tests.conftest import QUIET, ROOT, run_cli
+
+SMALL = dict(latent_dim=4, enc_features=8, dec_features=8, num_samples=8, test_iw_samples=8)
+TINY_VAE = str(ROOT / "configs" / "vae" / "tiny.yaml")
+TINY_CVAE = str(ROOT / "configs" / "cvae" / "tiny.yaml")
+
+
+def trainer(tmp_path, **kwargs) -> L.Trainer:
+    defaults = dict(accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=4, limit_val_batches=1,
+                    limit_test_batches=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                    enable_model_summary=False, default_root_dir=tmp_path)
+    return L.Trainer(**{**defaults, **kwargs})
+
+
+def test_reparameterized_sample_has_the_right_mean_and_variance():
+    torch.manual_seed(0)
+    mu, logvar = torch.tensor([1.5, -2.0]), torch.tensor([0.0, 2.0 * torch.log(torch.tensor(3.0)).item()])
+    z = reparameterize(mu.expand(200_000, 2), logvar.expand(200_000, 2))
+    assert torch.allclose(z.mean(0), mu, atol=0.03)
+    assert torch.allclose(z.var(0), torch.tensor([1.0, 9.0]), rtol=0.02)
+    mu.requires_grad_(True)
+    reparameterize(mu, torch.zeros(2)).sum().backward()  # gradients flow to the mean
+    assert torch.equal(mu.grad, torch.ones(2))
+
+
+def test_binarization_dynamic_and_fixed():
+    torch.manual_seed(0)
+    probs = torch.rand(4, 1, 8, 8)
+    model = VAE(**SMALL, image_shape=(1, 8, 8))
+    images = probs * 2 - 1
+    draws = torch.stack([model.targets(images, fixed=False) for _ in range(2000)])
+    assert set(draws.unique().tolist()) == {0.0, 1.0}
+    assert torch.allclose(draws.mean(0), probs, atol=0.05)  # a fresh Bernoulli(p) draw every time
+    fixed = binarize_fixed(probs)
+    assert set(fixed.unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(binarize_fixed(probs), fixed)  # the same draw every time
+    assert torch.equal(binarize_fixed(probs[[2, 0]]), fixed[[2, 0]])  # whatever the batch it comes in
+    assert torch.equal(binarize_fixed(torch.ones(1, 1, 3, 3)), torch.ones(1, 1, 3, 3))
+    no_binarize = VAE(**SMALL, binarize=False, image_shape=(1, 8, 8))
+    assert torch.allclose(no_binarize.targets(images, fixed=False), probs, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def trained_vae(tmp_path_factory):
+    L.seed_everything(0)
+    model = VAE(**SMALL)
+    trainer(tmp_path_factory.mktemp("vae"), limit_train_batches=20).fit(model, Digits(batch_size=32))
+    return model.eval()
+
+
+def test_importance_weighted_bound_equals_elbo_at_k1_and_grows_with_k(trained_vae):
+    dm = Digits(batch_size=16)
+    dm.setup("fit")
+    images, _ = next(iter(dm.val_dataloader()))
+    target = trained_vae.targets(images, fixed=True)
+    with torch.no_grad():
+        mu, logvar = trained_vae.encode(trained_vae.as_input(target))
+        from lightning_gen.losses import gaussian_kl
+
+        elbo = -(-trained_vae.log_likelihood(trained_vae.decode(mu), target) + 0 * gaussian_kl(mu, logvar))
+        torch.manual_seed(0)
+        k1 = torch.stack([trained_vae.iw_log_likelihood(target, None, 1) for _ in range(400)]).mean(0)
+        analytic = torch.stack([
+            trained_vae.log_likelihood(trained_vae.decode(reparameterize(mu, logvar)), target) for _ in range(400)
+        ]).mean(0) - gaussian_kl(mu, logvar)
+        bounds = {k: torch.stack([trained_vae.iw_log_likelihood(target, None, k) for _ in range(20)]).mean().item()
+                  for k in (1, 10, 100)}
+    assert elbo.shape == (16,)
+    # k = 1: the estimator's mean is the ELBO with the KL in closed form (both Monte Carlo, 400 draws)
+    assert k1.mean().item() == pytest.approx(analytic.mean().item(), abs=0.5)
+    assert bounds[1] < bounds[10] < bounds[100], bounds
+    # chunking does not change the bound: the same noise in one pass or in passes of 3 samples
+    torch.manual_seed(1)
+    one_pass = trained_vae.iw_log_likelihood(target, None, 12)
+    trained_vae.hparams.iw_chunk = 3 * 16
+    torch.manual_seed(1)
+    chunked = trained_vae.iw_log_likelihood(target, None, 12)
+    trained_vae.hparams.iw_chunk = 8192
+    assert torch.allclose(one_pass, chunked, atol=1e-4)
+
+
+class Losses(Callback):
+    def __init__(self):
+        self.values = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.values.append(trainer.callback_metrics["train/loss"].item())
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_training_reduces_the_loss(tmp_path, likelihood):
+    L.seed_everything(0)
+    record = Losses()
+    model = VAE(likelihood=likelihood, latent_dim=8, enc_features=16, dec_features=16, lr=3e-3)
+    trainer(tmp_path, limit_train_batches=40, callbacks=[record]).fit(model, Digits(batch_size=32))
+    first, last = sum(record.values[:5]) / 5, sum(record.values[-5:]) / 5
+    assert last < first - 0.15 * abs(first), record.values
+
+
+def test_kl_warmup_ramps_beta(tmp_path):
+    betas = []
+
+    class Beta(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            betas.append(trainer.callback_metrics["train/beta"].item())
+
+    L.seed_everything(0)
+    model = VAE(beta=2.0, kl_warmup_epochs=2, **SMALL)
+    trainer(tmp_path, max_epochs=3, limit_train_batches=4, callbacks=[Beta()]).fit(model, Digits(batch_size=32))
+    assert betas[0] == 0.0 and betas[4] == pytest.approx(1.0) and betas[-1] == 2.0
+    assert all(a <= b for a, b in zip(betas, betas[1:]))
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+def test_mixed_precision_trains_and_evaluates(tmp_path, precision):
+    L.seed_everything(0)
+    model = VAE(**SMALL)
+    t = trainer(tmp_path, precision=precision)
+    t.fit(model, Digits(batch_size=32))
+    (result,) = t.test(model, Digits(batch_size=32), verbose=False)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert result["test/nelbo"] > 0 and result["test/nll_iw8"] <= result["test/nelbo"] + 5
+
+
+def test_cvae_samples_the_requested_classes(tmp_path):
+    L.seed_everything(0)
+    model = CVAE(**SMALL)
+    trainer(tmp_path, limit_train_batches=2).fit(model, Digits(batch_size=32))
+    assert model.hparams.num_classes == 10  # from the datamodule
+    z = torch.randn(6, 4)
+    images = model(z, torch.tensor([0, 3, 3, 9, 9, 9]))
+    assert images.shape == (6, 1, 8, 8) and images.abs().max() <= 1
+    assert (tmp_path / "samples" / "class_samples_epoch0000.png").is_file()
+    ((key, grid, nrow),) = model.extra_pictures()
+    assert key == "class_samples" and grid.shape == (10 * 10, 1, 8, 8) and nrow == 10
+    model.hparams.sample_classes = [2, 5]
+    out = model.predict_step(torch.arange(5), 0)
+    assert out["labels"].tolist() == [2, 5, 2, 5, 2] and out["names"][1] == "00001_class5.png"
+    assert out["images"].shape == (5, 1, 8, 8)
+    # the class matters: the same z decodes differently for different classes
+    assert not torch.allclose(model(z[:1], torch.tensor([0])), model(z[:1], torch.tensor([1])))
+
+
+def test_bad_input_is_reported_before_training(tmp_path):
+    with pytest.raises(ConfigError, match="latent_dim"):
+        VAE(latent_dim=0)
+    with pytest.raises(ConfigError, match="beta"):
+        VAE(beta=-1.0)
+    with pytest.raises(ConfigError, match=r"\[0, 1\]"):  # Bernoulli on data outside [-1, 1] -> [0, 1]
+        VAE(**SMALL, image_shape=(1, 8, 8)).targets(torch.full((2, 1, 8, 8), 255.0), fixed=False)
+    with pytest.raises(ConfigError, match="sample_classes"):
+        CVAE(num_classes=10, sample_classes=[10], **SMALL)
+
+    class Unlabelled(Digits):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.num_classes = None
+
+    with pytest.raises(ConfigError, match="labelled data"):
+        trainer(tmp_path).fit(CVAE(**SMALL), Unlabelled(batch_size=32))
+    model = CVAE(num_classes=3, **SMALL, image_shape=(1, 8, 8))
+    with pytest.raises(ConfigError, match="labels must lie in 0..2"):
+        model.condition(torch.tensor([0, 5]))
+
+
+def read_metrics(folder):
+    (path,) = folder.rglob("metrics.csv")
+    rows = list(csv.DictReader(path.open()))
+    return {k: float(v) for row in rows for k, v in row.items() if v not in ("", None) and k != "step"}
+
+
+def test_cli_fit_pictures_and_ddp_test_counts_every_image_once(tmp_path):
+    fit = run_cli(["fit", "--config", TINY_VAE, "--trainer.logger", "false", "--trainer.default_root_dir", "run",
+                   *QUIET], tmp_path)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    pictures = {p.name.split("_epoch")[0] for p in (tmp_path / "run" / "samples").glob("*.png")}
+    assert pictures == {"samples", "reconstructions", "manifold", "interpolation"}  # latent_dim 2: manifold too
+    # the Digits test set has 359 images: with batch 64 on 2 processes DistributedSampler repeats one image
+    common = ["test", "--config", str(tmp_path / "run" / "config.yaml"), "--ckpt_path",
+              str(tmp_path / "run" / "checkpoints" / "last.ckpt"), "--trainer.limit_test_batches", "1.0",
+              "--data.batch_size", "64", "--trainer.logger", "CSVLogger", *QUIET]
+    results = {}
+    for devices in (1, 2):
+        out = run_cli([*common, "--trainer.devices", str(devices), "--trainer.strategy",
+                       "ddp" if devices == 2 else "auto", "--trainer.logger.save_dir", f"csv{devices}"], tmp_path)
+        assert out.returncode == 0, out.stderr[-3000:]
+        results[devices] = read_metrics(tmp_path / f"csv{devices}")
+    assert results[1]["test/images"] == results[2]["test/images"] == 359
+    # the KL is deterministic (closed form, fixed binarization): the same mean whatever the process count
+    assert results[2]["test/kl"] == pytest.approx(results[1]["test/kl"], rel=1e-5)
+    assert results[2]["test/nll_iw16"] == pytest.approx(results[1]["test/nll_iw16"], rel=0.02)
+
+
+def test_cli_cvae_predict_writes_requested_classes(tmp_path):
+    fit = run_cli(["fit", "--config", TINY_CVAE, "--trainer.logger", "false", "--trainer.default_root_dir", "run",
+                   *QUIET], tmp_path)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    pred = run_cli(["predict", "--config", str(tmp_path / "run" / "config.yaml"), "--ckpt_path", "last",
+                    "--trainer.default_root_dir", "run", "--model.num_samples", "4", "--model.sample_classes", "[7]",
+                    *QUIET], tmp_path)
+    assert pred.returncode == 0, pred.stderr[-3000:]
+    names = sorted(p.name for p in (tmp_path / "run" / "predictions").glob("0*.png"))
+    assert names == [f"{i:05d}_class7.png" for i in range(4)]
