@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+from lightning.pytorch.plugins import MixedPrecision
 from torch import Tensor
 
 from torch.utils.data import DataLoader, DistributedSampler
@@ -41,3 +42,8 @@ class InOrderDigits(Digits):
         world, rank = self.trainer.world_size, self.trainer.global_rank
         sampler = DistributedSampler(self.train_set, num_replicas=world, rank=rank, shuffle=False, drop_last=True)
         return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, drop_last=True)
+
+
+def fp16_on_cpu() -> MixedPrecision:
+    """Real float16 autocast with a GradScaler on CPU (Lightning maps `precision="16-mixed"` to bf16 on CPU)."""
+    return MixedPrecision("16-mixed", "cpu", torch.amp.GradScaler("cpu"))

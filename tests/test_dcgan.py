@@ -2,11 +2,11 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.plugins import MixedPrecision
 
 from datamodules import Digits
 from lightning_gen import DCGAN
 from lightning_gen.checks import ConfigError
+from tests.helpers import fp16_on_cpu
 
 SMALL = dict(latent_dim=8, g_features=4, d_features=4, num_samples=4)
 
@@ -68,11 +68,6 @@ def test_n_critic_steps_discriminator_more_often(tmp_path):
     opt_g, opt_d = model.trainer.optimizers
     step = lambda opt: int(next(iter(opt.state.values()))["step"])  # noqa: E731
     assert (step(opt_d), step(opt_g)) == (6, 2)
-
-
-def fp16_on_cpu() -> MixedPrecision:
-    """Real float16 autocast with a GradScaler on CPU (Lightning maps `precision="16-mixed"` to bf16 on CPU)."""
-    return MixedPrecision("16-mixed", "cpu", torch.amp.GradScaler("cpu"))
 
 
 def test_16_mixed_scaler_is_correct_with_two_optimizers(tmp_path):
