@@ -54,7 +54,8 @@ class GenCLI(LightningCLI):
         super().__init__(*args, **kwargs)
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
-        self._raw_args = [str(a) for a in (sys.argv[1:] if args is None else args)] if not isinstance(args, dict) else []
+        given = sys.argv[1:] if args is None else args
+        self._raw_args = [str(a) for a in given] if isinstance(given, (list, tuple)) else []  # not a dict/Namespace
         super().parse_arguments(parser, args)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:

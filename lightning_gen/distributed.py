@@ -53,7 +53,9 @@ def all_reduce_gradients(module: nn.Module) -> None:
             grad.copy_(synced)
 
 
-def first_visit_mask(trainer: L.Trainer, batch_idx: int, batch_size: int, device: torch.device | str = "cpu") -> Tensor:
+def first_visit_mask(
+    trainer: L.Trainer, batch_idx: int, batch_size: int, device: torch.device | str = "cpu", dataloader_idx: int = 0
+) -> Tensor:
     """1.0 for each image of this evaluation batch that the whole run sees for the first time, 0.0 for the repeats
     that DDP's `DistributedSampler` adds so that every process gets the same number of images. `(B,)`.
 
@@ -62,16 +64,22 @@ def first_visit_mask(trainer: L.Trainer, batch_idx: int, batch_size: int, device
     weights counts every evaluation image exactly once, as one process would. Outside DDP: all ones.
     """
     ones = torch.ones(batch_size, device=device)
-    if trainer.sanity_checking or trainer.validating:
-        loaders = trainer.val_dataloaders
-    elif trainer.testing:
-        loaders = trainer.test_dataloaders
+    if trainer.testing:
+        combined = trainer.test_loop._combined_loader
+    elif trainer.state.fn == "validate":
+        combined = trainer.validate_loop._combined_loader
+    elif trainer.sanity_checking or trainer.validating:
+        combined = trainer.fit_loop.epoch_loop.val_loop._combined_loader
     else:
         return ones
-    loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
+    loaders = combined.flattened if combined is not None else []
+    loader = loaders[dataloader_idx] if dataloader_idx < len(loaders) else None
     sampler = getattr(loader, "sampler", None)
     if not isinstance(sampler, DistributedSampler) or sampler.drop_last:
         return ones
-    local = batch_idx * loader.batch_size + torch.arange(batch_size, device=device)  # this process's positions
+    per_batch = loader.batch_size or getattr(loader.batch_sampler, "batch_size", None)
+    if per_batch is None:
+        raise RuntimeError("first_visit_mask needs evaluation loaders with a fixed batch_size under DDP.")
+    local = batch_idx * per_batch + torch.arange(batch_size, device=device)  # this process's positions
     global_position = sampler.rank + local * sampler.num_replicas
     return (global_position < len(sampler.dataset)).float()

@@ -281,13 +281,15 @@ class VAE(L.LightningModule):
             log_w.append(log_px + log_standard_normal(z) - log_normal_diag(z, mu, logvar))  # (n, B)
         return importance_weighted_bound(torch.cat(log_w))
 
-    def _evaluate(self, batch: Any, batch_idx: int, prefix: str, k: int) -> None:
+    def _evaluate(self, batch: Any, batch_idx: int, prefix: str, k: int, dataloader_idx: int = 0) -> None:
+        if dataloader_idx:
+            raise ConfigError(f"{type(self).__name__} evaluates one {prefix} set; the datamodule gives several loaders.")
         images, labels = self.split_batch(batch)
         target = self.targets(images, fixed=True)
         mu, logvar = self.encode(self.as_input(target), labels)
         recon = -self.log_likelihood(self.decode(reparameterize(mu, logvar), labels), target)  # (B,)
         kl = gaussian_kl(mu, logvar)
-        weight = first_visit_mask(self.trainer, batch_idx, images.shape[0], images.device)  # DDP padding -> 0
+        weight = first_visit_mask(self.trainer, batch_idx, images.shape[0], images.device, dataloader_idx)  # repeats -> 0
         values = {"nelbo": recon + kl, "recon": recon, "kl": kl}
         if k > 0:
             values["nll_iw"] = -self.iw_log_likelihood(target, labels, k)
@@ -301,11 +303,11 @@ class VAE(L.LightningModule):
         if prefix == "val" and batch_idx == 0:
             self._picture_batch = (images[:32].detach(), None if labels is None else labels[:32].detach())
 
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "val", self.hparams.val_iw_samples)
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluate(batch, batch_idx, "val", self.hparams.val_iw_samples, dataloader_idx)
 
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "test", self.hparams.test_iw_samples)
+    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluate(batch, batch_idx, "test", self.hparams.test_iw_samples, dataloader_idx)
 
     # ---- pictures: reconstructions, samples, the 2-D manifold, interpolations --------------------------------
     def on_validation_epoch_end(self) -> None:
