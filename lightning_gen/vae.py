@@ -98,8 +98,6 @@ class VAE(L.LightningModule):
         sample_seed: seed of the fixed noise behind the sample grids and `predict`.
     """
 
-    conditional = False
-
     def __init__(
         self,
         latent_dim: int = 32,
@@ -213,6 +211,15 @@ class VAE(L.LightningModule):
         by a fixed per-image draw when evaluating) when `binarize` is on; for `gaussian`, the images as they are."""
         if self.hparams.likelihood == "gaussian":
             return images
+        probs = images.float().add(1).div(2).clamp(0, 1)
+        if not self.hparams.binarize:
+            return probs
+        return binarize_fixed(probs) if fixed else torch.bernoulli(probs)
+
+    def check_pixel_range(self, images: Tensor) -> None:
+        """Refuse data a Bernoulli likelihood cannot model (run on the first batch of each loop: one host sync)."""
+        if self.hparams.likelihood != "bernoulli":
+            return
         lo, hi = float(images.min()), float(images.max())
         if lo < -1.001 or hi > 1.001:
             raise ConfigError(
@@ -220,10 +227,6 @@ class VAE(L.LightningModule):
                 f"datamodule, but this batch spans [{lo:.3g}, {hi:.3g}]. Scale the data to [-1, 1], or use "
                 "`--model.likelihood gaussian`."
             )
-        probs = images.float().add(1).div(2).clamp(0, 1)
-        if not self.hparams.binarize:
-            return probs
-        return binarize_fixed(probs) if fixed else torch.bernoulli(probs)
 
     def split_batch(self, batch: Any) -> tuple[Tensor, Tensor | None]:
         """(images, labels) or images -> images (B, C, H, W), labels (B,) or None."""
@@ -244,6 +247,8 @@ class VAE(L.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         images, labels = self.split_batch(batch)
+        if batch_idx == 0:
+            self.check_pixel_range(images)
         target = self.targets(images, fixed=False)  # (B, C, H, W)
         mu, logvar = self.encode(self.as_input(target), labels)  # (B, latent_dim) each
         z = reparameterize(mu, logvar)
@@ -285,6 +290,8 @@ class VAE(L.LightningModule):
         if dataloader_idx:
             raise ConfigError(f"{type(self).__name__} evaluates one {prefix} set; the datamodule gives several loaders.")
         images, labels = self.split_batch(batch)
+        if batch_idx == 0:
+            self.check_pixel_range(images)
         target = self.targets(images, fixed=True)
         mu, logvar = self.encode(self.as_input(target), labels)
         recon = -self.log_likelihood(self.decode(reparameterize(mu, logvar), labels), target)  # (B,)
@@ -393,8 +400,6 @@ class CVAE(VAE):
             default: every class in turn.
         **kwargs: every VAE option (see `--model.help VAE`).
     """
-
-    conditional = True
 
     def __init__(self, num_classes: int | None = None, sample_classes: list[int] | None = None, **kwargs: Any) -> None:
         if num_classes is not None and num_classes < 2:

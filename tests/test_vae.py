@@ -7,6 +7,7 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
+from torch.utils.data import DataLoader, TensorDataset
 
 from datamodules import Digits
 from lightning_gen import CVAE, VAE
@@ -174,8 +175,13 @@ def test_bad_input_is_reported_before_training(tmp_path):
         VAE(latent_dim=0)
     with pytest.raises(ConfigError, match="beta"):
         VAE(beta=-1.0)
-    with pytest.raises(ConfigError, match=r"\[0, 1\]"):  # Bernoulli on data outside [-1, 1] -> [0, 1]
-        VAE(**SMALL, image_shape=(1, 8, 8)).targets(torch.full((2, 1, 8, 8), 255.0), fixed=False)
+    # Bernoulli on data outside [-1, 1] -> [0, 1]: refused at the first batch, before any weight changes
+    model = VAE(**SMALL, image_shape=(1, 8, 8))
+    before = [p.detach().clone() for p in model.parameters()]
+    raw = DataLoader(TensorDataset(torch.full((8, 1, 8, 8), 255.0), torch.zeros(8, dtype=torch.long)), batch_size=4)
+    with pytest.raises(ConfigError, match=r"\[0, 1\]"):
+        trainer(tmp_path).fit(model, train_dataloaders=raw)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
     with pytest.raises(ConfigError, match="sample_classes"):
         CVAE(num_classes=10, sample_classes=[10], **SMALL)
 
