@@ -7,6 +7,7 @@ when their package declares an entry point in the `lightning_gen.datamodules` gr
 from datamodules.base import DATA_ENV, DataError, ImageDataModule, data_root
 from datamodules.digits import Digits
 from datamodules.folder import ImageFolder
+from datamodules.semi_supervised import SemiSupervised
 from datamodules.torchvision_sets import CIFAR10, MNIST, TORCHVISION_DATASETS, FashionMNIST, TorchvisionData
 
 ENTRY_POINT_GROUP = "lightning_gen.datamodules"
@@ -37,6 +38,7 @@ __all__ = [
     "ImageDataModule",
     "ImageFolder",
     "MNIST",
+    "SemiSupervised",
     "TORCHVISION_DATASETS",
     "TorchvisionData",
     "data_root",

@@ -1,7 +1,10 @@
 """lightning_gen: generative deep-learning techniques as Lightning modules. One technique per module."""
 
+from lightning_gen.cgan import CGAN
+from lightning_gen.classifier import Classifier
 from lightning_gen.dcgan import DCGAN
+from lightning_gen.sgan import SGAN
 from lightning_gen.vae import CVAE, VAE
 
-__all__ = ["CVAE", "DCGAN", "VAE"]
+__all__ = ["CGAN", "CVAE", "Classifier", "DCGAN", "SGAN", "VAE"]
 __version__ = "0.1.0"

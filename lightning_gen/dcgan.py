@@ -98,9 +98,26 @@ class DCGAN(L.LightningModule):
         """Reproducible noise: row i comes from seed `sample_seed + indices[i]`. (B,) -> (B, latent_dim)."""
         return fixed_noise(indices, self.hparams.latent_dim, self.hparams.sample_seed, self.device)
 
-    def forward(self, z: Tensor) -> Tensor:
+    def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
         """(B, latent_dim) -> (B, C, H, W) images in [-1, 1]."""
+        return self.generate(z, labels)
+
+    # ---- the two networks; the conditional GAN passes labels through these ----------------------------------------
+    def generate(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        """(B, latent_dim) [+ (B,) classes] -> (B, C, H, W). DCGAN ignores labels."""
         return self.generator(z)
+
+    def discriminate(self, images: Tensor, labels: Tensor | None = None) -> Tensor:
+        """(B, C, H, W) [+ (B,) classes] -> (B,) real/fake logits. DCGAN ignores labels."""
+        return self.discriminator(images)
+
+    def unpack(self, batch: Any, batch_idx: int) -> tuple[Tensor, Tensor | None]:
+        """A batch -> (images in [-1, 1], labels or None). DCGAN does not use labels."""
+        return (batch[0] if isinstance(batch, (list, tuple)) else batch), None
+
+    def default_labels(self, indices: Tensor) -> Tensor | None:
+        """Class of generated image i in sample grids, metrics and `predict` (None: unconditional)."""
+        return None
 
     # ---- training ------------------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
@@ -114,19 +131,19 @@ class DCGAN(L.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         hp = self.hparams
-        real = batch[0] if isinstance(batch, (list, tuple)) else batch  # (B, C, H, W) in [-1, 1]
+        real, labels = self.unpack(batch, batch_idx)  # (B, C, H, W) in [-1, 1], (B,) classes or None
         opt_g, opt_d = self.optimizers()
         disable_ddp_gradient_sync(self.trainer)  # gradients are averaged per network below
         train_g = (self.trainer.fit_loop.epoch_loop.total_batch_idx + 1) % hp.n_critic == 0
 
         z = self.noise_like(real)
         with torch.set_grad_enabled(train_g):
-            fake = self.generator(z)  # (B, latent_dim) -> (B, C, H, W); kept for the generator step
+            fake = self.generate(z, labels)  # (B, latent_dim) -> (B, C, H, W); kept for the generator step
 
         # discriminator step: real vs detached fake
         self.toggle_optimizer(opt_d)
-        real_logits = self.discriminator(real)
-        fake_logits = self.discriminator(fake.detach())
+        real_logits = self.discriminate(real, labels)
+        fake_logits = self.discriminate(fake.detach(), labels)  # fakes are made for the real batch's classes
         d_loss = discriminator_loss(real_logits, fake_logits, hp.loss, hp.label_smoothing)
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(d_loss)
@@ -142,7 +159,7 @@ class DCGAN(L.LightningModule):
         # generator step: the updated discriminator judges the same fakes
         if train_g:
             self.toggle_optimizer(opt_g)
-            g_loss = generator_loss(self.discriminator(fake), hp.loss)
+            g_loss = generator_loss(self.discriminate(fake, labels), hp.loss)
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(g_loss)
             all_reduce_gradients(self.generator)
@@ -161,22 +178,26 @@ class DCGAN(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         if self.trainer.is_global_zero:
-            save_and_log_images(self.trainer, "samples", self.sample(torch.arange(self.hparams.num_samples)))
+            save_and_log_images(self.trainer, "samples", *self.sample_grid())
+
+    def sample_grid(self) -> tuple[Tensor, int | None]:
+        """The `num_samples` images of the per-epoch grid and the images per row (None: square)."""
+        return self.sample(torch.arange(self.hparams.num_samples, device=self.device)), None
 
     @torch.no_grad()
     def sample(self, indices: Tensor) -> Tensor:
         """Images from the fixed noise of `indices`, with the generator in eval mode. (B,) -> (B, C, H, W)."""
         was_training = self.generator.training
         self.generator.eval()
-        images = self.generator(self.fixed_noise(indices))
+        images = self.generate(self.fixed_noise(indices), self.default_labels(indices))
         self.generator.train(was_training)
         return images
 
     # ---- evaluation: how well the discriminator separates held-out real images from fresh fakes -------------
     def _evaluate(self, batch: Any, prefix: str) -> None:
-        real = batch[0] if isinstance(batch, (list, tuple)) else batch
-        fake = self.generator(self.noise_like(real))
-        real_logits, fake_logits = self.discriminator(real), self.discriminator(fake)
+        real, labels = self.unpack(batch, -1)
+        fake = self.generate(self.noise_like(real), labels)
+        real_logits, fake_logits = self.discriminate(real, labels), self.discriminate(fake, labels)
         accuracy = 0.5 * ((real_logits > 0).float().mean() + (fake_logits < 0).float().mean())
         self.log_dict(
             {
@@ -198,4 +219,4 @@ class DCGAN(L.LightningModule):
         return index_loader(self.hparams.num_samples)
 
     def predict_step(self, batch: Tensor, batch_idx: int) -> dict[str, Tensor]:
-        return {"images": self.generator(self.fixed_noise(batch)), "index": batch}
+        return {"images": self.generate(self.fixed_noise(batch), self.default_labels(batch)), "index": batch}

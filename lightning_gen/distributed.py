@@ -83,3 +83,17 @@ def first_visit_mask(
     local = batch_idx * per_batch + torch.arange(batch_size, device=device)  # this process's positions
     global_position = sampler.rank + local * sampler.num_replicas
     return (global_position < len(sampler.dataset)).float()
+
+
+@torch.no_grad()
+def average_parameters(module: nn.Module) -> None:
+    """Replace `module`'s parameters by their average over all processes (after each process changed them on its own
+    data, e.g. a data-dependent initialisation), so that every process holds the same weights again."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    params = [p.data for p in module.parameters()]
+    flat = _flatten_dense_tensors(params)
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat.div_(dist.get_world_size())
+    for param, synced in zip(params, _unflatten_dense_tensors(flat, params)):
+        param.copy_(synced)

@@ -105,3 +105,42 @@ def importance_weighted_bound(log_weights: Tensor) -> Tensor:
     """
     k = log_weights.shape[0]
     return torch.logsumexp(log_weights.float(), dim=0) - math.log(k)
+
+
+# ---- semi-supervised GAN: an (N+1)-class discriminator whose last logit is the "fake" class ----------------------
+def _split_fake(logits: Tensor) -> tuple[Tensor, Tensor]:
+    """(B, N+1) logits -> log-sum-exp of the N real-class logits `(B,)` and the fake-class logit `(B,)`."""
+    logits = logits.float()
+    return torch.logsumexp(logits[:, :-1], dim=1), logits[:, -1]
+
+
+def sgan_supervised_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Cross-entropy of the true class among the N real classes, -log p(y | x, real), from `(B, N+1)` logits.
+
+    This is Salimans et al. (2016)'s supervised term; that the image is real is the unsupervised term's job.
+    """
+    return F.cross_entropy(logits.float()[:, :-1], labels)
+
+
+def sgan_unsupervised_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    """The discriminator's real-vs-fake loss from `(B, N+1)` logits: -log(1 - p(fake | x)) on unlabeled real
+    images plus -log p(fake | G(z)) on generated ones, each a batch mean.
+
+    With r = logsumexp of the real-class logits and f the fake logit: -log(1 - p(fake)) = softplus(f - r) and
+    -log p(fake) = softplus(r - f). At chance (all N+1 logits equal): log((N+1)/N) + log(N+1).
+    """
+    r_real, f_real = _split_fake(real_logits)
+    r_fake, f_fake = _split_fake(fake_logits)
+    return F.softplus(f_real - r_real).mean() + F.softplus(r_fake - f_fake).mean()
+
+
+def sgan_generator_loss(fake_logits: Tensor) -> Tensor:
+    """The generator's non-saturating loss from `(B, N+1)` logits: -log(1 - p(fake | G(z))) = softplus(f - r)."""
+    r, f = _split_fake(fake_logits)
+    return F.softplus(f - r).mean()
+
+
+def feature_matching_loss(real_features: Tensor, fake_features: Tensor) -> Tensor:
+    """Salimans et al. (2016)'s generator loss: squared distance between the batch means of the discriminator's
+    features on real and generated images, ||mean f(x) - mean f(G(z))||^2. `(B, F)`, `(B', F)` -> scalar."""
+    return (real_features.float().mean(0) - fake_features.float().mean(0)).pow(2).sum()

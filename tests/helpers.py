@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import lightning as L
+
 import torch
 from lightning.pytorch.plugins import MixedPrecision
 from torch import Tensor
@@ -47,3 +49,13 @@ class InOrderDigits(Digits):
 def fp16_on_cpu() -> MixedPrecision:
     """Real float16 autocast with a GradScaler on CPU (Lightning maps `precision="16-mixed"` to bf16 on CPU)."""
     return MixedPrecision("16-mixed", "cpu", torch.amp.GradScaler("cpu"))
+
+
+class SameWeightsCheck(L.Callback):
+    """Fails the run unless every process ends training with the same weights (for DDP tests)."""
+
+    def on_train_end(self, trainer, pl_module):
+        checksum = torch.stack([p.detach().double().sum() for p in pl_module.parameters()]).sum()
+        everyone = trainer.strategy.all_gather(checksum)
+        if not torch.allclose(everyone, everyone[0].expand_as(everyone), rtol=0, atol=1e-9):
+            raise RuntimeError(f"processes ended with different weights: {everyone.tolist()}")

@@ -145,15 +145,37 @@ def test_tensorboard_logger_gets_the_sample_grid(tmp_path):
     assert "samples" in events.Tags()["images"]
 
 
+def untrained_classifier(path: Path, image_shape: tuple[int, int, int], data_name: str) -> str:
+    """A Classifier checkpoint (one step on random images) for recipes whose metrics name one."""
+    import lightning as L
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lightning_gen import Classifier
+
+    model = Classifier(num_classes=10, image_shape=image_shape, data_name=data_name)
+    data = TensorDataset(torch.rand(8, *image_shape) * 2 - 1, torch.arange(8) % 10)
+    trainer = L.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=path)
+    trainer.fit(model, DataLoader(data, batch_size=8))
+    trainer.save_checkpoint(path / "classifier.ckpt")
+    return str(path / "classifier.ckpt")
+
+
 @pytest.mark.parametrize("config", [c for c in CONFIGS if not c.endswith("tiny.yaml")])
 def test_every_recipe_runs_a_batch(config, tmp_path, monkeypatch):
     """Each real recipe, on the real data it names, for one batch of fit and one of validation."""
     text = (ROOT / config).read_text()
     if "LIGHTNING_GEN_DATA" in text or "datamodules.MNIST" in text:
         shared_data()  # skips unless the datasets folder is configured
+    extra = []
+    if "classifier_ckpt:" in text:  # the metric's feature network: a stand-in of the MNIST classifier
+        assert text.rstrip().splitlines()[-1].strip().startswith("every_n_epochs"), "SampleQuality must come last"
+        ckpt = untrained_classifier(tmp_path, (1, 28, 28), "MNIST")
+        extra = [f"--trainer.callbacks.classifier_ckpt={ckpt}", "--trainer.callbacks.num_samples=64",
+                 f"--trainer.callbacks.cache_dir={tmp_path / 'cache'}"]
     monkeypatch.chdir(tmp_path)
     GenCLI(args=["fit", "--config", str(ROOT / config), "--trainer.fast_dev_run", "1", "--trainer.logger", "false",
-                 "--trainer.accelerator", "cpu", "--trainer.precision", "32-true", *QUIET])
+                 "--trainer.accelerator", "cpu", "--trainer.precision", "32-true", *extra, *QUIET])
 
 
 def test_launcher_and_console_script_run_the_same_cli(tmp_path):

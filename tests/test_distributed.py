@@ -81,3 +81,15 @@ def test_third_party_datamodule_by_entry_point_and_class_path(tmp_path):
     assert last(tmp_path / "a")["hyper_parameters"]["image_shape"] == (1, 16, 16)
     by_path = run_cli([*args, "--data", "tinyplug.Stripes", "--trainer.default_root_dir", "b"], tmp_path, env=env)
     assert by_path.returncode == 0, by_path.stderr[-3000:]
+
+
+def test_ddp_trains_sgan_and_classifier_with_one_set_of_weights(tmp_path):
+    # the discriminator's data-dependent initialisation runs on each process's own batch and is then averaged
+    for config, extra in [("sgan/tiny.yaml", ["--model.arch", "mlp", "--model.generator", "mlp"]),
+                          ("classifier/tiny.yaml", ["--model.arch", "mlp"])]:
+        result = run_cli(["fit", "--config", str(ROOT / "configs" / config), *extra, "--trainer.devices", "2",
+                          "--trainer.strategy", "ddp", "--trainer.callbacks+=tests.helpers.SameWeightsCheck",
+                          "--trainer.logger", "false", "--trainer.default_root_dir", config.split("/")[0], *QUIET],
+                         tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert (tmp_path / config.split("/")[0] / "checkpoints" / "last.ckpt").is_file()

@@ -104,3 +104,64 @@ def test_importance_weighted_bound_closed_form():
     assert importance_weighted_bound(two).item() == pytest.approx(math.log(2.0))  # log mean(1, 3)
     huge = torch.tensor([[-1000.0], [-1000.0]])  # no underflow: computed in log space
     assert importance_weighted_bound(huge).item() == pytest.approx(-1000.0)
+
+
+# ---- semi-supervised GAN: (B, N+1) logits, the last being "fake" ----------------------------------------------
+from lightning_gen.losses import (  # noqa: E402
+    feature_matching_loss,
+    sgan_generator_loss,
+    sgan_supervised_loss,
+    sgan_unsupervised_loss,
+)
+
+
+def test_sgan_losses_at_chance():
+    n = 10
+    chance = torch.zeros(4, n + 1)  # every class, "fake" included, equally likely
+    assert sgan_supervised_loss(chance, torch.arange(4)).item() == pytest.approx(math.log(n))
+    # -log(1 - 1/(N+1)) on reals + -log(1/(N+1)) on fakes
+    expected = math.log((n + 1) / n) + math.log(n + 1)
+    assert sgan_unsupervised_loss(chance, chance).item() == pytest.approx(expected, rel=1e-6)
+    assert sgan_generator_loss(chance).item() == pytest.approx(math.log((n + 1) / n), rel=1e-6)
+
+
+def test_sgan_losses_on_hand_made_logits():
+    # two real classes + fake. Image a: logits (2, 0 | fake 1); image b: (-1, 1 | fake -2)
+    logits = torch.tensor([[2.0, 0.0, 1.0], [-1.0, 1.0, -2.0]])
+    labels = torch.tensor([1, 1])
+
+    def p_real_class(row, y):  # p(y | x, real): softmax over the real classes only
+        e = [math.exp(v) for v in row[:2]]
+        return e[y] / sum(e)
+
+    def p_fake(row):
+        e = [math.exp(v) for v in row]
+        return e[2] / sum(e)
+
+    rows = logits.tolist()
+    sup = -(math.log(p_real_class(rows[0], 1)) + math.log(p_real_class(rows[1], 1))) / 2
+    assert sgan_supervised_loss(logits, labels).item() == pytest.approx(sup, rel=1e-6)
+    fake_logits = torch.tensor([[0.0, 0.0, 3.0]])
+    unsup = -(math.log(1 - p_fake(rows[0])) + math.log(1 - p_fake(rows[1]))) / 2 - math.log(p_fake([0.0, 0.0, 3.0]))
+    assert sgan_unsupervised_loss(logits, fake_logits).item() == pytest.approx(unsup, rel=1e-6)
+    assert sgan_generator_loss(fake_logits).item() == pytest.approx(-math.log(1 - p_fake([0.0, 0.0, 3.0])), rel=1e-6)
+    # the supervised term ignores the fake logit; the unsupervised term ignores which real class wins
+    moved = logits.clone()
+    moved[:, 2] += 5.0
+    assert sgan_supervised_loss(moved, labels).item() == pytest.approx(sup, rel=1e-6)
+    swapped = logits[:, [1, 0, 2]]
+    assert sgan_unsupervised_loss(swapped, fake_logits).item() == pytest.approx(unsup, rel=1e-6)
+
+
+def test_sgan_losses_stay_finite_for_extreme_logits():
+    huge = torch.tensor([[80.0, -80.0, -90.0], [-80.0, 90.0, 85.0]])
+    for value in (sgan_supervised_loss(huge, torch.tensor([0, 1])), sgan_unsupervised_loss(huge, huge),
+                  sgan_generator_loss(huge)):
+        assert torch.isfinite(value)
+
+
+def test_feature_matching_is_the_squared_distance_of_batch_means():
+    real = torch.tensor([[1.0, 2.0], [3.0, 4.0]])  # mean (2, 3)
+    fake = torch.tensor([[0.0, 0.0], [0.0, 2.0], [0.0, 4.0]])  # mean (0, 2)
+    assert feature_matching_loss(real, fake).item() == pytest.approx(4.0 + 1.0)
+    assert feature_matching_loss(real, real[[1, 0]]).item() == 0.0  # only the means matter

@@ -1,0 +1,119 @@
+"""MNIST-classifier FID of DCGAN, DCGAN + generator EMA and CGAN samples at equal training time, and the class
+accuracy of CGAN samples.
+
+1. Trains the MNIST classifier (configs/classifier/mnist.yaml) unless its checkpoint exists, and tests it.
+2. Trains DCGAN (configs/dcgan/mnist.yaml, with a GeneratorEMA callback) and CGAN (configs/cgan/mnist.yaml) for
+   the same wall-time budget each (`--minutes`, Lightning's `max_time`).
+3. Evaluates each final checkpoint with `validate` + `SampleQuality` on `--samples` generated images: DCGAN with its
+   live weights and with its EMA weights (the same run, so the same training time), CGAN with its EMA weights and
+   with its live weights, plus the real-vs-real floor (training vs test images).
+
+    LIGHTNING_GEN_DATA=/path/to/datasets python bench/cgan_mnist.py [--minutes 10] [--samples 10000] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-m", "lightning_gen.cli"]
+QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+CLASSIFIER = ROOT / "checkpoints" / "mnist_classifier" / "last.ckpt"
+
+
+def printed_metrics(stdout: str) -> dict[str, float]:
+    metrics = {}
+    for line in stdout.splitlines():
+        parts = line.replace("│", " ").split()
+        if len(parts) == 2 and "/" in parts[0]:
+            try:
+                metrics[parts[0]] = float(parts[1])
+            except ValueError:
+                pass
+    return metrics
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], cwd=ROOT, capture_output=True, text=True, check=True)
+
+
+def quality(config: Path, ckpt: Path, samples: int, ema: bool) -> dict[str, float]:
+    """validate the checkpoint with SampleQuality, with or without the EMA generator."""
+    callbacks = ["--trainer.callbacks=[]"]
+    if ema:
+        callbacks += ["--trainer.callbacks+=lightning_gen.callbacks.GeneratorEMA"]
+    callbacks += ["--trainer.callbacks+=lightning_gen.metrics.SampleQuality",
+                  f"--trainer.callbacks.classifier_ckpt={CLASSIFIER}", f"--trainer.callbacks.num_samples={samples}"]
+    out = cli("validate", "--config", str(config), "--ckpt_path", str(ckpt), "--trainer.limit_val_batches", "1",
+              *callbacks, *QUIET)
+    return printed_metrics(out.stdout)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=10.0, help="training wall-time budget of each GAN")
+    parser.add_argument("--samples", type=int, default=10000, help="generated images per FID")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "cgan_mnist"))
+    parser.add_argument("--grid", default=str(ROOT / "docs" / "cgan_mnist.png"), help="where to copy CGAN's grid")
+    args = parser.parse_args()
+    out = Path(args.out)
+    if out.exists():
+        shutil.rmtree(out)
+
+    if not CLASSIFIER.is_file():
+        start = time.perf_counter()
+        cli("fit", "--config", str(ROOT / "configs" / "classifier" / "mnist.yaml"), *QUIET)
+        print(f"classifier trained in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
+    classifier = printed_metrics(cli("test", "--config", str(ROOT / "configs" / "classifier" / "mnist.yaml"),
+                                     "--ckpt_path", str(CLASSIFIER), *QUIET).stdout)
+    print(f"MNIST classifier test accuracy: {100 * classifier['test/accuracy']:.2f}%", flush=True)
+
+    budget = time.strftime("00:%H:%M:%S", time.gmtime(args.minutes * 60))
+    runs = {}
+    for name, config, extra in [
+        ("dcgan", ROOT / "configs" / "dcgan" / "mnist.yaml",
+         ["--trainer.callbacks+=lightning_gen.callbacks.GeneratorEMA", "--trainer.callbacks.decay=0.999"]),
+        ("cgan", ROOT / "configs" / "cgan" / "mnist.yaml", ["--trainer.callbacks=[]",
+                                                              "--trainer.callbacks+=lightning_gen.callbacks.GeneratorEMA",
+                                                              "--trainer.callbacks.decay=0.999"]),
+    ]:
+        folder = out / name
+        start = time.perf_counter()
+        cli("fit", "--config", str(config), *extra, "--seed_everything", str(args.seed), "--trainer.max_epochs",
+            "1000", "--trainer.max_time", budget, "--trainer.limit_val_batches", "0",
+            "--trainer.default_root_dir", str(folder), *QUIET)
+        ckpt = torch.load(folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+        runs[name] = {"config": config, "folder": folder, "minutes": (time.perf_counter() - start) / 60,
+                      "epochs": ckpt["epoch"] + 1, "steps": ckpt["global_step"]}
+        print(f"{name}: {runs[name]['epochs']} epochs, {runs[name]['steps']} optimizer steps, "
+              f"{runs[name]['minutes']:.1f} min", flush=True)
+    grids = sorted((out / "cgan" / "samples").glob("samples_ema_*.png"))
+    if grids:
+        shutil.copy(grids[-1], args.grid)
+
+    print(f"\nseed {args.seed}, {args.samples} generated images per row, reference: the first {args.samples} "
+          "training images; floor: the first test images vs the same reference\n")
+    print("| model | weights | epochs | train time (min) | MNIST-classifier FID | KID (x1000) | class accuracy (%) |")
+    print("|---|---|---|---|---|---|---|")
+    floor = None
+    for name, ema in [("dcgan", False), ("dcgan", True), ("cgan", False), ("cgan", True)]:
+        run = runs[name]
+        m = quality(run["config"], run["folder"] / "checkpoints" / "last.ckpt", args.samples, ema)
+        floor = m.get("val/mnist_classifier_fid_floor", floor)
+        acc = m.get("val/mnist_classifier_class_accuracy")
+        print(f"| {name.upper()} | {'EMA 0.999' if ema else 'live'} | {run['epochs']} | {run['minutes']:.1f} | "
+              f"{m['val/mnist_classifier_fid']:.3f} | {1000 * m['val/mnist_classifier_kid']:.3f} | "
+              f"{'-' if acc is None else f'{100 * acc:.2f}'} |", flush=True)
+    print(f"| real test images (floor) | - | - | - | {floor:.3f} | - | - |")
+
+
+if __name__ == "__main__":
+    main()

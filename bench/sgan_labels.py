@@ -1,0 +1,94 @@
+"""Semi-supervised MNIST: test accuracy vs number of labels, supervised-only vs the semi-supervised GAN, with the
+same labeled images and the same network (Salimans et al.'s noisy MLP), over several seeds.
+
+For every (labels, seed): the supervised `Classifier` (configs/classifier/mnist_100.yaml) and the `SGAN`
+(configs/sgan/mnist_100.yaml) are trained with `--data.num_labeled <labels> --data.seed <seed>` (so both see the
+same labeled images) and `--seed_everything <seed>`, then tested on the 10,000 MNIST test images. Each SGAN run
+has a wall-time budget (`--sgan-minutes`, Lightning's `max_time`); the supervised runs train for `--sup-epochs`
+epochs of the labeled set. Prints one row per run and a mean +- std table.
+
+    LIGHTNING_GEN_DATA=/path/to/datasets python bench/sgan_labels.py [--labels 100 1000] [--seeds 0 1 2]
+        [--sgan-minutes 25] [--sup-epochs 10] [--out bench/out/sgan_labels]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-m", "lightning_gen.cli"]
+QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+
+
+def test_metrics(config: Path, ckpt: Path) -> dict[str, float]:
+    """Run `test` on a checkpoint and read the printed metrics table."""
+    out = subprocess.run([*CLI, "test", "--config", str(config), "--ckpt_path", str(ckpt), *QUIET], cwd=ROOT,
+                         capture_output=True, text=True, check=True)
+    metrics = {}
+    for line in out.stdout.splitlines():
+        parts = line.replace("│", " ").split()
+        if len(parts) == 2 and parts[0].startswith("test/"):
+            metrics[parts[0]] = float(parts[1])
+    return metrics
+
+
+def run(method: str, labels: int, seed: int, out: Path, sgan_minutes: float, sup_epochs: int) -> dict:
+    folder = out / f"{method}_{labels}_seed{seed}"
+    if folder.exists():
+        shutil.rmtree(folder)
+    common = ["--seed_everything", str(seed), "--data.num_labeled", str(labels), "--data.seed", str(seed),
+              "--trainer.default_root_dir", str(folder), *QUIET]
+    if method == "sgan":
+        config = ROOT / "configs" / "sgan" / "mnist_100.yaml"
+        limits = ["--trainer.max_epochs", "1000", "--trainer.max_time",
+                  time.strftime("00:%H:%M:%S", time.gmtime(sgan_minutes * 60))]
+    else:
+        config = ROOT / "configs" / "classifier" / "mnist_100.yaml"
+        limits = ["--trainer.max_epochs", str(sup_epochs)]
+    start = time.perf_counter()
+    subprocess.run([*CLI, "fit", "--config", str(config), *common, *limits], cwd=ROOT, check=True)
+    wall = time.perf_counter() - start
+    ckpt = folder / "checkpoints" / "last.ckpt"
+    epochs = torch.load(ckpt, map_location="cpu", weights_only=False)["epoch"] + 1
+    metrics = test_metrics(folder / "config.yaml", ckpt)
+    row = {"method": method, "labels": labels, "seed": seed, "epochs": epochs, "minutes": wall / 60,
+           "accuracy": metrics["test/accuracy"]}
+    print(f"| {method} | {labels} | {seed} | {epochs} | {wall / 60:.1f} | {100 * row['accuracy']:.2f} |", flush=True)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--labels", type=int, nargs="+", default=[100])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--methods", nargs="+", default=["supervised", "sgan"], choices=["supervised", "sgan"])
+    parser.add_argument("--sgan-minutes", type=float, default=25.0, help="wall-time budget of each SGAN run")
+    parser.add_argument("--sup-epochs", type=int, default=10, help="epochs of each supervised-only run")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "sgan_labels"))
+    args = parser.parse_args()
+    out = Path(args.out)
+    print("| method | labels | seed | epochs | wall time (min) | test accuracy (%) |")
+    print("|---|---|---|---|---|---|", flush=True)
+    rows = [run(m, n, s, out, args.sgan_minutes, args.sup_epochs)
+            for n in args.labels for s in args.seeds for m in args.methods]
+    print("\n| labels | method | seeds | test accuracy (%), mean +- std | min | max | wall time per run (min) |")
+    print("|---|---|---|---|---|---|---|")
+    for n in args.labels:
+        for m in args.methods:
+            acc = [100 * r["accuracy"] for r in rows if r["labels"] == n and r["method"] == m]
+            minutes = [r["minutes"] for r in rows if r["labels"] == n and r["method"] == m]
+            std = statistics.stdev(acc) if len(acc) > 1 else 0.0
+            print(f"| {n} | {m} | {len(acc)} | {statistics.mean(acc):.2f} +- {std:.2f} | {min(acc):.2f} | "
+                  f"{max(acc):.2f} | {statistics.mean(minutes):.1f} |")
+
+
+if __name__ == "__main__":
+    main()

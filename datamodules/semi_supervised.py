@@ -1,0 +1,180 @@
+"""Semi-supervised splits of any labeled datamodule: `num_labeled` labeled images (the same number per class,
+chosen by seed) plus the rest of the training images without their labels."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset, TensorDataset
+
+from datamodules.base import DataError, ImageDataModule
+
+
+def dataset_labels(dataset: Dataset) -> Tensor:
+    """The label of every item of `dataset` as a `(N,)` long tensor, read from `targets` / tensors where the
+    dataset (or the one a `Subset` / `ConcatDataset` views) has them, else by loading each item."""
+    if isinstance(dataset, Subset):
+        return dataset_labels(dataset.dataset)[torch.as_tensor(dataset.indices, dtype=torch.long)]
+    if isinstance(dataset, ConcatDataset):
+        return torch.cat([dataset_labels(d) for d in dataset.datasets])
+    if isinstance(dataset, TensorDataset) and len(dataset.tensors) >= 2:
+        return dataset.tensors[1].long().reshape(-1)
+    targets = getattr(dataset, "targets", None)
+    if targets is not None:
+        return torch.as_tensor(targets, dtype=torch.long).reshape(-1)
+    samples = getattr(dataset, "samples", None)  # torchvision / our ImageFolder: (path, class) pairs
+    if samples is not None and samples and isinstance(samples[0], (tuple, list)):
+        return torch.as_tensor([int(s[1]) for s in samples], dtype=torch.long)
+    return torch.as_tensor([int(dataset[i][1]) for i in range(len(dataset))], dtype=torch.long)
+
+
+def stratified_indices(labels: Tensor, num_labeled: int, num_classes: int, seed: int) -> Tensor:
+    """`num_labeled // num_classes` positions of each class, drawn at random by `seed`, sorted. Raises
+    `DataError` naming the fix when `num_labeled` cannot be split evenly or a class has too few images."""
+    if num_labeled < num_classes or num_labeled % num_classes:
+        raise DataError(
+            f"num_labeled={num_labeled} cannot be split evenly over {num_classes} classes. Use a multiple of "
+            f"{num_classes} (for example {max(num_classes, num_labeled // num_classes * num_classes)})."
+        )
+    if num_labeled > len(labels):
+        raise DataError(
+            f"num_labeled={num_labeled} is more than the {len(labels)} training images. Use at most "
+            f"{len(labels) // num_classes * num_classes}."
+        )
+    per_class = num_labeled // num_classes
+    generator = torch.Generator().manual_seed(seed)
+    chosen = []
+    for c in range(num_classes):
+        members = torch.nonzero(labels == c).flatten()
+        if len(members) < per_class:
+            raise DataError(
+                f"class {c} has {len(members)} training images, fewer than the {per_class} per class that "
+                f"num_labeled={num_labeled} needs. Lower num_labeled to at most "
+                f"{min(int((labels == k).sum()) for k in range(num_classes)) * num_classes}."
+            )
+        chosen.append(members[torch.randperm(len(members), generator=generator)[:per_class]])
+    return torch.cat(chosen).sort().values
+
+
+class ImagesOnly(Dataset):
+    """A view of a labeled dataset that yields only the images: the unlabeled pool cannot leak its labels."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Tensor:
+        item = self.dataset[index]
+        return item[0] if isinstance(item, (tuple, list)) else item
+
+
+class Repeated(Dataset):
+    """`dataset` repeated to `length` items (item i is `dataset[i % len(dataset)]`), so a shuffled loader over it
+    walks through fresh permutations of a small labeled set for as many batches as the unlabeled loader has."""
+
+    def __init__(self, dataset: Dataset, length: int) -> None:
+        self.dataset, self.length = dataset, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> Any:
+        return self.dataset[index % len(self.dataset)]
+
+
+class SemiSupervised(ImageDataModule):
+    """Wraps a labeled datamodule for semi-supervised learning.
+
+    The training pool is the wrapped datamodule's training and validation images together. `num_labeled` of them
+    (the same number per class, chosen by `seed`) keep their labels; the rest become the unlabeled pool, which
+    yields images only. Validation and test both use the wrapped datamodule's full labeled test set.
+
+    Training batches are dicts: `{"labeled": (images, labels), "unlabeled": images}`; one epoch is one pass over
+    the unlabeled pool, with the labeled set reshuffled and repeated alongside. With `with_unlabeled: false`
+    batches are plain `(images, labels)` from the labeled set (the supervised-only baseline), with the same
+    number of batches per epoch.
+
+    Args:
+        data: the labeled datamodule to split (MNIST, CIFAR10, Digits, an ImageFolder with class folders, ...).
+            Its `batch_size` is the unlabeled batch size.
+        num_labeled: labeled training images in all; must be a multiple of the number of classes.
+        seed: seed of the choice of labeled images (runs with the same seed share the same labels).
+        labeled_batch_size: labeled images per batch (default: the wrapped datamodule's batch size).
+        with_unlabeled: include the unlabeled pool in the training batches.
+    """
+
+    def __init__(
+        self,
+        data: ImageDataModule,
+        num_labeled: int = 100,
+        seed: int = 0,
+        labeled_batch_size: int | None = None,
+        with_unlabeled: bool = True,
+    ) -> None:
+        super().__init__(batch_size=data.batch_size, num_workers=data.num_workers, drop_last=True)
+        if num_labeled < 1:
+            raise DataError(f"num_labeled must be positive, got {num_labeled}.")
+        if labeled_batch_size is not None and labeled_batch_size < 1:
+            raise DataError(f"labeled_batch_size must be positive, got {labeled_batch_size}.")
+        self.data = data
+        self.num_labeled = num_labeled
+        self.seed = seed
+        self.labeled_batch_size = labeled_batch_size or data.batch_size
+        self.with_unlabeled = with_unlabeled
+        self.image_shape = data.image_shape
+        self.num_classes = data.num_classes
+        self.labeled_indices: Tensor | None = None
+        self.labeled_set: Dataset | None = None
+        self.unlabeled_set: Dataset | None = None
+
+    def prepare_data(self) -> None:
+        self.data.prepare_data()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.labeled_set is not None:
+            return
+        if not self.num_classes or self.num_classes < 2:
+            raise DataError(
+                f"{type(self.data).__name__} has no class labels (num_classes={self.num_classes}), so it cannot be "
+                "split into labeled and unlabeled images. Use a labeled datamodule (MNIST, CIFAR10, Digits, an "
+                "ImageFolder with one sub-folder per class)."
+            )
+        self.data.setup(stage)
+        pool = ConcatDataset([self.data.train_set, self.data.val_set])
+        labels = dataset_labels(pool)
+        self.labeled_indices = stratified_indices(labels, self.num_labeled, self.num_classes, self.seed)
+        is_labeled = torch.zeros(len(pool), dtype=torch.bool)
+        is_labeled[self.labeled_indices] = True
+        self.labeled_set = Subset(pool, self.labeled_indices.tolist())
+        self.unlabeled_set = ImagesOnly(Subset(pool, torch.nonzero(~is_labeled).flatten().tolist()))
+        self.train_set = self.labeled_set
+        self.val_set = self.test_set = self.data.test_set
+        if len(self.unlabeled_set) < self.batch_size:
+            raise DataError(
+                f"only {len(self.unlabeled_set)} unlabeled images remain after taking {self.num_labeled} labeled "
+                f"ones, fewer than one batch of {self.batch_size}. Lower num_labeled or the batch size."
+            )
+
+    def batches_per_epoch(self) -> int:
+        return len(self.unlabeled_set) // self.batch_size
+
+    def train_dataloader(self) -> Any:
+        steps = self.batches_per_epoch()
+        labeled = DataLoader(
+            Repeated(self.labeled_set, steps * self.labeled_batch_size),
+            batch_size=self.labeled_batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+        if not self.with_unlabeled:
+            return labeled
+        return {"labeled": labeled, "unlabeled": self._loader(self.unlabeled_set, train=True)}
+
+
+__all__ = ["ImagesOnly", "Repeated", "SemiSupervised", "dataset_labels", "stratified_indices"]

@@ -1,0 +1,132 @@
+"""Conditional GAN: Mirza & Osindero, "Conditional Generative Adversarial Nets" (2014), on DCGAN networks.
+
+Both networks see the class. The generator takes z concatenated with a learned class embedding. The
+discriminator takes the class either by projection (Miyato & Koyama 2018: the logit gets the inner product of a
+class embedding with the discriminator's last feature map) or as an extra input plane (a learned embedding of the
+class, reshaped to one H x W channel, concatenated to the image). Training is DCGAN's (see `lightning_gen.dcgan`):
+each batch's fakes are generated for the real batch's classes. Sample grids have one row per class.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from lightning_gen.checks import ConfigError
+from lightning_gen.classifier import _labels_in_range
+from lightning_gen.dcgan import DCGAN
+from lightning_gen.nn import DCGANDiscriminator, DCGANGenerator, dcgan_init
+
+
+class CGAN(DCGAN):
+    """Conditional DCGAN: `generate(z, labels)`; samples and `predict` cycle through `sample_classes`.
+
+    Args:
+        num_classes: number of classes; taken from the datamodule when not given.
+        embed_dim: length of the generator's class embedding (concatenated to z).
+        d_conditioning: how the discriminator sees the class: `projection` or `concat` (an input plane).
+        sample_classes: the classes `predict` generates, in turn (image i gets `sample_classes[i % len]`);
+            default: every class in turn.
+        **kwargs: every DCGAN option (see `--model.help DCGAN`).
+    """
+
+    def __init__(
+        self,
+        num_classes: int | None = None,
+        embed_dim: int = 50,
+        d_conditioning: Literal["projection", "concat"] = "projection",
+        sample_classes: list[int] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if num_classes is not None and num_classes < 2:
+            raise ConfigError(f"num_classes must be 2 or more, got {num_classes}.")
+        if embed_dim < 1:
+            raise ConfigError(f"embed_dim must be positive, got {embed_dim}.")
+        if sample_classes is not None and not sample_classes:
+            raise ConfigError("sample_classes must name at least one class (or be left out for all classes).")
+        super().__init__(**kwargs)
+
+    def _build(self, image_shape: tuple[int, int, int]) -> None:
+        hp = self.hparams
+        if not hp.get("num_classes"):
+            raise ConfigError(
+                "CGAN needs the number of classes: give `--model.num_classes`, or use a labeled datamodule that "
+                "sets `num_classes` (MNIST, Digits, an ImageFolder with one sub-folder per class)."
+            )
+        n = hp.num_classes
+        if hp.sample_classes is not None and not all(0 <= c < n for c in hp.sample_classes):
+            raise ConfigError(f"sample_classes {list(hp.sample_classes)} must each be in [0, {n - 1}].")
+        channels, height, width = image_shape
+        self.g_embed = nn.Embedding(n, hp.embed_dim)
+        self.generator = DCGANGenerator(hp.latent_dim + hp.embed_dim, image_shape, hp.g_features)
+        if hp.d_conditioning == "concat":
+            self.d_embed = nn.Embedding(n, height * width)  # one learned input plane per class
+            self.discriminator = DCGANDiscriminator((channels + 1, height, width), hp.d_features)
+        else:
+            self.discriminator = DCGANDiscriminator(image_shape, hp.d_features)
+            width_ch = self.discriminator.head.in_channels
+            self.d_embed = nn.Embedding(n, width_ch)  # inner product with the last feature map
+        dcgan_init(self.g_embed)
+        dcgan_init(self.d_embed)
+        self.hparams.image_shape = tuple(image_shape)
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        hp = self.hparams
+        g_params = [*self.generator.parameters(), *self.g_embed.parameters()]
+        d_params = [*self.discriminator.parameters(), *self.d_embed.parameters()]
+        return [torch.optim.Adam(g_params, lr=hp.lr_g, betas=tuple(hp.betas)),
+                torch.optim.Adam(d_params, lr=hp.lr_d, betas=tuple(hp.betas))]
+
+    def setup(self, stage: str) -> None:
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        data_classes = getattr(datamodule, "num_classes", None)
+        if datamodule is not None and stage != "predict":
+            if not data_classes or data_classes < 2:
+                raise ConfigError(
+                    f"CGAN is a conditional model and {type(datamodule).__name__} has no class labels "
+                    f"(num_classes={data_classes}). Use a labeled datamodule (MNIST, Digits, an ImageFolder with one "
+                    "sub-folder per class), or the unconditional DCGAN."
+                )
+            if self.hparams.get("num_classes") and self.hparams.num_classes != data_classes:
+                raise ConfigError(f"CGAN has num_classes={self.hparams.num_classes} but {type(datamodule).__name__} "
+                                  f"has {data_classes}. Drop `--model.num_classes`, or use matching data.")
+            self.hparams.num_classes = data_classes
+        super().setup(stage)
+
+    # ---- conditioning --------------------------------------------------------------------------------------
+    def generate(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        if labels is None:
+            raise ValueError("CGAN.generate needs the class of every image")
+        return self.generator(torch.cat([z, self.g_embed(labels).to(z.dtype)], dim=1))  # (B, latent + embed)
+
+    def discriminate(self, images: Tensor, labels: Tensor | None = None) -> Tensor:
+        if labels is None:
+            raise ValueError("CGAN.discriminate needs the class of every image")
+        d = self.discriminator
+        if self.hparams.d_conditioning == "concat":
+            plane = self.d_embed(labels).view(-1, 1, *images.shape[-2:]).to(images.dtype)  # (B, 1, H, W)
+            return d(torch.cat([images, plane], dim=1))
+        features = d.features(images)  # (B, C', b, b)
+        projection = (self.d_embed(labels)[:, :, None, None].to(features.dtype) * features).sum(dim=(1, 2, 3))
+        return d.head(features).flatten() + projection  # (B,)
+
+    def unpack(self, batch: Any, batch_idx: int) -> tuple[Tensor, Tensor]:
+        if not isinstance(batch, (list, tuple)) or len(batch) < 2:
+            raise ConfigError("CGAN needs (images, labels) batches; this datamodule gives images only.")
+        images, labels = batch[0], batch[1]
+        if batch_idx == 0:
+            _labels_in_range(labels, self.hparams.num_classes, "CGAN")
+        return images, labels
+
+    def default_labels(self, indices: Tensor) -> Tensor:
+        classes = self.hparams.get("sample_classes") or list(range(self.hparams.num_classes))
+        return torch.as_tensor(classes, device=indices.device)[indices.long() % len(classes)]
+
+    def sample_grid(self) -> tuple[Tensor, int]:
+        """One row per class: position (row r, column c) shows index c * N + r, whose class is r."""
+        n = len(self.hparams.get("sample_classes") or range(self.hparams.num_classes))
+        per_row = max(1, self.hparams.num_samples // n)
+        indices = (torch.arange(per_row)[None, :] * n + torch.arange(n)[:, None]).flatten()  # (n * per_row,)
+        return self.sample(indices.to(self.device)), per_row

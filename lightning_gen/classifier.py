@@ -1,0 +1,179 @@
+"""Supervised image classifier: the supervised-only baseline of the semi-supervised GAN, the scorer of
+conditional samples, and the feature network of the sample-quality metric ("MNIST-classifier FID").
+
+Trains on `(images, labels)` batches of any labeled datamodule (or of `SemiSupervised` with
+`with_unlabeled: false`, for the same labeled examples as a semi-supervised run), reports accuracy with
+torchmetrics, and loads by path: `Classifier.load_from_checkpoint(path)` or `load_classifier(path)`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+import torchmetrics
+from torch import Tensor
+
+from lightning_gen.checks import ConfigError, resolve_image_shape
+from lightning_gen.distributed import average_parameters, first_visit_mask
+from lightning_gen.nn import ClassifierArch, ClassifierNet
+
+
+def _labels_in_range(labels: Tensor, num_classes: int, where: str) -> None:
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= num_classes:
+        raise ConfigError(
+            f"{where}: labels range over [{low}, {high}] but the model has {num_classes} classes. Give "
+            "`--model.num_classes` to match the data, or fix the dataset's labels."
+        )
+
+
+def evaluate_accuracy(
+    module: L.LightningModule, batch: tuple[Tensor, Tensor], batch_idx: int, metric: torchmetrics.Metric, prefix: str
+) -> None:
+    """Log `<prefix>/loss` and `<prefix>/accuracy` of `module(images)` (class logits) on a labeled batch. Under
+    DDP the images the distributed sampler repeats to even out the processes are left out, so every test image
+    counts once."""
+    images, labels = batch[0], batch[1]
+    logits = module(images)
+    keep = first_visit_mask(module.trainer, batch_idx, images.shape[0], images.device).bool()
+    metric.update(logits[keep], labels[keep])
+    module.log(f"{prefix}/loss", F.cross_entropy(logits.float(), labels), sync_dist=True)
+    module.log(f"{prefix}/accuracy", metric, prog_bar=True)
+
+
+class Classifier(L.LightningModule):
+    """Image classifier (a `ClassifierNet`), trained with cross-entropy and Adam.
+
+    Args:
+        arch: network: `cnn` (small all-convolutional net) or `mlp` (Salimans et al.'s noisy MNIST MLP; the same
+            network as the semi-supervised GAN's discriminator).
+        num_classes: number of classes; taken from the datamodule when not given.
+        image_shape: (channels, height, width); taken from the datamodule when not given. Stored in the
+            checkpoint, so a trained classifier loads without data.
+        lr: Adam learning rate.
+        betas: Adam betas.
+        weight_decay: Adam weight decay.
+        lr_decay: multiply the learning rate by this factor after every epoch (1 keeps it constant).
+        noise: the network's regularisers (dropout / Gaussian noise) on or off.
+        data_name: name of the training data, used to name metrics computed on this classifier's features
+            ("MNIST-classifier FID"); taken from the datamodule when not given.
+    """
+
+    def __init__(
+        self,
+        arch: ClassifierArch = "cnn",
+        num_classes: int | None = None,
+        image_shape: tuple[int, int, int] | None = None,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        weight_decay: float = 0.0,
+        lr_decay: float = 1.0,
+        noise: bool = True,
+        data_name: str | None = None,
+    ) -> None:
+        super().__init__()
+        if num_classes is not None and num_classes < 2:
+            raise ConfigError(f"num_classes must be 2 or more, got {num_classes}.")
+        if lr <= 0 or not 0 < lr_decay <= 1:
+            raise ConfigError(f"lr must be positive and lr_decay in (0, 1]; got lr={lr}, lr_decay={lr_decay}.")
+        self.save_hyperparameters()
+        self.net: ClassifierNet | None = None
+        if image_shape is not None and num_classes is not None:
+            self._build(tuple(image_shape), num_classes)
+
+    def _build(self, image_shape: tuple[int, int, int], num_classes: int) -> None:
+        self.net = ClassifierNet(image_shape, num_classes, self.hparams.arch, self.hparams.noise)
+        self.hparams.image_shape, self.hparams.num_classes = tuple(image_shape), num_classes
+        self.val_acc = torchmetrics.Accuracy("multiclass", num_classes=num_classes)
+        self.test_acc = torchmetrics.Accuracy("multiclass", num_classes=num_classes)
+
+    def setup(self, stage: str) -> None:
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        shape = resolve_image_shape(self.hparams.image_shape, datamodule, "Classifier")
+        data_classes = getattr(datamodule, "num_classes", None)
+        num_classes = self.hparams.num_classes or data_classes
+        if not num_classes or num_classes < 2:
+            raise ConfigError(
+                "Classifier needs labeled data with 2 or more classes: give `--model.num_classes`, or use a "
+                "labeled datamodule (MNIST, Digits, an ImageFolder with one sub-folder per class)."
+            )
+        if data_classes and data_classes != num_classes:
+            raise ConfigError(
+                f"Classifier has {num_classes} classes but {type(datamodule).__name__} has {data_classes}. Drop "
+                "`--model.num_classes`, or use matching data."
+            )
+        if self.hparams.data_name is None and datamodule is not None:
+            inner = getattr(datamodule, "data", datamodule)  # SemiSupervised wraps the named datamodule
+            self.hparams.data_name = getattr(inner, "dataset", None) or type(inner).__name__
+        if self.net is None:
+            self._build(shape, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)  # (B, C, H, W) -> (B, num_classes) logits
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.net.features(x)  # (B, C, H, W) -> (B, F)
+
+    @staticmethod
+    def _labeled(batch: Any) -> tuple[Tensor, Tensor]:
+        if isinstance(batch, dict):
+            batch = batch["labeled"]
+        if not isinstance(batch, (list, tuple)) or len(batch) < 2:
+            raise ConfigError("Classifier needs (images, labels) batches; this datamodule gives images only.")
+        return batch[0], batch[1]
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        images, labels = self._labeled(batch)
+        if batch_idx == 0:
+            _labels_in_range(labels, self.hparams.num_classes, "Classifier")
+        if self.global_step == 0 and batch_idx == 0:  # a fresh run (not a resumed one)
+            self.net.initialise(images)
+            average_parameters(self.net)
+        logits = self(images)
+        loss = F.cross_entropy(logits.float(), labels)
+        acc = (logits.argmax(1) == labels).float().mean()
+        self.log_dict({"train/loss": loss, "train/accuracy": acc}, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        evaluate_accuracy(self, self._labeled(batch), batch_idx, self.val_acc, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        evaluate_accuracy(self, self._labeled(batch), batch_idx, self.test_acc, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
+        images = batch[0] if isinstance(batch, (list, tuple)) else batch
+        return self(images).argmax(1)
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        trainable = [p for p in self.parameters() if p.requires_grad]  # not the fixed scales of the mlp
+        opt = torch.optim.Adam(trainable, lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
+        if hp.lr_decay == 1.0:
+            return opt
+        return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.ExponentialLR(opt, hp.lr_decay)}
+
+
+def load_classifier(path: str, map_location: str | torch.device = "cpu") -> Classifier:
+    """A trained `Classifier` from its checkpoint, frozen and in eval mode. Raises `ConfigError` naming the fix
+    when the file is missing or is not a Classifier checkpoint."""
+    from pathlib import Path
+
+    if not Path(path).is_file():
+        raise ConfigError(
+            f"classifier checkpoint {path} does not exist. Train one first (for MNIST: "
+            "`lightning-gen fit --config configs/classifier/mnist.yaml`) and give the path to its .ckpt file."
+        )
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    hparams = ckpt.get("hyper_parameters", {})
+    if "arch" not in hparams or not any(k.startswith("net.") for k in ckpt.get("state_dict", {})):
+        raise ConfigError(f"{path} is not a lightning_gen Classifier checkpoint (no classifier network in it).")
+    model = Classifier.load_from_checkpoint(path, map_location=map_location)
+    model.eval().requires_grad_(False)
+    return model
+
+
+__all__ = ["Classifier", "evaluate_accuracy", "load_classifier"]

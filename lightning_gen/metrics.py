@@ -1,0 +1,360 @@
+"""Sample quality of any generative technique: Frechet distance and KID (torchmetrics) on the features of a
+chosen network, plus the class accuracy of conditional samples, as a callback that runs in `validate`/`test`.
+
+A metric is named for its feature network: on the project's MNIST classifier it is "MNIST-classifier FID"
+(`val/mnist_classifier_fid`), not FID; on torchvision's ImageNet Inception v3 it is `tv_inception_fid`, which is
+close to but not the same as the standard FID (that uses the 2015 TensorFlow Inception weights).
+
+The reference is the training data: the features of its first `num_samples` images are computed once and cached
+to disk. Beside every value the callback logs the real-vs-real floor (training images vs test images, same
+count, same features): a generator cannot be expected to score below it.
+
+Under DDP each process generates its share of the samples (image i on process i mod W), their features are
+gathered, and every process computes the same value from all of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Subset
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.kid import KernelInceptionDistance
+
+from lightning_gen.checks import ConfigError
+
+CACHE_ENV = "LIGHTNING_GEN_CACHE"
+
+
+def default_cache_dir() -> Path:
+    """`$LIGHTNING_GEN_CACHE`, else `~/.cache/lightning_gen`: where reference features are kept."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "lightning_gen")
+
+
+# ---- feature networks -----------------------------------------------------------------------------------------
+class FeatureNetwork(nn.Module):
+    """Images in [-1, 1] -> `(B, num_features)` features; `logits` -> `(B, N)` class logits where the network is a
+    classifier (else None). `name` names the metrics; `identity` changes whenever the features would."""
+
+    name: str = "features"
+    num_features: int
+    image_shape: tuple[int, int, int] | None = None  # None: any size (the network resizes)
+    identity: str = ""
+
+    def features_and_logits(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
+        raise NotImplementedError
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.features_and_logits(images)[0]
+
+    def check_images(self, shape: tuple[int, int, int]) -> None:
+        """Raise `ConfigError` when images of `shape` are not what this network takes."""
+        if self.image_shape is not None and tuple(shape) != tuple(self.image_shape):
+            raise ConfigError(
+                f"the {self.name} feature network takes images of shape {tuple(self.image_shape)} but the model "
+                f"makes {tuple(shape)}. Use a feature network trained on images like these (train a Classifier on "
+                "the same data), or resize the data to match."
+            )
+
+
+def _file_identity(path: Path) -> str:
+    stat = path.stat()
+    with open(path, "rb") as f:
+        head = f.read(1 << 20)
+    return hashlib.sha1(head + f"{stat.st_size}".encode()).hexdigest()[:16]
+
+
+class ClassifierFeatures(FeatureNetwork):
+    """The last hidden features and the logits of a `lightning_gen.Classifier` checkpoint, named for the data
+    it was trained on ("mnist_classifier")."""
+
+    def __init__(self, checkpoint: str) -> None:
+        super().__init__()
+        from lightning_gen.classifier import load_classifier
+
+        self.classifier = load_classifier(checkpoint)
+        hp = self.classifier.hparams
+        self.num_features = self.classifier.net.num_features
+        self.image_shape = tuple(hp.image_shape)
+        self.name = f"{str(hp.get('data_name') or 'data').lower()}_classifier"
+        self.identity = f"classifier-{_file_identity(Path(checkpoint))}"
+
+    def features_and_logits(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        features = self.classifier.net.features(images)
+        return features, self.classifier.net.head(features)
+
+
+class InceptionFeatures(FeatureNetwork):
+    """torchvision's ImageNet Inception v3: 2048 pool features of images resized to 299x299 (grey images
+    repeated to RGB), and its 1000 ImageNet logits. Needs the weights in the torch hub cache (torchvision
+    downloads them there on first use, on a machine with internet) or at `weights_path`."""
+
+    name = "tv_inception"
+    num_features = 2048
+
+    def __init__(self, weights_path: str | None = None, pretrained: bool = True) -> None:
+        super().__init__()
+        from torchvision.models import Inception_V3_Weights, inception_v3
+
+        net = inception_v3(weights=None, aux_logits=True, init_weights=False)
+        if pretrained:
+            weights = Inception_V3_Weights.IMAGENET1K_V1
+            path = Path(weights_path) if weights_path else Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+            if not path.is_file():
+                raise ConfigError(
+                    f"Inception v3 weights not found at {path}. On a machine with internet run `python -c \"import "
+                    "torchvision; torchvision.models.inception_v3(weights='IMAGENET1K_V1')\"` (it saves them to the "
+                    "torch hub cache), copy the file here, or give `weights_path`. Offline, use the classifier "
+                    "feature network instead (`feature_net: classifier`)."
+                )
+            net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            self.identity = f"tv-inception-{_file_identity(path)}"
+        else:
+            self.identity = "tv-inception-random"
+        self.net = net.eval().requires_grad_(False)
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
+
+    def check_images(self, shape: tuple[int, int, int]) -> None:
+        if shape[0] not in (1, 3):
+            raise ConfigError(f"the Inception feature network takes 1- or 3-channel images, got {shape[0]} channels.")
+
+    def features_and_logits(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        x = images.float().add(1).div(2)  # [-1, 1] -> [0, 1]
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+        x = (x - self.mean) / self.std
+        net = self.net
+        for name in ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1", "Conv2d_4a_3x3",
+                     "maxpool2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d",
+                     "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c", "avgpool"):
+            x = getattr(net, name)(x)
+        features = x.flatten(1)  # (B, 2048)
+        return features, net.fc(features)
+
+
+class _Precomputed(nn.Module):
+    """Lets torchmetrics' FID/KID take features that were computed already."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, features: Tensor) -> Tensor:
+        return features
+
+
+def frechet_distance(real: Tensor, fake: Tensor) -> float:
+    """Frechet distance between Gaussians fitted to two `(N, F)` feature sets (torchmetrics' FID arithmetic)."""
+    metric = FrechetInceptionDistance(feature=_Precomputed(real.shape[1]), sync_on_compute=False)
+    metric.update(real.double(), real=True)
+    metric.update(fake.double(), real=False)
+    return float(metric.compute())
+
+
+def kernel_distance(real: Tensor, fake: Tensor, subsets: int = 50, subset_size: int = 1000) -> tuple[float, float]:
+    """KID (polynomial-kernel MMD^2, mean and std over random subsets) between two `(N, F)` feature sets."""
+    size = min(subset_size, len(real), len(fake))
+    metric = KernelInceptionDistance(feature=_Precomputed(real.shape[1]), subsets=subsets, subset_size=size,
+                                     sync_on_compute=False)
+    metric.update(real.double(), real=True)
+    metric.update(fake.double(), real=False)
+    mean, std = metric.compute()
+    return float(mean), float(std)
+
+
+@torch.no_grad()
+def dataset_features(net: FeatureNetwork, dataset: Dataset, count: int, batch_size: int, device: torch.device) -> Tensor:
+    """Features of the first `count` images of `dataset` (items `(image, ...)` or images). -> `(count, F)`."""
+    loader = DataLoader(Subset(dataset, range(min(count, len(dataset)))), batch_size=batch_size)
+    out = []
+    for batch in loader:
+        images = batch[0] if isinstance(batch, (list, tuple)) else batch
+        out.append(net(images.to(device)).float().cpu())
+    return torch.cat(out)
+
+
+# ---- the callback ---------------------------------------------------------------------------------------------
+class SampleQuality(Callback):
+    """Frechet distance and KID of generated images against the training data, on a feature network's
+    features, in `validate`/`test` (and in fit's validation every `every_n_epochs`). For conditional models
+    (those whose `default_labels(indices)` gives classes) with a classifier feature network, also the accuracy
+    of the classifier on the generated images of each requested class.
+
+    Works with any technique that has `sample(indices) -> images in [-1, 1]` (DCGAN, CGAN, VAE, CVAE, SGAN).
+
+    Args:
+        feature_net: `classifier` (a `lightning_gen.Classifier` checkpoint, for MNIST-like data) or `inception`
+            (torchvision's ImageNet Inception v3, when its weights are on this machine).
+        classifier_ckpt: path of the Classifier checkpoint (feature_net: classifier).
+        inception_weights: path of the Inception v3 weights file (default: the torch hub cache).
+        num_samples: generated images per measurement, and real images in the reference and in the floor.
+        every_n_epochs: measure in fit's validation every this many epochs (0: only in validate/test).
+        batch_size: images per forward pass of the generator and the feature network.
+        kid_subsets: random subsets KID averages over.
+        kid_subset_size: images per KID subset (capped at `num_samples`).
+        cache_dir: where reference features are cached (default: `$LIGHTNING_GEN_CACHE` or
+            `~/.cache/lightning_gen`).
+    """
+
+    def __init__(
+        self,
+        feature_net: Literal["classifier", "inception"] = "classifier",
+        classifier_ckpt: str | None = None,
+        inception_weights: str | None = None,
+        num_samples: int = 10000,
+        every_n_epochs: int = 1,
+        batch_size: int = 500,
+        kid_subsets: int = 50,
+        kid_subset_size: int = 1000,
+        cache_dir: str | None = None,
+    ) -> None:
+        if feature_net not in ("classifier", "inception"):
+            raise ConfigError(f"SampleQuality feature_net must be 'classifier' or 'inception', got {feature_net!r}.")
+        if feature_net == "classifier" and not classifier_ckpt:
+            raise ConfigError(
+                "SampleQuality with feature_net: classifier needs `classifier_ckpt`, the path of a trained Classifier "
+                "checkpoint (for MNIST: `lightning-gen fit --config configs/classifier/mnist.yaml`)."
+            )
+        if num_samples < 2 or batch_size < 1 or every_n_epochs < 0 or kid_subsets < 1 or kid_subset_size < 2:
+            raise ConfigError("SampleQuality: num_samples >= 2, batch_size >= 1, every_n_epochs >= 0 and "
+                              "kid_subsets >= 1, kid_subset_size >= 2 are required.")
+        self.feature_net_kind = feature_net
+        self.classifier_ckpt = classifier_ckpt
+        self.inception_weights = inception_weights
+        self.num_samples = num_samples
+        self.every_n_epochs = every_n_epochs
+        self.batch_size = batch_size
+        self.kid_subsets = kid_subsets
+        self.kid_subset_size = kid_subset_size
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.net: FeatureNetwork | None = None
+        self._reference: dict[str, Tensor] = {}
+        self.last: dict[str, float] = {}
+
+    def build_net(self) -> FeatureNetwork:
+        if self.feature_net_kind == "classifier":
+            return ClassifierFeatures(self.classifier_ckpt)
+        return InceptionFeatures(self.inception_weights)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "predict":
+            return
+        if self.net is None:
+            self.net = self.build_net()
+        if not callable(getattr(pl_module, "sample", None)):
+            raise ConfigError(f"SampleQuality needs a generative model with `sample(indices)`; "
+                              f"{type(pl_module).__name__} has none.")
+        shape = getattr(pl_module.hparams, "image_shape", None) or getattr(trainer.datamodule, "image_shape", None)
+        if shape is not None:
+            self.net.check_images(tuple(shape))  # before any training step
+
+    # ---- reference features (real images), cached to disk ------------------------------------------------------
+    def _reference_features(self, trainer: L.Trainer, split: str) -> Tensor:
+        if split in self._reference:
+            return self._reference[split]
+        dm = trainer.datamodule
+        dataset = getattr(dm, f"{split}_set", None) if dm is not None else None
+        if dataset is None:
+            raise ConfigError(f"SampleQuality needs the datamodule's {split} images as the reference; "
+                              f"{type(dm).__name__} has no `{split}_set`.")
+        key = "|".join(str(v) for v in (self.net.identity, type(dm).__name__, getattr(dm, "dataset", ""),
+                                        getattr(dm, "image_shape", ""), getattr(dm, "split_seed", ""),
+                                        len(dataset), split, self.num_samples))
+        path = self.cache_dir / f"features_{hashlib.sha1(key.encode()).hexdigest()[:20]}.pt"
+        features = None
+        if trainer.is_global_zero:
+            if path.is_file():
+                features = torch.load(path, map_location="cpu", weights_only=True)
+            else:
+                features = dataset_features(self.net, dataset, self.num_samples, self.batch_size,
+                                            trainer.strategy.root_device)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(f".tmp{os.getpid()}")
+                torch.save(features, tmp)
+                tmp.replace(path)  # never a half-written cache file
+                rank_zero_info(f"SampleQuality: cached {len(features)} {split} features at {path}")
+        features = trainer.strategy.broadcast(features)
+        self._reference[split] = features
+        return features
+
+    # ---- generated images, shared out over the processes ------------------------------------------------------
+    @torch.no_grad()
+    def _generated(self, trainer: L.Trainer, pl_module: L.LightningModule) -> tuple[Tensor, Tensor | None]:
+        world, rank = trainer.world_size, trainer.global_rank
+        per_rank = -(-self.num_samples // world)
+        indices = rank + world * torch.arange(per_rank)  # image i is made by process i mod W
+        valid = indices < self.num_samples
+        feats, hits = [], []
+        labels_of = getattr(pl_module, "default_labels", None)
+        for chunk in indices.split(self.batch_size):
+            images = pl_module.sample(chunk.to(pl_module.device))
+            features, logits = self.net.features_and_logits(images.float())
+            feats.append(features.float())
+            labels = labels_of(chunk.to(pl_module.device)) if callable(labels_of) else None
+            if labels is not None and logits is not None:
+                hits.append((logits.argmax(1) == labels).float())
+        features = torch.cat(feats)
+        correct = torch.cat(hits) if hits else None
+        if world > 1:  # (W, per_rank, F) in process order; drop the padding past num_samples
+            mask = trainer.strategy.all_gather(valid.to(pl_module.device)).reshape(-1).cpu()
+            features = trainer.strategy.all_gather(features).reshape(-1, features.shape[-1]).cpu()[mask]
+            if correct is not None:
+                correct = trainer.strategy.all_gather(correct).reshape(-1).cpu()[mask]
+        return features.cpu(), None if correct is None else correct.cpu()
+
+    def measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
+        """Compute every metric now (same values on every process). Keys are `<name>_fid`, ... without prefix."""
+        self.net.to(pl_module.device).eval()
+        train = self._reference_features(trainer, "train")
+        fake, correct = self._generated(trainer, pl_module)
+        name = self.net.name
+        out = {f"{name}_fid": frechet_distance(train, fake)}
+        out[f"{name}_kid"], out[f"{name}_kid_std"] = kernel_distance(train, fake, self.kid_subsets, self.kid_subset_size)
+        if "floor" not in self._reference:  # real vs real: training images vs test images
+            test = self._reference_features(trainer, "test")
+            self._reference["floor"] = torch.tensor(frechet_distance(train, test))
+        out[f"{name}_fid_floor"] = float(self._reference["floor"])
+        if correct is not None:
+            out[f"{name}_class_accuracy"] = float(correct.mean())
+        self.last = out
+        return out
+
+    def _log(self, trainer: L.Trainer, pl_module: L.LightningModule, prefix: str) -> None:
+        for key, value in self.measure(trainer, pl_module).items():
+            pl_module.log(f"{prefix}/{key}", value, rank_zero_only=True)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        if trainer.state.fn == "fit":
+            last_epoch = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
+            due = self.every_n_epochs and (trainer.current_epoch + 1) % self.every_n_epochs == 0
+            if not (due or (self.every_n_epochs and last_epoch)):
+                return
+        self._log(trainer, pl_module, "val")
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._log(trainer, pl_module, "test")
+
+
+__all__ = [
+    "CACHE_ENV",
+    "ClassifierFeatures",
+    "FeatureNetwork",
+    "InceptionFeatures",
+    "SampleQuality",
+    "dataset_features",
+    "frechet_distance",
+    "kernel_distance",
+]

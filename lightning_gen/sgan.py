@@ -1,0 +1,266 @@
+"""Semi-supervised GAN: Salimans et al., "Improved Techniques for Training GANs" (2016); Odena,
+"Semi-Supervised Learning with Generative Adversarial Networks" (2016).
+
+The discriminator is an (N+1)-class classifier: N real classes plus "fake". Each batch of `SemiSupervised`
+data gives a labeled batch and an unlabeled batch; the discriminator is trained with the supervised loss on the
+labeled batch plus the unsupervised real-vs-fake loss on the unlabeled and generated batches, and the generator
+with feature matching (or the non-saturating loss). The discriminator is a `ClassifierNet`, the very network of
+the supervised `Classifier`, with one more output (or, with `fake_logit: zero`, the same N outputs and a fake
+logit fixed at 0, Salimans et al.'s parametrisation). `test` reports the classification accuracy on the test set.
+
+Batch statistics: the discriminator has no batch normalisation (see `lightning_gen.nn.classifier`), so its output
+for an image never depends on which batch the image came in (labeled, unlabeled or fake) and evaluation is
+per-image. The generator's batch norm only ever sees generated batches, and is in eval mode (running statistics)
+for sample grids and `predict`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+import torchmetrics
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from lightning_gen.checks import ConfigError, resolve_image_shape
+from lightning_gen.classifier import _labels_in_range, evaluate_accuracy
+from lightning_gen.distributed import all_reduce_gradients, average_parameters, disable_ddp_gradient_sync
+from lightning_gen.losses import (
+    feature_matching_loss,
+    sgan_generator_loss,
+    sgan_supervised_loss,
+    sgan_unsupervised_loss,
+)
+from lightning_gen.nn import ClassifierArch, ClassifierNet, DCGANGenerator
+from lightning_gen.runs import save_and_log_images
+from lightning_gen.sampling import fixed_noise, index_loader
+
+
+class MLPGenerator(nn.Module):
+    """Salimans et al.'s MNIST generator: z -> 500 -> 500 (softplus, batch norm) -> C*H*W (tanh, weight norm)."""
+
+    def __init__(self, latent_dim: int, image_shape: tuple[int, int, int], hidden: int = 500) -> None:
+        super().__init__()
+        out = image_shape[0] * image_shape[1] * image_shape[2]
+        self.net = nn.Sequential(
+            nn.Linear(latent_dim, hidden, bias=False), nn.BatchNorm1d(hidden), nn.Softplus(),
+            nn.Linear(hidden, hidden, bias=False), nn.BatchNorm1d(hidden), nn.Softplus(),
+            nn.utils.parametrizations.weight_norm(nn.Linear(hidden, out)), nn.Tanh(),
+        )
+        self.image_shape = tuple(image_shape)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z).view(z.shape[0], *self.image_shape)  # (B, latent_dim) -> (B, C, H, W)
+
+
+class SGAN(L.LightningModule):
+    """Semi-supervised GAN with an (N+1)-class discriminator. Use with `datamodules.SemiSupervised`.
+
+    Args:
+        arch: discriminator network, a `ClassifierNet`: `mlp` (Salimans et al.'s MNIST network) or `cnn`.
+        generator: `mlp` (Salimans et al.'s MNIST generator) or `dcgan` (DCGAN's convolutional generator).
+        latent_dim: length of the noise vector z ~ U(0, 1) (mlp) or N(0, I) (dcgan).
+        g_features: channels of the DCGAN generator's last hidden layer (dcgan only).
+        fake_logit: `learned`: the network has N+1 outputs; `zero`: N outputs and the fake logit fixed at 0
+            (the same model with one redundant degree of freedom removed, as Salimans et al. do).
+        generator_loss: `feature_matching` (match the batch mean of the discriminator's last hidden features
+            on real and generated images) or `nonsaturating` (-log(1 - p(fake | G(z)))).
+        unsupervised_weight: weight of the unsupervised (real-vs-fake) loss against the supervised one.
+        num_classes: number of real classes N; taken from the datamodule when not given.
+        lr_g: Adam learning rate of the generator.
+        lr_d: Adam learning rate of the discriminator.
+        betas: Adam betas of both optimizers.
+        lr_decay_epochs: decay both learning rates linearly to 0 over this many epochs (0: constant).
+        image_shape: (channels, height, width); taken from the datamodule when not given.
+        num_samples: images in the per-epoch sample grid and written by `predict`.
+        sample_seed: seed of the fixed noise behind the sample grid and `predict`.
+    """
+
+    def __init__(
+        self,
+        arch: ClassifierArch = "mlp",
+        generator: Literal["mlp", "dcgan"] = "mlp",
+        latent_dim: int = 100,
+        g_features: int = 32,
+        fake_logit: Literal["learned", "zero"] = "zero",
+        generator_loss: Literal["feature_matching", "nonsaturating"] = "feature_matching",
+        unsupervised_weight: float = 1.0,
+        num_classes: int | None = None,
+        lr_g: float = 3e-3,
+        lr_d: float = 3e-3,
+        betas: tuple[float, float] = (0.5, 0.999),
+        lr_decay_epochs: int = 0,
+        image_shape: tuple[int, int, int] | None = None,
+        num_samples: int = 100,
+        sample_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if num_classes is not None and num_classes < 2:
+            raise ConfigError(f"num_classes must be 2 or more, got {num_classes}.")
+        if unsupervised_weight < 0 or lr_decay_epochs < 0:
+            raise ConfigError("unsupervised_weight and lr_decay_epochs must be 0 or more.")
+        if latent_dim < 1 or g_features < 1 or num_samples < 1:
+            raise ConfigError("latent_dim, g_features and num_samples must be positive.")
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.generator: nn.Module | None = None
+        self.discriminator: ClassifierNet | None = None
+        if image_shape is not None and num_classes is not None:
+            self._build(tuple(image_shape), num_classes)
+
+    def _build(self, image_shape: tuple[int, int, int], num_classes: int) -> None:
+        hp = self.hparams
+        if hp.generator == "mlp":
+            self.generator = MLPGenerator(hp.latent_dim, image_shape)
+        else:
+            self.generator = DCGANGenerator(hp.latent_dim, image_shape, hp.g_features)
+        outputs = num_classes + (1 if hp.fake_logit == "learned" else 0)
+        self.discriminator = ClassifierNet(image_shape, outputs, hp.arch)
+        self.hparams.image_shape, self.hparams.num_classes = tuple(image_shape), num_classes
+        self.val_acc = torchmetrics.Accuracy("multiclass", num_classes=num_classes)
+        self.test_acc = torchmetrics.Accuracy("multiclass", num_classes=num_classes)
+
+    def setup(self, stage: str) -> None:
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        shape = resolve_image_shape(self.hparams.image_shape, datamodule, "SGAN")
+        data_classes = getattr(datamodule, "num_classes", None)
+        num_classes = self.hparams.num_classes or data_classes
+        if not num_classes or num_classes < 2:
+            raise ConfigError(
+                "SGAN needs labeled data (N >= 2 classes) for its supervised term: use `datamodules.SemiSupervised` "
+                "around a labeled datamodule (MNIST, Digits, an ImageFolder with class sub-folders)."
+            )
+        if data_classes and data_classes != num_classes:
+            raise ConfigError(f"SGAN has {num_classes} classes but {type(datamodule).__name__} has {data_classes}.")
+        if stage == "fit" and datamodule is not None and not hasattr(datamodule, "num_labeled"):
+            raise ConfigError(
+                f"SGAN trains on labeled + unlabeled batches: wrap {type(datamodule).__name__} in "
+                "`datamodules.SemiSupervised` (see configs/sgan/mnist_100.yaml)."
+            )
+        if self.generator is None:
+            self._build(shape, num_classes)
+
+    # ---- the (N+1)-class discriminator ------------------------------------------------------------------------
+    def logits_and_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, C, H, W) -> (B, N+1) logits, the last being "fake", and the (B, F) features they come from."""
+        logits, features = self.discriminator.forward_with_features(x)
+        if self.hparams.fake_logit == "zero":
+            logits = torch.cat([logits, logits.new_zeros(logits.shape[0], 1)], dim=1)
+        return logits, features
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Class logits of the N real classes: (B, C, H, W) -> (B, N)."""
+        return self.logits_and_features(x)[0][:, :-1]
+
+    def noise(self, n: int) -> Tensor:
+        if self.hparams.generator == "mlp":
+            return torch.rand(n, self.hparams.latent_dim, device=self.device)
+        return torch.randn(n, self.hparams.latent_dim, device=self.device)
+
+    # ---- training -------------------------------------------------------------------------------------------
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        if not isinstance(batch, dict) or "labeled" not in batch or "unlabeled" not in batch:
+            raise ConfigError("SGAN needs SemiSupervised batches ({'labeled': (x, y), 'unlabeled': x}) for training.")
+        hp = self.hparams
+        images, labels = batch["labeled"]
+        unlabeled = batch["unlabeled"]  # images only: the unlabeled pool carries no labels
+        if batch_idx == 0:
+            _labels_in_range(labels, hp.num_classes, "SGAN")
+        opt_g, opt_d = self.optimizers()
+        if self.global_step == 0 and batch_idx == 0:  # a fresh run (not a resumed one)
+            self.discriminator.initialise(unlabeled)
+            average_parameters(self.discriminator)
+        disable_ddp_gradient_sync(self.trainer)  # each network's gradients are averaged for its own step below
+        fake = self.generator(self.noise(unlabeled.shape[0]))  # (B, latent_dim) -> (B, C, H, W)
+
+        # discriminator: supervised loss on the labeled batch + unsupervised loss on unlabeled and fake batches.
+        # One forward pass over the three batches together: without batch statistics this equals three passes.
+        self.toggle_optimizer(opt_d)
+        sizes = [images.shape[0], unlabeled.shape[0], fake.shape[0]]
+        logits, _ = self.logits_and_features(torch.cat([images, unlabeled, fake.detach()]))
+        labeled_logits, real_logits, fake_logits = logits.split(sizes)
+        loss_sup = sgan_supervised_loss(labeled_logits, labels)
+        loss_unsup = sgan_unsupervised_loss(real_logits, fake_logits)
+        d_loss = loss_sup + hp.unsupervised_weight * loss_unsup
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(d_loss)
+        all_reduce_gradients(self.discriminator)
+        opt_d.step()
+        self.untoggle_optimizer(opt_d)
+
+        # generator: the updated discriminator judges the same fakes (beside the unlabeled batch, for its features)
+        self.toggle_optimizer(opt_g)
+        if hp.generator_loss == "feature_matching":
+            _, features = self.logits_and_features(torch.cat([fake, unlabeled]))
+            fake_features, real_features = features.split([fake.shape[0], unlabeled.shape[0]])
+            g_loss = feature_matching_loss(real_features.detach(), fake_features)
+        else:
+            g_loss = sgan_generator_loss(self.logits_and_features(fake)[0])
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(g_loss)
+        all_reduce_gradients(self.generator)
+        opt_g.step()
+        self.untoggle_optimizer(opt_g)
+
+        with torch.no_grad():
+            p_fake_real = F.softmax(real_logits.float(), 1)[:, -1].mean()
+            p_fake_fake = F.softmax(fake_logits.float(), 1)[:, -1].mean()
+            acc = (labeled_logits[:, :-1].argmax(1) == labels).float().mean()
+        self.log_dict(
+            {"train/d_loss": d_loss.detach(), "train/g_loss": g_loss.detach(), "train/labeled_accuracy": acc},
+            prog_bar=True,
+        )
+        self.log_dict({
+            "train/d_loss_supervised": loss_sup.detach(), "train/d_loss_unsupervised": loss_unsup.detach(),
+            "train/p_fake_on_real": p_fake_real, "train/p_fake_on_fake": p_fake_fake,
+        })
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        opt_g = torch.optim.Adam(self.generator.parameters(), lr=hp.lr_g, betas=tuple(hp.betas))
+        trainable = [p for p in self.discriminator.parameters() if p.requires_grad]  # not the fixed mlp scales
+        opt_d = torch.optim.Adam(trainable, lr=hp.lr_d, betas=tuple(hp.betas))
+        return [opt_g, opt_d]
+
+    def on_train_epoch_end(self) -> None:
+        hp = self.hparams
+        if hp.lr_decay_epochs:  # manual optimization: the schedule is applied here
+            scale = max(0.0, 1.0 - (self.current_epoch + 1) / hp.lr_decay_epochs)
+            for opt, lr in zip(self.optimizers(), (hp.lr_g, hp.lr_d)):
+                for group in opt.param_groups:
+                    group["lr"] = lr * scale
+        if self.trainer.is_global_zero:
+            save_and_log_images(self.trainer, "samples", *self.sample_grid())
+
+    def sample_grid(self) -> tuple[Tensor, None]:
+        """The `num_samples` images of the per-epoch grid (square)."""
+        return self.sample(torch.arange(self.hparams.num_samples, device=self.device)), None
+
+    @torch.no_grad()
+    def sample(self, indices: Tensor) -> Tensor:
+        """Images from the fixed noise of `indices`, generator in eval mode. (B,) -> (B, C, H, W) in [-1, 1]."""
+        z = fixed_noise(indices, self.hparams.latent_dim, self.hparams.sample_seed, self.device)
+        if self.hparams.generator == "mlp":
+            z = torch.special.ndtr(z)  # N(0, 1) -> U(0, 1), the training distribution
+        was_training = self.generator.training
+        self.generator.eval()
+        images = self.generator(z)
+        self.generator.train(was_training)
+        return images
+
+    # ---- evaluation: classification accuracy of the discriminator on the labeled test set --------------------
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        evaluate_accuracy(self, batch, batch_idx, self.val_acc, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        evaluate_accuracy(self, batch, batch_idx, self.test_acc, "test")
+
+    # ---- predict: `num_samples` generated images, no data needed ---------------------------------------------
+    def predict_dataloader(self) -> DataLoader:
+        return index_loader(self.hparams.num_samples)
+
+    def predict_step(self, batch: Tensor, batch_idx: int) -> dict[str, Tensor]:
+        return {"images": self.sample(batch), "index": batch}

@@ -1,0 +1,231 @@
+"""Sample-quality metrics (Frechet distance, KID, class accuracy) and the generator EMA."""
+
+import lightning as L
+import pytest
+import torch
+
+from datamodules import Digits
+from lightning_gen import CGAN, DCGAN, Classifier
+from lightning_gen.callbacks import GeneratorEMA
+from lightning_gen.checks import ConfigError
+from lightning_gen.metrics import SampleQuality, frechet_distance, kernel_distance
+from tests.conftest import QUIET, ROOT, run_cli
+
+SMALL = dict(latent_dim=8, g_features=4, d_features=4, num_samples=10)
+
+
+def trainer(tmp_path, **kwargs) -> L.Trainer:
+    defaults = dict(accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=3, limit_val_batches=1,
+                    logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                    default_root_dir=tmp_path)
+    return L.Trainer(**{**defaults, **kwargs})
+
+
+@pytest.fixture(scope="module")
+def digits_classifier(tmp_path_factory) -> str:
+    """A Classifier trained for two epochs on the 8x8 digits (about 90% test accuracy), saved by path."""
+    folder = tmp_path_factory.mktemp("classifier")
+    L.seed_everything(0)
+    t = trainer(folder, max_epochs=2, limit_train_batches=None, limit_val_batches=0)
+    t.fit(Classifier(lr=3e-3), Digits(batch_size=64))
+    t.save_checkpoint(folder / "digits.ckpt")
+    return str(folder / "digits.ckpt")
+
+
+# ---- the distances -------------------------------------------------------------------------------------------------
+def test_frechet_distance_is_zero_for_a_set_with_itself_and_grows_with_a_shift():
+    torch.manual_seed(0)
+    x = torch.randn(2000, 8)
+    assert abs(frechet_distance(x, x)) < 1e-6
+    # same covariance, means apart by s in every coordinate: the distance is 8 * s^2
+    for shift in (0.5, 1.0, 2.0):
+        assert frechet_distance(x, x + shift) == pytest.approx(8 * shift**2, rel=1e-4)
+    assert frechet_distance(x, 2 * x) > frechet_distance(x, 1.2 * x) > 0.01  # a scale change counts too
+
+
+def test_kid_is_near_zero_for_the_same_distribution_and_grows_with_a_shift():
+    torch.manual_seed(0)
+    x, y = torch.randn(600, 8), torch.randn(600, 8)
+    same, _ = kernel_distance(x, y, subsets=20, subset_size=300)
+    small, _ = kernel_distance(x, y + 0.5, subsets=20, subset_size=300)
+    large, _ = kernel_distance(x, y + 2.0, subsets=20, subset_size=300)
+    assert abs(same) < 0.01 < small < large
+
+
+# ---- the callback ----------------------------------------------------------------------------------------------------
+def test_sample_quality_in_validate_with_cached_reference(tmp_path, digits_classifier):
+    cache = tmp_path / "cache"
+    quality = SampleQuality(classifier_ckpt=digits_classifier, num_samples=200, batch_size=64, cache_dir=str(cache))
+    model, dm = DCGAN(**SMALL), Digits(batch_size=32)
+    t = trainer(tmp_path, callbacks=[quality])
+    (result,) = t.validate(model, dm, verbose=False)
+    for key in ("digits_classifier_fid", "digits_classifier_kid", "digits_classifier_fid_floor"):
+        assert f"val/{key}" in result
+    assert "val/digits_classifier_class_accuracy" not in result  # DCGAN is unconditional
+    # an untrained generator is far from the data; the real-vs-real floor is much closer
+    assert result["val/digits_classifier_fid"] > 3 * result["val/digits_classifier_fid_floor"] > 0
+    cached = sorted(cache.glob("features_*.pt"))
+    assert len(cached) == 2  # train reference and test floor features
+    stamps = [p.stat().st_mtime_ns for p in cached]
+    again = SampleQuality(classifier_ckpt=digits_classifier, num_samples=200, batch_size=64, cache_dir=str(cache))
+    (second,) = trainer(tmp_path, callbacks=[again]).validate(model, dm, verbose=False)
+    assert [p.stat().st_mtime_ns for p in sorted(cache.glob("features_*.pt"))] == stamps  # read, not rewritten
+    assert second["val/digits_classifier_fid"] == pytest.approx(result["val/digits_classifier_fid"], rel=1e-5)
+
+
+def test_real_images_score_near_the_floor(tmp_path, digits_classifier):
+    class Replay(DCGAN):
+        """A 'generator' that returns real test digits: its FID must be near the real-vs-real floor."""
+
+        def sample(self, indices):
+            data = self.trainer.datamodule.test_set
+            return torch.stack([data[int(i) % len(data)][0] for i in indices])
+
+    quality = SampleQuality(classifier_ckpt=digits_classifier, num_samples=300, batch_size=100,
+                            cache_dir=str(tmp_path / "cache"))
+    (result,) = trainer(tmp_path, callbacks=[quality]).validate(Replay(**SMALL), Digits(batch_size=32), verbose=False)
+    assert result["val/digits_classifier_fid"] == pytest.approx(result["val/digits_classifier_fid_floor"], rel=0.05)
+
+
+def test_class_accuracy_of_a_conditional_model(tmp_path, digits_classifier):
+    class PerfectCGAN(CGAN):
+        """Returns a real test digit of the requested class: class accuracy is the classifier's accuracy."""
+
+        def sample(self, indices):
+            data = self.trainer.datamodule.test_set
+            wanted = self.default_labels(indices).tolist()
+            by_class = {}
+            for image, label in (data[i] for i in range(len(data))):
+                by_class.setdefault(int(label), []).append(image)
+            return torch.stack([by_class[c][k % len(by_class[c])] for k, c in enumerate(wanted)])
+
+    quality = SampleQuality(classifier_ckpt=digits_classifier, num_samples=200, batch_size=100,
+                            cache_dir=str(tmp_path / "cache"))
+    (result,) = trainer(tmp_path, callbacks=[quality]).validate(PerfectCGAN(**SMALL), Digits(batch_size=32),
+                                                              verbose=False)
+    assert result["val/digits_classifier_class_accuracy"] > 0.8
+    untrained = SampleQuality(classifier_ckpt=digits_classifier, num_samples=200, batch_size=100,
+                              cache_dir=str(tmp_path / "cache"))
+    (chance,) = trainer(tmp_path, callbacks=[untrained]).validate(CGAN(**SMALL), Digits(batch_size=32), verbose=False)
+    assert chance["val/digits_classifier_class_accuracy"] < 0.5
+
+
+def test_feature_network_of_the_wrong_image_size_is_refused_before_training(tmp_path, digits_classifier):
+    quality = SampleQuality(classifier_ckpt=digits_classifier, cache_dir=str(tmp_path / "cache"))
+    model = DCGAN(**SMALL)
+    with pytest.raises(ConfigError, match=r"takes images of shape \(1, 8, 8\) but the model makes \(1, 16, 16\)"):
+        trainer(tmp_path, callbacks=[quality]).fit(model, Digits(batch_size=32, image_size=16))
+    assert model.trainer.global_step == 0
+
+
+def test_sample_quality_bad_options():
+    with pytest.raises(ConfigError, match="classifier_ckpt"):
+        SampleQuality(feature_net="classifier")
+    with pytest.raises(ConfigError, match="feature_net"):
+        SampleQuality(feature_net="vgg")
+    with pytest.raises(ConfigError, match="does not exist"):
+        SampleQuality(classifier_ckpt="/no/such.ckpt").build_net()
+    with pytest.raises(ConfigError, match="Inception v3 weights not found"):
+        SampleQuality(feature_net="inception", inception_weights="/no/such.pth").build_net()
+
+
+def test_inception_features_shape_with_random_weights():
+    from lightning_gen.metrics import InceptionFeatures
+
+    net = InceptionFeatures(pretrained=False)
+    features, logits = net.features_and_logits(torch.rand(2, 1, 28, 28) * 2 - 1)
+    assert features.shape == (2, 2048) and logits.shape == (2, 1000)
+
+
+def test_ddp_gives_the_same_fid_as_one_process(tmp_path, digits_classifier):
+    # every image comes from the fixed noise of its index, so 2 processes sharing the work make the same set
+    args = ["validate", "--config", str(ROOT / "configs" / "dcgan" / "tiny.yaml"), "--model.latent_dim", "8",
+            "--model.g_features", "4", "--model.d_features", "4", "--trainer.logger", "false",
+            "--trainer.callbacks+=lightning_gen.metrics.SampleQuality",
+            f"--trainer.callbacks.classifier_ckpt={digits_classifier}", "--trainer.callbacks.num_samples=101",
+            "--trainer.callbacks.batch_size=32", f"--trainer.callbacks.cache_dir={tmp_path / 'cache'}", *QUIET]
+    values = []
+    for devices in ("1", "2"):
+        result = run_cli([*args, "--trainer.devices", devices, "--trainer.strategy", "ddp" if devices == "2" else
+                          "auto", "--trainer.default_root_dir", f"out{devices}"], tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        line = next(line for line in result.stdout.splitlines() if "digits_classifier_fid " in line + " ")
+        values.append(float(line.replace("│", " ").split()[-1]))
+    assert values[0] == pytest.approx(values[1], rel=1e-4)
+
+
+# ---- generator EMA ---------------------------------------------------------------------------------------------------
+class RecordGenerator(L.Callback):
+    def __init__(self):
+        self.history = []
+
+    def on_train_batch_end(self, trainer, pl_module, *args):
+        self.history.append([p.detach().clone() for p in pl_module.generator.parameters()])
+
+
+def test_ema_weights_equal_the_running_average(tmp_path):
+    L.seed_everything(0)
+    record, ema = RecordGenerator(), GeneratorEMA(decay=0.8)
+    model = DCGAN(**SMALL)
+    trainer(tmp_path, limit_train_batches=5, limit_val_batches=0, callbacks=[record, ema]).fit(model, Digits(batch_size=32))
+    expected = record.history[0]  # the first update copies
+    for weights in record.history[1:]:
+        expected = [0.8 * e + 0.2 * w for e, w in zip(expected, weights)]
+    for got, want in zip(ema.ema.parameters(), expected):
+        assert torch.allclose(got, want, atol=1e-6)
+    assert ema.num_updates == 5
+    assert not torch.allclose(next(ema.ema.parameters()), next(model.generator.parameters()))  # it lags behind
+    assert all(not p.requires_grad for p in ema.ema.parameters())
+
+
+def test_ema_is_used_in_evaluation_and_checkpoints_keep_both(tmp_path):
+    L.seed_everything(0)
+    ema = GeneratorEMA(decay=0.9)
+
+    class Probe(L.Callback):
+        def on_validation_epoch_end(self, trainer, pl_module):
+            self.seen = [p.detach().clone() for p in pl_module.generator.parameters()]
+
+    probe = Probe()
+    model = DCGAN(**SMALL)
+    t = trainer(tmp_path, limit_train_batches=4, callbacks=[ema, probe], enable_checkpointing=True)
+    t.fit(model, Digits(batch_size=32))
+    for seen, averaged in zip(probe.seen, ema.ema.parameters()):  # validation ran with the EMA weights
+        assert torch.equal(seen, averaged)
+    (ckpt_path,) = (tmp_path / "checkpoints").glob("*.ckpt")
+    ckpt = torch.load(ckpt_path, weights_only=False)
+    live = dict(model.generator.state_dict())
+    for key, value in live.items():  # the model's weights in the checkpoint are the live ones
+        assert torch.equal(ckpt["state_dict"][f"generator.{key}"], value)
+    assert ckpt["callbacks"]["GeneratorEMA"]["num_updates"] == 4
+    assert (tmp_path / "samples" / "samples_ema_epoch0000.png").is_file()
+    # resumed: the average continues from the checkpoint's
+    resumed = GeneratorEMA(decay=0.9)
+    trainer(tmp_path, max_epochs=2, limit_train_batches=4, callbacks=[resumed]).fit(
+        DCGAN(**SMALL), Digits(batch_size=32), ckpt_path=str(ckpt_path))
+    assert resumed.num_updates == 8
+
+
+def test_ema_predict_from_checkpoint_uses_the_average(tmp_path):
+    config = str(ROOT / "configs" / "dcgan" / "tiny.yaml")
+    base = ["--config", config, "--trainer.logger", "false", "--trainer.default_root_dir", "out",
+            "--trainer.callbacks+=lightning_gen.callbacks.GeneratorEMA", "--trainer.callbacks.decay=0.5", *QUIET]
+    assert run_cli(["fit", *base], tmp_path).returncode == 0
+    ckpt = torch.load(tmp_path / "out" / "checkpoints" / "last.ckpt", weights_only=False)
+    ema_state = ckpt["callbacks"]["GeneratorEMA"]["ema"]
+    model = DCGAN.load_from_checkpoint(tmp_path / "out" / "checkpoints" / "last.ckpt")
+    model.generator.load_state_dict(ema_state)
+    expected = model.sample(torch.arange(2))
+    result = run_cli(["predict", *base, "--ckpt_path", "last", "--model.num_samples", "2"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    from PIL import Image
+    import numpy as np
+
+    written = torch.tensor(np.array(Image.open(tmp_path / "out" / "predictions" / "00000.png").convert("L")))
+    want = expected[0, 0].clamp(-1, 1).add(1).div(2).mul(255).add(0.5).clamp(0, 255).to(torch.uint8)
+    assert (written.int() - want.int()).abs().max() <= 1
+
+
+def test_ema_names_a_missing_network(tmp_path):
+    with pytest.raises(ConfigError, match="has no network `gen`"):
+        trainer(tmp_path, callbacks=[GeneratorEMA(attribute="gen")]).fit(DCGAN(**SMALL), Digits(batch_size=32))

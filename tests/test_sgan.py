@@ -1,0 +1,243 @@
+"""Semi-supervised split, the (N+1)-class discriminator, the supervised Classifier and the SGAN module."""
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+from datamodules import DataError, Digits, ImageFolder, SemiSupervised
+from datamodules.semi_supervised import ImagesOnly, dataset_labels
+from lightning_gen import SGAN, Classifier
+from lightning_gen.checks import ConfigError
+from lightning_gen.classifier import load_classifier
+from lightning_gen.nn import ClassifierNet
+from tests.conftest import QUIET, ROOT, run_cli
+from tests.helpers import fp16_on_cpu
+
+TINY_SGAN = str(ROOT / "configs" / "sgan" / "tiny.yaml")
+SMALL = dict(arch="cnn", generator="dcgan", latent_dim=8, g_features=4, num_samples=10)
+
+
+def trainer(tmp_path, **kwargs) -> L.Trainer:
+    defaults = dict(accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=3, limit_val_batches=2,
+                    logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                    default_root_dir=tmp_path)
+    return L.Trainer(**{**defaults, **kwargs})
+
+
+def semi(num_labeled=50, seed=0, batch_size=32, **kwargs) -> SemiSupervised:
+    dm = SemiSupervised(Digits(batch_size=batch_size), num_labeled=num_labeled, seed=seed, **kwargs)
+    dm.setup("fit")
+    return dm
+
+
+# ---- the split -------------------------------------------------------------------------------------------------
+def test_split_is_exact_balanced_disjoint_and_reproducible():
+    dm = semi(num_labeled=50, seed=3)
+    labels = dataset_labels(dm.labeled_set)
+    assert len(dm.labeled_set) == 50 and torch.bincount(labels, minlength=10).tolist() == [5] * 10
+    pool = len(dm.data.train_set) + len(dm.data.val_set)
+    assert len(dm.unlabeled_set) == pool - 50  # the rest of the training pool, validation split included
+    pool_positions = set(dm.labeled_indices.tolist())
+    assert len(pool_positions) == 50
+    assert set(dm.unlabeled_set.dataset.indices).isdisjoint(pool_positions)  # no labeled image is also unlabeled
+    assert torch.equal(semi(num_labeled=50, seed=3).labeled_indices, dm.labeled_indices)
+    assert not torch.equal(semi(num_labeled=50, seed=4).labeled_indices, dm.labeled_indices)
+    assert len(dm.val_set) == len(dm.test_set) == len(dm.data.test_set)  # evaluation: the full labeled test set
+
+
+def test_training_batches_pair_labeled_and_unlabeled():
+    dm = semi(num_labeled=50, batch_size=32, labeled_batch_size=16)
+    loaders = dm.train_dataloader()
+    assert len(loaders["labeled"]) == len(loaders["unlabeled"]) == dm.batches_per_epoch()
+    images, labels = next(iter(loaders["labeled"]))
+    unlabeled = next(iter(loaders["unlabeled"]))
+    assert images.shape == (16, 1, 8, 8) and labels.shape == (16,)
+    assert isinstance(unlabeled, torch.Tensor) and unlabeled.shape == (32, 1, 8, 8)  # images only, no labels
+    supervised_only = SemiSupervised(Digits(batch_size=32), num_labeled=50, with_unlabeled=False)
+    supervised_only.setup("fit")
+    loader = supervised_only.train_dataloader()
+    assert len(loader) == dm.batches_per_epoch() and len(next(iter(loader))) == 2
+
+
+@pytest.mark.parametrize(
+    "num_labeled, message",
+    [(55, "multiple of 10"), (5, "multiple of 10"), (5000, "more than the"), (1500, "class")],
+)
+def test_bad_num_labeled_is_refused(num_labeled, message):
+    with pytest.raises(DataError, match=message):
+        semi(num_labeled=num_labeled)
+
+
+def test_unlabeled_data_cannot_be_split(tmp_path):
+    from PIL import Image
+
+    for i in range(4):
+        Image.new("L", (8, 8), color=i * 40).save(tmp_path / f"{i}.png")
+    dm = SemiSupervised(ImageFolder(root=str(tmp_path), batch_size=2, drop_last=False), num_labeled=2)
+    with pytest.raises(DataError, match="no class labels"):
+        dm.setup("fit")
+
+
+class ScrambledLabels(Dataset):
+    def __init__(self, dataset):
+        self.dataset = dataset
+        self.labels = torch.randint(0, 10, (len(dataset),), generator=torch.Generator().manual_seed(9))
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        return self.dataset[i][0], self.labels[i]
+
+
+def test_training_never_reads_the_unlabeled_labels(tmp_path):
+    def train(scramble: bool) -> dict:
+        L.seed_everything(0)
+        dm = semi(num_labeled=50)
+        if scramble:  # replace every unlabeled image's label with a random one
+            dm.unlabeled_set = ImagesOnly(ScrambledLabels(dm.unlabeled_set.dataset))
+        model = SGAN(**SMALL)
+        trainer(tmp_path, limit_val_batches=0).fit(model, dm)
+        return model.state_dict()
+
+    a, b = train(False), train(True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ---- the (N+1)-class discriminator --------------------------------------------------------------------------------
+@pytest.mark.parametrize("arch", ["cnn", "mlp"])
+def test_an_images_logits_do_not_depend_on_its_batch(arch):
+    # no batch statistics: an image gets the same logits alone, among reals or among fakes, in train and eval mode
+    torch.manual_seed(0)
+    net = ClassifierNet((1, 8, 8), 11, arch, noise=False)
+    x = torch.randn(6, 1, 8, 8)
+    for mode in (True, False):
+        net.train(mode)
+        alone = net(x[:1])
+        with_reals = net(x)[:1]
+        with_fakes = net(torch.cat([x[:1], torch.rand(5, 1, 8, 8) * 2 - 1]))[:1]
+        assert torch.allclose(alone, with_reals, atol=1e-5) and torch.allclose(alone, with_fakes, atol=1e-5)
+
+
+def test_noise_is_off_in_eval_mode():
+    net = ClassifierNet((1, 8, 8), 10, "mlp").eval()
+    x = torch.randn(3, 1, 8, 8)
+    assert torch.equal(net(x), net(x))
+    assert not torch.equal(net.train()(x), net(x))
+
+
+def test_data_dependent_init_standardises_every_layer():
+    net = ClassifierNet((1, 8, 8), 10, "mlp")
+    x = torch.randn(256, 1, 8, 8)
+    net.initialise(x)
+    net.eval()
+    h = x
+    for layer in [*net.features, *net.head]:
+        h = layer(h) if not isinstance(layer, torch.nn.ReLU) else h.relu()
+        if isinstance(layer, torch.nn.Linear):
+            assert torch.allclose(h.mean(0), torch.zeros(h.shape[1]), atol=1e-4)
+            assert torch.allclose(h.std(0), torch.ones(h.shape[1]), atol=1e-3)
+
+
+@pytest.mark.parametrize("fake_logit, outputs", [("zero", 10), ("learned", 11)])
+def test_sgan_discriminator_has_n_plus_one_logits(fake_logit, outputs):
+    model = SGAN(**SMALL, fake_logit=fake_logit, num_classes=10, image_shape=(1, 8, 8))
+    x = torch.randn(4, 1, 8, 8)
+    logits, features = model.logits_and_features(x)
+    assert logits.shape == (4, 11) and features.shape == (4, 128)
+    assert model.discriminator.num_outputs == outputs
+    if fake_logit == "zero":
+        assert torch.equal(logits[:, -1], torch.zeros(4))
+    assert torch.equal(model(x), logits[:, :10])
+
+
+# ---- training ------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed", "16-mixed"])
+def test_sgan_trains_under_each_precision(tmp_path, precision):
+    L.seed_everything(0)
+    model = SGAN(**SMALL)
+    kwargs = {"plugins": [fp16_on_cpu()]} if precision == "16-mixed" else {"precision": precision}
+    t = trainer(tmp_path, **kwargs)
+    t.fit(model, semi())
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert {"train/d_loss_supervised", "train/d_loss_unsupervised", "train/g_loss"} <= set(t.callback_metrics)
+    (result,) = t.test(model, semi())
+    assert 0.0 <= result["test/accuracy"] <= 1.0
+
+
+def test_sgan_learns_to_classify_from_50_labels(tmp_path):
+    L.seed_everything(0)
+    model = SGAN(arch="mlp", generator="mlp", latent_dim=16, lr_g=3e-3, lr_d=3e-3, num_samples=10)
+    t = trainer(tmp_path, max_epochs=3, limit_train_batches=None, limit_val_batches=0)
+    t.fit(model, semi(num_labeled=50))
+    (result,) = t.test(model, semi(num_labeled=50), verbose=False)
+    assert result["test/accuracy"] > 0.7  # chance is 0.1
+
+
+def test_sgan_needs_semi_supervised_data(tmp_path):
+    with pytest.raises(ConfigError, match="SemiSupervised"):
+        trainer(tmp_path).fit(SGAN(**SMALL), Digits(batch_size=32))
+
+
+def test_sgan_tiny_config_fit_test_predict(tmp_path):
+    args = ["--config", TINY_SGAN, "--trainer.logger", "false", "--trainer.default_root_dir", "out", *QUIET]
+    fit = run_cli(["fit", *args], tmp_path)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    test = run_cli(["test", *args, "--ckpt_path", "last"], tmp_path)
+    assert test.returncode == 0 and "test/accuracy" in test.stdout, test.stderr[-3000:]
+    pred = run_cli(["predict", *args, "--ckpt_path", "last"], tmp_path)
+    assert pred.returncode == 0, pred.stderr[-3000:]
+    assert len(list((tmp_path / "out" / "predictions").glob("0*.png"))) == 20
+
+
+# ---- the supervised classifier ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("arch", ["cnn", "mlp"])
+def test_classifier_learns_digits_and_loads_by_path(tmp_path, arch):
+    L.seed_everything(0)
+    model = Classifier(arch=arch, lr=3e-3)
+    t = trainer(tmp_path, max_epochs=4, limit_train_batches=None, limit_val_batches=None, enable_checkpointing=True)
+    dm = Digits(batch_size=64)
+    t.fit(model, dm)
+    (result,) = t.test(model, dm, verbose=False)
+    assert result["test/accuracy"] > 0.85
+    path = tmp_path / "classifier.ckpt"
+    t.save_checkpoint(path)
+    loaded = load_classifier(str(path))
+    assert loaded.hparams.data_name == "Digits" and loaded.hparams.image_shape == (1, 8, 8)
+    x = next(iter(dm.test_dataloader()))[0]
+    model.eval()
+    assert torch.allclose(loaded(x), model(x), atol=1e-5)
+    assert not any(p.requires_grad for p in loaded.parameters())
+
+
+def test_classifier_on_the_same_labels_as_sgan(tmp_path):
+    dm = SemiSupervised(Digits(batch_size=32), num_labeled=50, with_unlabeled=False)
+    t = trainer(tmp_path, limit_train_batches=None, limit_val_batches=0)
+    model = Classifier(arch="mlp")
+    t.fit(model, dm)
+    assert model.hparams.data_name == "Digits" and t.num_training_batches == dm.batches_per_epoch()
+
+
+def test_load_classifier_refuses_other_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_classifier(str(tmp_path / "none.ckpt"))
+    torch.save({"state_dict": {"generator.w": torch.zeros(1)}, "hyper_parameters": {}}, tmp_path / "gan.ckpt")
+    with pytest.raises(ConfigError, match="not a lightning_gen Classifier"):
+        load_classifier(str(tmp_path / "gan.ckpt"))
+
+
+class UncountedDigits(Digits):
+    """Digits that do not declare their number of classes."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = None
+
+
+def test_classifier_rejects_labels_out_of_range(tmp_path):
+    model = Classifier(num_classes=5)
+    with pytest.raises(ConfigError, match=r"labels range over \[0, 9\] but the model has 5 classes"):
+        trainer(tmp_path).fit(model, UncountedDigits(batch_size=32))
+    with pytest.raises(ConfigError, match="has 5 classes but Digits has 10"):
+        trainer(tmp_path).fit(Classifier(num_classes=5), Digits(batch_size=32))
