@@ -101,18 +101,22 @@ def main() -> None:
 
     print(f"\nseed {args.seed}, {args.samples} generated images per row, reference: the first {args.samples} "
           "training images; floor: the first test images vs the same reference\n")
-    print("| model | weights | epochs | train time (min) | MNIST-classifier FID | KID (x1000) | class accuracy (%) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| model | weights | epochs | train time (min) | MNIST-classifier FID | KID (x1000) | class accuracy (%) | "
+          "lowest class (%) |")
+    print("|---|---|---|---|---|---|---|---|")
     floor = None
     for name, ema in [("dcgan", False), ("dcgan", True), ("cgan", False), ("cgan", True)]:
         run = runs[name]
         m = quality(run["config"], run["folder"] / "checkpoints" / "last.ckpt", args.samples, ema)
         floor = m.get("val/mnist_classifier_fid_floor", floor)
         acc = m.get("val/mnist_classifier_class_accuracy")
+        per_class = {k.rsplit("_", 1)[1]: v for k, v in m.items() if k.startswith("val/mnist_classifier_class_accuracy_")}
+        worst = min(per_class, key=per_class.get) if per_class else None
         print(f"| {name.upper()} | {'EMA 0.999' if ema else 'live'} | {run['epochs']} | {run['minutes']:.1f} | "
               f"{m['val/mnist_classifier_fid']:.3f} | {1000 * m['val/mnist_classifier_kid']:.3f} | "
-              f"{'-' if acc is None else f'{100 * acc:.2f}'} |", flush=True)
-    print(f"| real test images (floor) | - | - | - | {floor:.3f} | - | - |")
+              f"{'-' if acc is None else f'{100 * acc:.2f}'} | "
+              f"{'-' if worst is None else f'{100 * per_class[worst]:.1f} (digit {worst})'} |", flush=True)
+    print(f"| real test images (floor) | - | - | - | {floor:.3f} | - | - | - |")
 
 
 if __name__ == "__main__":

@@ -209,7 +209,8 @@ class GeneratorEMA(Callback):
 
     Args:
         decay: weight of the running average per update (0.999 averages over about the last 1000 updates).
-        attribute: name of the module's generator network.
+        attribute: name of the network to average: `generator` (the default), or another, e.g. the semi-supervised
+            GAN's `discriminator` (Salimans et al. evaluate with its running average) or a Classifier's `net`.
         start_step: batches after the first during which the EMA copies the weights instead of averaging them
             (the first batch is always copied, so a data-dependent initialisation in it is not averaged away).
         use_for_eval: use the EMA weights in validation, test, predict and the extra sample grid.
@@ -306,7 +307,7 @@ class GeneratorEMA(Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         sample_grid = getattr(pl_module, "sample_grid", None)  # -> (images, images per row)
-        if not (self.use_for_eval and callable(sample_grid) and trainer.is_global_zero):
+        if not (self.use_for_eval and self.attribute == "generator" and callable(sample_grid) and trainer.is_global_zero):
             return
         self._swap_in(trainer, pl_module)
         try:

@@ -38,6 +38,8 @@ def evaluate_accuracy(
     counts once."""
     images, labels = batch[0], batch[1]
     logits = module(images)
+    if batch_idx == 0:
+        _labels_in_range(labels, logits.shape[1], type(module).__name__)
     keep = first_visit_mask(module.trainer, batch_idx, images.shape[0], images.device).bool()
     metric.update(logits[keep], labels[keep])
     module.log(f"{prefix}/loss", F.cross_entropy(logits.float(), labels), sync_dist=True)

@@ -291,33 +291,37 @@ class SampleQuality(Callback):
     # ---- generated images, shared out over the processes ------------------------------------------------------
     @torch.no_grad()
     def _generated(self, trainer: L.Trainer, pl_module: L.LightningModule) -> tuple[Tensor, Tensor | None]:
+        """Features `(num_samples, F)` of the generated images, and for a conditional model scored by a classifier
+        `(num_samples, 2)` rows of (requested class, predicted class), else None."""
         world, rank = trainer.world_size, trainer.global_rank
         per_rank = -(-self.num_samples // world)
         indices = rank + world * torch.arange(per_rank)  # image i is made by process i mod W
         valid = indices < self.num_samples
-        feats, hits = [], []
+        feats, classes = [], []
         labels_of = getattr(pl_module, "default_labels", None)
         for chunk in indices.split(self.batch_size):
-            images = pl_module.sample(chunk.to(pl_module.device))
-            features, logits = self.net.features_and_logits(images.float())
+            chunk = chunk.to(pl_module.device)
+            features, logits = self.net.features_and_logits(pl_module.sample(chunk).float())
             feats.append(features.float())
-            labels = labels_of(chunk.to(pl_module.device)) if callable(labels_of) else None
+            labels = labels_of(chunk) if callable(labels_of) else None
             if labels is not None and logits is not None:
-                hits.append((logits.argmax(1) == labels).float())
+                classes.append(torch.stack([labels.long(), logits.argmax(1)], dim=1))
         features = torch.cat(feats)
-        correct = torch.cat(hits) if hits else None
-        if world > 1:  # (W, per_rank, F) in process order; drop the padding past num_samples
+        scored = torch.cat(classes) if classes else None
+        if world > 1:  # (W, per_rank, ...) in process order; drop the padding past num_samples
             mask = trainer.strategy.all_gather(valid.to(pl_module.device)).reshape(-1).cpu()
             features = trainer.strategy.all_gather(features).reshape(-1, features.shape[-1]).cpu()[mask]
-            if correct is not None:
-                correct = trainer.strategy.all_gather(correct).reshape(-1).cpu()[mask]
-        return features.cpu(), None if correct is None else correct.cpu()
+            if scored is not None:
+                scored = trainer.strategy.all_gather(scored).reshape(-1, 2).cpu()[mask]
+        return features.cpu(), None if scored is None else scored.cpu()
 
     def measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
-        """Compute every metric now (same values on every process). Keys are `<name>_fid`, ... without prefix."""
+        """Compute every metric now (same values on every process). Keys are `<name>_fid`, ... without prefix;
+        for conditional models also `<name>_class_accuracy` (all requested classes) and
+        `<name>_class_accuracy_<c>` (images requested as class c)."""
         self.net.to(pl_module.device).eval()
         train = self._reference_features(trainer, "train")
-        fake, correct = self._generated(trainer, pl_module)
+        fake, scored = self._generated(trainer, pl_module)
         name = self.net.name
         out = {f"{name}_fid": frechet_distance(train, fake)}
         out[f"{name}_kid"], out[f"{name}_kid_std"] = kernel_distance(train, fake, self.kid_subsets, self.kid_subset_size)
@@ -325,8 +329,11 @@ class SampleQuality(Callback):
             test = self._reference_features(trainer, "test")
             self._reference["floor"] = torch.tensor(frechet_distance(train, test))
         out[f"{name}_fid_floor"] = float(self._reference["floor"])
-        if correct is not None:
+        if scored is not None:
+            correct = (scored[:, 0] == scored[:, 1]).float()
             out[f"{name}_class_accuracy"] = float(correct.mean())
+            for c in scored[:, 0].unique().tolist():
+                out[f"{name}_class_accuracy_{c}"] = float(correct[scored[:, 0] == c].mean())
         self.last = out
         return out
 

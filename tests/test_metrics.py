@@ -104,6 +104,8 @@ def test_class_accuracy_of_a_conditional_model(tmp_path, digits_classifier):
     (result,) = trainer(tmp_path, callbacks=[quality]).validate(PerfectCGAN(**SMALL), Digits(batch_size=32),
                                                               verbose=False)
     assert result["val/digits_classifier_class_accuracy"] > 0.8
+    per_class = [result[f"val/digits_classifier_class_accuracy_{c}"] for c in range(10)]
+    assert sum(per_class) / 10 == pytest.approx(result["val/digits_classifier_class_accuracy"], abs=1e-6)
     untrained = SampleQuality(classifier_ckpt=digits_classifier, num_samples=200, batch_size=100,
                               cache_dir=str(tmp_path / "cache"))
     (chance,) = trainer(tmp_path, callbacks=[untrained]).validate(CGAN(**SMALL), Digits(batch_size=32), verbose=False)
