@@ -14,10 +14,10 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from lightning_gen.checks import ConfigError
-from lightning_gen.classifier import _labels_in_range
+from lightning_gen.checks import ConfigError, check_labels, check_sample_classes, resolve_num_classes
 from lightning_gen.dcgan import DCGAN
 from lightning_gen.nn import DCGANDiscriminator, DCGANGenerator, dcgan_init
+from lightning_gen.sampling import class_file_names, class_of_index
 
 
 class CGAN(DCGAN):
@@ -56,8 +56,7 @@ class CGAN(DCGAN):
                 "sets `num_classes` (MNIST, Digits, an ImageFolder with one sub-folder per class)."
             )
         n = hp.num_classes
-        if hp.sample_classes is not None and not all(0 <= c < n for c in hp.sample_classes):
-            raise ConfigError(f"sample_classes {list(hp.sample_classes)} must each be in [0, {n - 1}].")
+        check_sample_classes(hp.sample_classes, n)
         channels, height, width = image_shape
         self.g_embed = nn.Embedding(n, hp.embed_dim)
         self.generator = DCGANGenerator(hp.latent_dim + hp.embed_dim, image_shape, hp.g_features)
@@ -81,18 +80,9 @@ class CGAN(DCGAN):
 
     def setup(self, stage: str) -> None:
         datamodule = self.trainer.datamodule if self._trainer is not None else None
-        data_classes = getattr(datamodule, "num_classes", None)
         if datamodule is not None and stage != "predict":
-            if not data_classes or data_classes < 2:
-                raise ConfigError(
-                    f"CGAN is a conditional model and {type(datamodule).__name__} has no class labels "
-                    f"(num_classes={data_classes}). Use a labeled datamodule (MNIST, Digits, an ImageFolder with one "
-                    "sub-folder per class), or the unconditional DCGAN."
-                )
-            if self.hparams.get("num_classes") and self.hparams.num_classes != data_classes:
-                raise ConfigError(f"CGAN has num_classes={self.hparams.num_classes} but {type(datamodule).__name__} "
-                                  f"has {data_classes}. Drop `--model.num_classes`, or use matching data.")
-            self.hparams.num_classes = data_classes
+            self.hparams.num_classes = resolve_num_classes(self.hparams.get("num_classes"), datamodule, "CGAN",
+                                                           ", or the unconditional DCGAN")
         super().setup(stage)
 
     # ---- conditioning --------------------------------------------------------------------------------------
@@ -117,12 +107,16 @@ class CGAN(DCGAN):
             raise ConfigError("CGAN needs (images, labels) batches; this datamodule gives images only.")
         images, labels = batch[0], batch[1]
         if batch_idx == 0:
-            _labels_in_range(labels, self.hparams.num_classes, "CGAN")
+            check_labels(labels, self.hparams.num_classes, "CGAN")
         return images, labels
 
     def default_labels(self, indices: Tensor) -> Tensor:
-        classes = self.hparams.get("sample_classes") or list(range(self.hparams.num_classes))
-        return torch.as_tensor(classes, device=indices.device)[indices.long() % len(classes)]
+        return class_of_index(indices, self.hparams.num_classes, self.hparams.get("sample_classes"))
+
+    def predict_step(self, batch: Tensor, batch_idx: int) -> dict[str, Any]:
+        classes = self.default_labels(batch)
+        images = self.generate(self.fixed_noise(batch), classes)
+        return {"images": images, "index": batch, "names": class_file_names(batch, classes), "labels": classes}
 
     def sample_grid(self) -> tuple[Tensor, int]:
         """One row per class: position (row r, column c) shows index c * N + r, whose class is r."""

@@ -35,3 +35,46 @@ def resolve_image_shape(
             "trained checkpoint with `--ckpt_path`."
         )
     return shape  # type: ignore[return-value]
+
+
+LABELED_DATA_HINT = "a labeled datamodule (MNIST, Digits, an ImageFolder with one sub-folder per class)"
+
+
+def resolve_num_classes(model_classes: int | None, datamodule: Any, technique: str, alternative: str = "") -> int:
+    """The number of classes a class-using technique builds for: the model's `num_classes`, else the datamodule's,
+    which must agree when both are given (a datamodule that does not say is trusted to match; its labels are then
+    checked on the first batch). Raises `ConfigError` naming the fix for data without labels (a single class), an
+    unknown count, or a disagreement. `alternative` adds a hint (", or the unconditional DCGAN")."""
+    data_classes = getattr(datamodule, "num_classes", None) if datamodule is not None else None
+    name = type(datamodule).__name__ if datamodule is not None else "no datamodule"
+    if data_classes is not None and data_classes < 2:  # e.g. a flat image folder: one "class"
+        raise ConfigError(
+            f"{technique} needs labeled data with 2 or more classes, but {name} has no class labels "
+            f"(num_classes={data_classes}). Use {LABELED_DATA_HINT}{alternative}."
+        )
+    num_classes = model_classes or data_classes
+    if not num_classes or num_classes < 2:
+        raise ConfigError(f"{technique} needs the number of classes: give `--model.num_classes`, or use "
+                          f"{LABELED_DATA_HINT}.")
+    if data_classes and data_classes != num_classes:
+        raise ConfigError(f"{technique} has num_classes={num_classes} but {name} has {data_classes}. Drop "
+                          "`--model.num_classes`, or use matching data.")
+    return int(num_classes)
+
+
+def check_labels(labels: Any, num_classes: int, technique: str) -> None:
+    """Raise `ConfigError` when a batch's labels fall outside 0..num_classes-1 (costs one host sync: call it on a
+    loop's first batch)."""
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= num_classes:
+        raise ConfigError(
+            f"{technique}: labels range over [{low}, {high}] but the model has {num_classes} classes "
+            f"(0..{num_classes - 1}). Give `--model.num_classes` to match the data, or fix the dataset's labels."
+        )
+
+
+def check_sample_classes(classes: list[int] | None, num_classes: int | None) -> None:
+    """Raise `ConfigError` when a conditional model's `sample_classes` name a class it does not have."""
+    if classes is not None and num_classes is not None and any(not 0 <= c < num_classes for c in classes):
+        raise ConfigError(f"sample_classes {list(classes)} must lie in 0..{num_classes - 1} (the model has "
+                          f"{num_classes} classes).")

@@ -16,18 +16,9 @@ import torch.nn.functional as F
 import torchmetrics
 from torch import Tensor
 
-from lightning_gen.checks import ConfigError, resolve_image_shape
+from lightning_gen.checks import ConfigError, check_labels, resolve_image_shape, resolve_num_classes
 from lightning_gen.distributed import average_parameters, first_visit_mask
 from lightning_gen.nn import ClassifierArch, ClassifierNet
-
-
-def _labels_in_range(labels: Tensor, num_classes: int, where: str) -> None:
-    low, high = int(labels.min()), int(labels.max())
-    if low < 0 or high >= num_classes:
-        raise ConfigError(
-            f"{where}: labels range over [{low}, {high}] but the model has {num_classes} classes. Give "
-            "`--model.num_classes` to match the data, or fix the dataset's labels."
-        )
 
 
 def evaluate_accuracy(
@@ -39,7 +30,7 @@ def evaluate_accuracy(
     images, labels = batch[0], batch[1]
     logits = module(images)
     if batch_idx == 0:
-        _labels_in_range(labels, logits.shape[1], type(module).__name__)
+        check_labels(labels, logits.shape[1], type(module).__name__)
     keep = first_visit_mask(module.trainer, batch_idx, images.shape[0], images.device).bool()
     metric.update(logits[keep], labels[keep])
     module.log(f"{prefix}/loss", F.cross_entropy(logits.float(), labels), sync_dist=True)
@@ -95,18 +86,7 @@ class Classifier(L.LightningModule):
     def setup(self, stage: str) -> None:
         datamodule = self.trainer.datamodule if self._trainer is not None else None
         shape = resolve_image_shape(self.hparams.image_shape, datamodule, "Classifier")
-        data_classes = getattr(datamodule, "num_classes", None)
-        num_classes = self.hparams.num_classes or data_classes
-        if not num_classes or num_classes < 2:
-            raise ConfigError(
-                "Classifier needs labeled data with 2 or more classes: give `--model.num_classes`, or use a "
-                "labeled datamodule (MNIST, Digits, an ImageFolder with one sub-folder per class)."
-            )
-        if data_classes and data_classes != num_classes:
-            raise ConfigError(
-                f"Classifier has {num_classes} classes but {type(datamodule).__name__} has {data_classes}. Drop "
-                "`--model.num_classes`, or use matching data."
-            )
+        num_classes = resolve_num_classes(self.hparams.num_classes, datamodule, "Classifier")
         if self.hparams.data_name is None and datamodule is not None:
             inner = getattr(datamodule, "data", datamodule)  # SemiSupervised wraps the named datamodule
             self.hparams.data_name = getattr(inner, "dataset", None) or type(inner).__name__
@@ -130,7 +110,7 @@ class Classifier(L.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         images, labels = self._labeled(batch)
         if batch_idx == 0:
-            _labels_in_range(labels, self.hparams.num_classes, "Classifier")
+            check_labels(labels, self.hparams.num_classes, "Classifier")
         if self.global_step == 0 and batch_idx == 0:  # a fresh run (not a resumed one)
             self.net.initialise(images)
             average_parameters(self.net)

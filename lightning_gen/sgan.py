@@ -25,8 +25,8 @@ import torchmetrics
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from lightning_gen.checks import ConfigError, resolve_image_shape
-from lightning_gen.classifier import _labels_in_range, evaluate_accuracy
+from lightning_gen.checks import ConfigError, check_labels, resolve_image_shape, resolve_num_classes
+from lightning_gen.classifier import evaluate_accuracy
 from lightning_gen.distributed import all_reduce_gradients, average_parameters, disable_ddp_gradient_sync
 from lightning_gen.losses import (
     feature_matching_loss,
@@ -126,15 +126,8 @@ class SGAN(L.LightningModule):
     def setup(self, stage: str) -> None:
         datamodule = self.trainer.datamodule if self._trainer is not None else None
         shape = resolve_image_shape(self.hparams.image_shape, datamodule, "SGAN")
-        data_classes = getattr(datamodule, "num_classes", None)
-        num_classes = self.hparams.num_classes or data_classes
-        if not num_classes or num_classes < 2:
-            raise ConfigError(
-                "SGAN needs labeled data (N >= 2 classes) for its supervised term: use `datamodules.SemiSupervised` "
-                "around a labeled datamodule (MNIST, Digits, an ImageFolder with class sub-folders)."
-            )
-        if data_classes and data_classes != num_classes:
-            raise ConfigError(f"SGAN has {num_classes} classes but {type(datamodule).__name__} has {data_classes}.")
+        num_classes = resolve_num_classes(self.hparams.num_classes, datamodule, "SGAN",
+                                          ", wrapped in `datamodules.SemiSupervised`")
         if stage == "fit" and datamodule is not None and not hasattr(datamodule, "num_labeled"):
             raise ConfigError(
                 f"SGAN trains on labeled + unlabeled batches: wrap {type(datamodule).__name__} in "
@@ -168,7 +161,7 @@ class SGAN(L.LightningModule):
         images, labels = batch["labeled"]
         unlabeled = batch["unlabeled"]  # images only: the unlabeled pool carries no labels
         if batch_idx == 0:
-            _labels_in_range(labels, hp.num_classes, "SGAN")
+            check_labels(labels, hp.num_classes, "SGAN")
         opt_g, opt_d = self.optimizers()
         if self.global_step == 0 and batch_idx == 0:  # a fresh run (not a resumed one)
             self.discriminator.initialise(unlabeled)

@@ -19,7 +19,13 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from torchmetrics import MeanMetric, SumMetric
 
-from lightning_gen.checks import ConfigError, resolve_image_shape
+from lightning_gen.checks import (
+    ConfigError,
+    check_labels,
+    check_sample_classes,
+    resolve_image_shape,
+    resolve_num_classes,
+)
 from lightning_gen.distributed import first_visit_mask
 from lightning_gen.losses import (
     bernoulli_log_likelihood,
@@ -31,7 +37,7 @@ from lightning_gen.losses import (
 )
 from lightning_gen.nn import DCGANDiscriminator, DCGANGenerator
 from lightning_gen.runs import save_and_log_images
-from lightning_gen.sampling import fixed_noise, index_loader
+from lightning_gen.sampling import class_file_names, class_of_index, fixed_noise, index_loader
 
 Likelihood = Literal["bernoulli", "gaussian"]
 
@@ -407,7 +413,7 @@ class CVAE(VAE):
         if sample_classes is not None and not sample_classes:
             raise ConfigError("sample_classes must name at least one class (or be left out for all classes).")
         super().__init__(**kwargs)
-        self._check_sample_classes()
+        check_sample_classes(sample_classes, num_classes)
 
     @property
     def num_labels(self) -> int:
@@ -422,41 +428,22 @@ class CVAE(VAE):
         super()._build(image_shape)
 
     def _check_labels(self, datamodule: Any) -> None:
-        data_classes = getattr(datamodule, "num_classes", None) if datamodule is not None else None
-        if datamodule is not None and (data_classes is None or data_classes < 2):
-            raise ConfigError(
-                f"CVAE needs labelled data with 2 or more classes, but {type(datamodule).__name__} has "
-                f"num_classes={data_classes}. Use a datamodule with labels (e.g. MNIST, or an ImageFolder with one "
-                "sub-folder per class), or the unconditional `--model VAE`."
-            )
-        if self.hparams.num_classes is None and data_classes is not None:
-            self.hparams.num_classes = int(data_classes)
-        elif data_classes is not None and data_classes != self.hparams.num_classes:
-            raise ConfigError(
-                f"CVAE was built for {self.hparams.num_classes} classes but {type(datamodule).__name__} has "
-                f"{data_classes}. Drop `--model.num_classes` or use matching data."
-            )
-        self._check_sample_classes()
-
-    def _check_sample_classes(self) -> None:
-        classes, n = self.hparams.sample_classes, self.hparams.num_classes
-        if classes is not None and n is not None and any(not 0 <= c < n for c in classes):
-            raise ConfigError(f"sample_classes {list(classes)} must lie in 0..{n - 1} (the model has {n} classes).")
+        if datamodule is not None or not self.hparams.num_classes:
+            self.hparams.num_classes = resolve_num_classes(self.hparams.num_classes, datamodule, "CVAE",
+                                                           ", or the unconditional `--model VAE`")
+        check_sample_classes(self.hparams.sample_classes, self.hparams.num_classes)
 
     def condition(self, labels: Tensor | None) -> Tensor:
         if labels is None:
             raise ConfigError("CVAE batches need labels: the datamodule must yield (images, labels).")
         labels = labels.long()
         n = self.hparams.num_classes
-        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= n):
-            raise ConfigError(f"labels must lie in 0..{n - 1} for this CVAE, got {labels.min()}..{labels.max()}. "
-                              "Check the datamodule's labels and `--model.num_classes`.")
+        if labels.numel():
+            check_labels(labels, n, "CVAE")
         return nn.functional.one_hot(labels, n).float()
 
     def default_labels(self, indices: Tensor) -> Tensor:
-        classes = self.hparams.sample_classes or list(range(self.hparams.num_classes))
-        table = torch.as_tensor(classes, device=self.device)
-        return table[indices.to(self.device) % len(classes)]
+        return class_of_index(indices.to(self.device), self.hparams.num_classes, self.hparams.sample_classes)
 
     def extra_pictures(self) -> list[tuple[str, Tensor, int]]:
         """One row per class, the same z down each column."""
@@ -467,5 +454,4 @@ class CVAE(VAE):
 
     def predict_step(self, batch: Tensor, batch_idx: int) -> dict[str, Any]:
         classes = self.default_labels(batch)
-        names = [f"{int(i):05d}_class{int(c)}.png" for i, c in zip(batch, classes)]
-        return {"images": self.sample(batch), "index": batch, "names": names, "labels": classes}
+        return {"images": self.sample(batch), "index": batch, "names": class_file_names(batch, classes), "labels": classes}

@@ -93,4 +93,5 @@ def test_cgan_tiny_config_fit_and_predict_chosen_classes(tmp_path):
     pred = run_cli(["predict", *args, "--ckpt_path", "last", "--model.num_samples", "6", "--model.sample_classes",
                     "[4]"], tmp_path)
     assert pred.returncode == 0, pred.stderr[-3000:]
-    assert len(list((tmp_path / "out" / "predictions").glob("0*.png"))) == 6
+    written = sorted(p.name for p in (tmp_path / "out" / "predictions").glob("0*.png"))
+    assert written == [f"{i:05d}_class4.png" for i in range(6)]

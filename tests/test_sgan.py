@@ -239,5 +239,5 @@ def test_classifier_rejects_labels_out_of_range(tmp_path):
     model = Classifier(num_classes=5)
     with pytest.raises(ConfigError, match=r"labels range over \[0, 9\] but the model has 5 classes"):
         trainer(tmp_path).fit(model, UncountedDigits(batch_size=32))
-    with pytest.raises(ConfigError, match="has 5 classes but Digits has 10"):
+    with pytest.raises(ConfigError, match="num_classes=5 but Digits has 10"):
         trainer(tmp_path).fit(Classifier(num_classes=5), Digits(batch_size=32))
