@@ -15,33 +15,14 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-CLI = [sys.executable, "-m", "lightning_gen.cli"]
-QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+from common import QUIET, ROOT, cli, evaluate
+
 CLASSIFIER = ROOT / "checkpoints" / "mnist_classifier" / "last.ckpt"
-
-
-def printed_metrics(stdout: str) -> dict[str, float]:
-    metrics = {}
-    for line in stdout.splitlines():
-        parts = line.replace("│", " ").split()
-        if len(parts) == 2 and "/" in parts[0]:
-            try:
-                metrics[parts[0]] = float(parts[1])
-            except ValueError:
-                pass
-    return metrics
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], cwd=ROOT, capture_output=True, text=True, check=True)
 
 
 def quality(config: Path, ckpt: Path, samples: int, ema: bool) -> dict[str, float]:
@@ -51,9 +32,7 @@ def quality(config: Path, ckpt: Path, samples: int, ema: bool) -> dict[str, floa
         callbacks += ["--trainer.callbacks+=lightning_gen.callbacks.GeneratorEMA"]
     callbacks += ["--trainer.callbacks+=lightning_gen.metrics.SampleQuality",
                   f"--trainer.callbacks.classifier_ckpt={CLASSIFIER}", f"--trainer.callbacks.num_samples={samples}"]
-    out = cli("validate", "--config", str(config), "--ckpt_path", str(ckpt), "--trainer.limit_val_batches", "1",
-              *callbacks, *QUIET)
-    return printed_metrics(out.stdout)
+    return evaluate("validate", config, ckpt, "--trainer.limit_val_batches", "1", *callbacks)
 
 
 def main() -> None:
@@ -72,8 +51,7 @@ def main() -> None:
         start = time.perf_counter()
         cli("fit", "--config", str(ROOT / "configs" / "classifier" / "mnist.yaml"), *QUIET)
         print(f"classifier trained in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
-    classifier = printed_metrics(cli("test", "--config", str(ROOT / "configs" / "classifier" / "mnist.yaml"),
-                                     "--ckpt_path", str(CLASSIFIER), *QUIET).stdout)
+    classifier = evaluate("test", ROOT / "configs" / "classifier" / "mnist.yaml", CLASSIFIER)
     print(f"MNIST classifier test accuracy: {100 * classifier['test/accuracy']:.2f}%", flush=True)
 
     budget = time.strftime("00:%H:%M:%S", time.gmtime(args.minutes * 60))

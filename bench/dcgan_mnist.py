@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import ROOT, evaluate
 
 
 def main() -> None:
@@ -39,14 +39,8 @@ def main() -> None:
     grid = sorted((out / "samples").glob("*.png"))[-1]
     Path(args.grid).parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(grid, args.grid)
-    val = subprocess.run([*cli, "validate", "--config", str(out / "config.yaml"), "--ckpt_path",
-                          str(out / "checkpoints" / "last.ckpt"), "--trainer.limit_val_batches", "1.0", *quiet],
-                         cwd=ROOT, capture_output=True, text=True, check=True)
-    metrics = {}
-    for line in val.stdout.splitlines():
-        parts = line.replace("│", " ").split()
-        if len(parts) == 2 and parts[0].startswith("val/"):
-            metrics[parts[0]] = float(parts[1])
+    metrics = evaluate("validate", out / "config.yaml", out / "checkpoints" / "last.ckpt",
+                       "--trainer.limit_val_batches", "1.0")
     nan = float("nan")
     print("\n| seed | epochs | optimizer steps | wall time (fit) | val/d_loss | val/g_loss | val/d_accuracy | grid |")
     print("|---|---|---|---|---|---|---|---|")

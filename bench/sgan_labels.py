@@ -16,28 +16,12 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-CLI = [sys.executable, "-m", "lightning_gen.cli"]
-QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
-
-
-def test_metrics(config: Path, ckpt: Path) -> dict[str, float]:
-    """Run `test` on a checkpoint and read the printed metrics table."""
-    out = subprocess.run([*CLI, "test", "--config", str(config), "--ckpt_path", str(ckpt), *QUIET], cwd=ROOT,
-                         capture_output=True, text=True, check=True)
-    metrics = {}
-    for line in out.stdout.splitlines():
-        parts = line.replace("│", " ").split()
-        if len(parts) == 2 and parts[0].startswith("test/"):
-            metrics[parts[0]] = float(parts[1])
-    return metrics
+from common import QUIET, ROOT, cli, evaluate
 
 
 def run(method: str, labels: int, seed: int, out: Path, sgan_minutes: float, sup_epochs: int) -> dict:
@@ -53,11 +37,11 @@ def run(method: str, labels: int, seed: int, out: Path, sgan_minutes: float, sup
         config = ROOT / "configs" / "classifier" / "mnist_100.yaml"
         limits = ["--trainer.max_epochs", str(sup_epochs)]
     start = time.perf_counter()
-    subprocess.run([*CLI, "fit", "--config", str(config), *common, *limits], cwd=ROOT, check=True)
+    cli("fit", "--config", str(config), *common, *limits, capture=False)
     wall = time.perf_counter() - start
     ckpt = folder / "checkpoints" / "last.ckpt"
     epochs = torch.load(ckpt, map_location="cpu", weights_only=False)["epoch"] + 1
-    metrics = test_metrics(folder / "config.yaml", ckpt)
+    metrics = evaluate("test", folder / "config.yaml", ckpt)
     row = {"method": method, "labels": labels, "seed": seed, "epochs": epochs, "minutes": wall / 60,
            "accuracy": metrics["test/accuracy"]}
     print(f"| {method} | {labels} | {seed} | {epochs} | {wall / 60:.1f} | {100 * row['accuracy']:.2f} |", flush=True)
