@@ -4,7 +4,7 @@ same labeled images and the same network (Salimans et al.'s noisy MLP), over sev
 For every (labels, seed): the supervised `Classifier` (configs/classifier/mnist_100.yaml) and the `SGAN`
 (configs/sgan/mnist_100.yaml) are trained with `--data.num_labeled <labels> --data.seed <seed>` (so both see the
 same labeled images) and `--seed_everything <seed>`, then tested on the 10,000 MNIST test images. Each SGAN run
-trains the recipe's 30 epochs (learning rates decaying linearly to 0), capped at `--sgan-minutes` of wall time
+trains the recipe's 20 epochs, capped at `--sgan-minutes` of wall time
 (Lightning's `max_time`); the supervised runs train for `--sup-epochs` epochs (of 599 batches each). Prints one row per run and a mean +- std table.
 
     LIGHTNING_GEN_DATA=/path/to/datasets python bench/sgan_labels.py [--labels 100 1000] [--seeds 0 1 2]

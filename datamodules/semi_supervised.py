@@ -125,7 +125,7 @@ class SemiSupervised(ImageDataModule):
         self.seed = seed
         self.labeled_batch_size = labeled_batch_size or data.batch_size
         self.with_unlabeled = with_unlabeled
-        self.image_shape = data.image_shape
+        self.image_shape = data.image_shape  # known now for torchvision sets; image folders know them after setup
         self.num_classes = data.num_classes
         self.labeled_indices: Tensor | None = None
         self.labeled_set: Dataset | None = None
@@ -137,13 +137,14 @@ class SemiSupervised(ImageDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.labeled_set is not None:
             return
+        self.data.setup(stage)
+        self.image_shape, self.num_classes = self.data.image_shape, self.data.num_classes
         if not self.num_classes or self.num_classes < 2:
             raise DataError(
                 f"{type(self.data).__name__} has no class labels (num_classes={self.num_classes}), so it cannot be "
                 "split into labeled and unlabeled images. Use a labeled datamodule (MNIST, CIFAR10, Digits, an "
                 "ImageFolder with one sub-folder per class)."
             )
-        self.data.setup(stage)
         pool = ConcatDataset([self.data.train_set, self.data.val_set])
         labels = dataset_labels(pool)
         self.labeled_indices = stratified_indices(labels, self.num_labeled, self.num_classes, self.seed)
@@ -152,6 +153,7 @@ class SemiSupervised(ImageDataModule):
         self.labeled_set = Subset(pool, self.labeled_indices.tolist())
         self.unlabeled_set = ImagesOnly(Subset(pool, torch.nonzero(~is_labeled).flatten().tolist()))
         self.train_set = self.labeled_set
+        self.reference_set = self.unlabeled_set  # what sample-quality metrics compare generated images with
         self.val_set = self.test_set = self.data.test_set
         if len(self.unlabeled_set) < self.batch_size:
             raise DataError(

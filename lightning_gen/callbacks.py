@@ -15,7 +15,7 @@ import torchvision
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lightning_gen.checks import ConfigError
@@ -229,6 +229,10 @@ class GeneratorEMA(Callback):
         self._pending: dict | None = None
         self._live: dict | None = None
 
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(attribute=self.attribute)  # one EMA per network can share a run
+
     # ---- the averaged copy --------------------------------------------------------------------------------
     def _generator(self, pl_module: L.LightningModule) -> torch.nn.Module:
         net = getattr(pl_module, self.attribute, None)
@@ -247,7 +251,11 @@ class GeneratorEMA(Callback):
         if self._pending is None and trainer.state.fn != "fit" and trainer.ckpt_path:
             state = torch.load(trainer.ckpt_path, map_location="cpu", weights_only=False).get("callbacks", {})
             self._pending = state.get(self.state_key)
-        if self._pending is not None:
+            if self._pending is None:
+                rank_zero_warn(f"GeneratorEMA: {trainer.ckpt_path} holds no average of `{self.attribute}` (it was "
+                               "trained without this callback); evaluating with the live weights.")
+                self._pending = {}
+        if self._pending:
             self.ema.load_state_dict(self._pending["ema"])
             self.num_updates = int(self._pending["num_updates"])
             self._pending = None
@@ -319,7 +327,8 @@ class GeneratorEMA(Callback):
     def state_dict(self) -> dict[str, Any]:
         if self.ema is None:
             return {}
-        return {"ema": {k: v.detach().cpu() for k, v in self.ema.state_dict().items()}, "num_updates": self.num_updates}
+        return {"ema": {k: v.detach().cpu() for k, v in self.ema.state_dict().items()}, "num_updates": self.num_updates,
+                "attribute": self.attribute}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if state_dict:

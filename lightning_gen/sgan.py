@@ -218,13 +218,15 @@ class SGAN(L.LightningModule):
         opt_d = torch.optim.Adam(trainable, lr=hp.lr_d, betas=tuple(hp.betas))
         return [opt_g, opt_d]
 
-    def on_train_epoch_end(self) -> None:
+    def on_train_epoch_start(self) -> None:
         hp = self.hparams
-        if hp.lr_decay_epochs:  # manual optimization: the schedule is applied here
-            scale = max(0.0, 1.0 - (self.current_epoch + 1) / hp.lr_decay_epochs)
+        if hp.lr_decay_epochs:  # manual optimization: the schedule is applied here, from the epoch (resumes too)
+            scale = max(0.0, 1.0 - self.current_epoch / hp.lr_decay_epochs)
             for opt, lr in zip(self.optimizers(), (hp.lr_g, hp.lr_d)):
                 for group in opt.param_groups:
                     group["lr"] = lr * scale
+
+    def on_train_epoch_end(self) -> None:
         if self.trainer.is_global_zero:
             save_and_log_images(self.trainer, "samples", *self.sample_grid())
 

@@ -199,7 +199,7 @@ def test_ema_is_used_in_evaluation_and_checkpoints_keep_both(tmp_path):
     live = dict(model.generator.state_dict())
     for key, value in live.items():  # the model's weights in the checkpoint are the live ones
         assert torch.equal(ckpt["state_dict"][f"generator.{key}"], value)
-    assert ckpt["callbacks"]["GeneratorEMA"]["num_updates"] == 4
+    assert ckpt["callbacks"][ema.state_key]["num_updates"] == 4 and "attribute" in ema.state_key
     assert (tmp_path / "samples" / "samples_ema_epoch0000.png").is_file()
     # resumed: the average continues from the checkpoint's
     resumed = GeneratorEMA(decay=0.9)
@@ -214,7 +214,7 @@ def test_ema_predict_from_checkpoint_uses_the_average(tmp_path):
             "--trainer.callbacks+=lightning_gen.callbacks.GeneratorEMA", "--trainer.callbacks.decay=0.5", *QUIET]
     assert run_cli(["fit", *base], tmp_path).returncode == 0
     ckpt = torch.load(tmp_path / "out" / "checkpoints" / "last.ckpt", weights_only=False)
-    ema_state = ckpt["callbacks"]["GeneratorEMA"]["ema"]
+    ema_state = ckpt["callbacks"][GeneratorEMA(decay=0.5).state_key]["ema"]
     model = DCGAN.load_from_checkpoint(tmp_path / "out" / "checkpoints" / "last.ckpt")
     model.generator.load_state_dict(ema_state)
     expected = model.sample(torch.arange(2))
