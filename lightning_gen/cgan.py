@@ -20,6 +20,48 @@ from lightning_gen.nn import DCGANDiscriminator, DCGANGenerator, dcgan_init
 from lightning_gen.sampling import class_file_names, class_of_index
 
 
+class ConditionalGenerator(nn.Module):
+    """(B, latent_dim) noise + (B,) classes -> (B, C, H, W): a DCGAN generator fed z concatenated with a learned
+    class embedding."""
+
+    def __init__(self, latent_dim: int, num_classes: int, embed_dim: int, image_shape: tuple[int, int, int],
+                 features: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(num_classes, embed_dim)
+        self.net = DCGANGenerator(latent_dim + embed_dim, image_shape, features)
+        dcgan_init(self.embed)
+
+    def forward(self, z: Tensor, labels: Tensor) -> Tensor:
+        return self.net(torch.cat([z, self.embed(labels).to(z.dtype)], dim=1))  # (B, latent + embed)
+
+
+class ConditionalDiscriminator(nn.Module):
+    """(B, C, H, W) images + (B,) classes -> (B,) logits of a DCGAN discriminator that sees the class by
+    `projection` (+ <embed(y), last feature map>) or by `concat` (a learned H x W plane per class as an extra
+    input channel)."""
+
+    def __init__(self, num_classes: int, image_shape: tuple[int, int, int], features: int,
+                 conditioning: Literal["projection", "concat"]) -> None:
+        super().__init__()
+        channels, height, width = image_shape
+        self.conditioning = conditioning
+        if conditioning == "concat":
+            self.net = DCGANDiscriminator((channels + 1, height, width), features)
+            self.embed = nn.Embedding(num_classes, height * width)
+        else:
+            self.net = DCGANDiscriminator(image_shape, features)
+            self.embed = nn.Embedding(num_classes, self.net.head.in_channels)
+        dcgan_init(self.embed)
+
+    def forward(self, images: Tensor, labels: Tensor) -> Tensor:
+        if self.conditioning == "concat":
+            plane = self.embed(labels).view(-1, 1, *images.shape[-2:]).to(images.dtype)  # (B, 1, H, W)
+            return self.net(torch.cat([images, plane], dim=1))
+        features = self.net.features(images)  # (B, C', b, b)
+        projection = (self.embed(labels)[:, :, None, None].to(features.dtype) * features).sum(dim=(1, 2, 3))
+        return self.net.head(features).flatten() + projection  # (B,)
+
+
 class CGAN(DCGAN):
     """Conditional DCGAN: `generate(z, labels)`; samples and `predict` cycle through `sample_classes`.
 
@@ -55,28 +97,11 @@ class CGAN(DCGAN):
                 "CGAN needs the number of classes: give `--model.num_classes`, or use a labeled datamodule that "
                 "sets `num_classes` (MNIST, Digits, an ImageFolder with one sub-folder per class)."
             )
-        n = hp.num_classes
-        check_sample_classes(hp.sample_classes, n)
-        channels, height, width = image_shape
-        self.g_embed = nn.Embedding(n, hp.embed_dim)
-        self.generator = DCGANGenerator(hp.latent_dim + hp.embed_dim, image_shape, hp.g_features)
-        if hp.d_conditioning == "concat":
-            self.d_embed = nn.Embedding(n, height * width)  # one learned input plane per class
-            self.discriminator = DCGANDiscriminator((channels + 1, height, width), hp.d_features)
-        else:
-            self.discriminator = DCGANDiscriminator(image_shape, hp.d_features)
-            width_ch = self.discriminator.head.in_channels
-            self.d_embed = nn.Embedding(n, width_ch)  # inner product with the last feature map
-        dcgan_init(self.g_embed)
-        dcgan_init(self.d_embed)
+        check_sample_classes(hp.sample_classes, hp.num_classes)
+        # each network owns its class embedding, so its gradient sync under DDP and the generator EMA include it
+        self.generator = ConditionalGenerator(hp.latent_dim, hp.num_classes, hp.embed_dim, image_shape, hp.g_features)
+        self.discriminator = ConditionalDiscriminator(hp.num_classes, image_shape, hp.d_features, hp.d_conditioning)
         self.hparams.image_shape = tuple(image_shape)
-
-    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        hp = self.hparams
-        g_params = [*self.generator.parameters(), *self.g_embed.parameters()]
-        d_params = [*self.discriminator.parameters(), *self.d_embed.parameters()]
-        return [torch.optim.Adam(g_params, lr=hp.lr_g, betas=tuple(hp.betas)),
-                torch.optim.Adam(d_params, lr=hp.lr_d, betas=tuple(hp.betas))]
 
     def setup(self, stage: str) -> None:
         datamodule = self.trainer.datamodule if self._trainer is not None else None
@@ -89,18 +114,12 @@ class CGAN(DCGAN):
     def generate(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
         if labels is None:
             raise ValueError("CGAN.generate needs the class of every image")
-        return self.generator(torch.cat([z, self.g_embed(labels).to(z.dtype)], dim=1))  # (B, latent + embed)
+        return self.generator(z, labels)
 
     def discriminate(self, images: Tensor, labels: Tensor | None = None) -> Tensor:
         if labels is None:
             raise ValueError("CGAN.discriminate needs the class of every image")
-        d = self.discriminator
-        if self.hparams.d_conditioning == "concat":
-            plane = self.d_embed(labels).view(-1, 1, *images.shape[-2:]).to(images.dtype)  # (B, 1, H, W)
-            return d(torch.cat([images, plane], dim=1))
-        features = d.features(images)  # (B, C', b, b)
-        projection = (self.d_embed(labels)[:, :, None, None].to(features.dtype) * features).sum(dim=(1, 2, 3))
-        return d.head(features).flatten() + projection  # (B,)
+        return self.discriminator(images, labels)
 
     def unpack(self, batch: Any, batch_idx: int) -> tuple[Tensor, Tensor]:
         if not isinstance(batch, (list, tuple)) or len(batch) < 2:

@@ -33,7 +33,10 @@ def evaluate_accuracy(
         check_labels(labels, logits.shape[1], type(module).__name__)
     keep = first_visit_mask(module.trainer, batch_idx, images.shape[0], images.device).bool()
     metric.update(logits[keep], labels[keep])
-    module.log(f"{prefix}/loss", F.cross_entropy(logits.float(), labels), sync_dist=True)
+    kept = int(keep.sum())
+    if kept:  # a batch made only of the sampler's repeats adds nothing
+        module.log(f"{prefix}/loss", F.cross_entropy(logits[keep].float(), labels[keep]), sync_dist=True,
+                   batch_size=kept)
     module.log(f"{prefix}/accuracy", metric, prog_bar=True)
 
 

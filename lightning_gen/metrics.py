@@ -85,6 +85,7 @@ class ClassifierFeatures(FeatureNetwork):
         hp = self.classifier.hparams
         self.num_features = self.classifier.net.num_features
         self.image_shape = tuple(hp.image_shape)
+        self.num_classes = int(hp.num_classes)
         self.name = f"{str(hp.get('data_name') or 'data').lower()}_classifier"
         self.identity = f"classifier-{_file_identity(Path(checkpoint))}"
 
@@ -162,14 +163,19 @@ def frechet_distance(real: Tensor, fake: Tensor) -> float:
     return float(metric.compute())
 
 
-def kernel_distance(real: Tensor, fake: Tensor, subsets: int = 50, subset_size: int = 1000) -> tuple[float, float]:
-    """KID (polynomial-kernel MMD^2, mean and std over random subsets) between two `(N, F)` feature sets."""
+def kernel_distance(
+    real: Tensor, fake: Tensor, subsets: int = 50, subset_size: int = 1000, seed: int = 0
+) -> tuple[float, float]:
+    """KID (polynomial-kernel MMD^2, mean and std over `subsets` random subsets drawn by `seed`) between two
+    `(N, F)` feature sets."""
     size = min(subset_size, len(real), len(fake))
     metric = KernelInceptionDistance(feature=_Precomputed(real.shape[1]), subsets=subsets, subset_size=size,
                                      sync_on_compute=False)
     metric.update(real.double(), real=True)
     metric.update(fake.double(), real=False)
-    mean, std = metric.compute()
+    with torch.random.fork_rng(devices=[]):  # subsets drawn with a fixed seed: every process and every run agree,
+        torch.manual_seed(seed)  # and training's random stream is left as it was
+        mean, std = metric.compute()
     return float(mean), float(std)
 
 
@@ -188,8 +194,8 @@ def dataset_features(net: FeatureNetwork, dataset: Dataset, count: int, batch_si
 class SampleQuality(Callback):
     """Frechet distance and KID of generated images against the training data, on a feature network's
     features, in `validate`/`test` (and in fit's validation every `every_n_epochs`). For conditional models
-    (those whose `default_labels(indices)` gives classes) with a classifier feature network, also the accuracy
-    of the classifier on the generated images of each requested class.
+    (those whose `default_labels(indices)` gives classes) with a classifier feature network of the same classes,
+    also the accuracy of the classifier on the generated images of each requested class.
 
     Works with any technique that has `sample(indices) -> images in [-1, 1]` (DCGAN, CGAN, VAE, CVAE, SGAN).
 
@@ -264,13 +270,20 @@ class SampleQuality(Callback):
         if split in self._reference:
             return self._reference[split]
         dm = trainer.datamodule
-        dataset = getattr(dm, f"{split}_set", None) if dm is not None else None
+        if dm is None:
+            raise ConfigError("SampleQuality compares generated images with real ones: run it with a datamodule "
+                              "(`--data ...`, or the run's config.yaml).")
+        # the training images to compare with (SemiSupervised names its unlabeled pool), and the test images
+        dataset = (getattr(dm, "reference_set", None) or dm.train_set) if split == "train" else dm.test_set
         if dataset is None:
-            raise ConfigError(f"SampleQuality needs the datamodule's {split} images as the reference; "
-                              f"{type(dm).__name__} has no `{split}_set`.")
-        key = "|".join(str(v) for v in (self.net.identity, type(dm).__name__, getattr(dm, "dataset", ""),
-                                        getattr(dm, "image_shape", ""), getattr(dm, "split_seed", ""),
-                                        len(dataset), split, self.num_samples))
+            raise ConfigError(f"SampleQuality needs the datamodule's {split} images; {type(dm).__name__} has none.")
+        # the key holds the images themselves (a fingerprint of a spread of them), not only the settings
+        picks = torch.linspace(0, len(dataset) - 1, min(16, len(dataset))).long().tolist()
+        items = [dataset[i] for i in picks]
+        pixels = torch.stack([(item[0] if isinstance(item, (tuple, list)) else item).float() for item in items])
+        fingerprint = hashlib.sha1(pixels.numpy().tobytes()).hexdigest()[:16]
+        key = "|".join(str(v) for v in (self.net.identity, type(dm).__name__, fingerprint, len(dataset), split,
+                                        self.num_samples))
         path = self.cache_dir / f"features_{hashlib.sha1(key.encode()).hexdigest()[:20]}.pt"
         features = None
         if trainer.is_global_zero:
@@ -299,12 +312,14 @@ class SampleQuality(Callback):
         valid = indices < self.num_samples
         feats, classes = [], []
         labels_of = getattr(pl_module, "default_labels", None)
+        model_classes = getattr(pl_module.hparams, "num_classes", None)
+        scores = isinstance(self.net, ClassifierFeatures) and self.net.num_classes == model_classes
         for chunk in indices.split(self.batch_size):
             chunk = chunk.to(pl_module.device)
             features, logits = self.net.features_and_logits(pl_module.sample(chunk).float())
             feats.append(features.float())
-            labels = labels_of(chunk) if callable(labels_of) else None
-            if labels is not None and logits is not None:
+            labels = labels_of(chunk) if callable(labels_of) and scores else None
+            if labels is not None:
                 classes.append(torch.stack([labels.long(), logits.argmax(1)], dim=1))
         features = torch.cat(feats)
         scored = torch.cat(classes) if classes else None
@@ -345,7 +360,7 @@ class SampleQuality(Callback):
         if trainer.sanity_checking:
             return
         if trainer.state.fn == "fit":
-            last_epoch = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
+            last_epoch = trainer.max_epochs not in (None, -1) and trainer.current_epoch + 1 >= trainer.max_epochs
             due = self.every_n_epochs and (trainer.current_epoch + 1) % self.every_n_epochs == 0
             if not (due or (self.every_n_epochs and last_epoch)):
                 return

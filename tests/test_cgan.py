@@ -37,9 +37,9 @@ def test_projection_adds_the_inner_product_with_the_class_embedding():
     torch.manual_seed(0)
     model = CGAN(**SMALL).eval()
     x, y = torch.rand(3, 1, 8, 8), torch.tensor([1, 4, 7])
-    features = model.discriminator.features(x)
-    unconditional = model.discriminator.head(features).flatten()
-    inner = (model.d_embed(y)[:, :, None, None] * features).sum(dim=(1, 2, 3))
+    features = model.discriminator.net.features(x)
+    unconditional = model.discriminator.net.head(features).flatten()
+    inner = (model.discriminator.embed(y)[:, :, None, None] * features).sum(dim=(1, 2, 3))
     assert torch.allclose(model.discriminate(x, y), unconditional + inner, atol=1e-6)
 
 

@@ -83,10 +83,11 @@ def test_third_party_datamodule_by_entry_point_and_class_path(tmp_path):
     assert by_path.returncode == 0, by_path.stderr[-3000:]
 
 
-def test_ddp_trains_sgan_and_classifier_with_one_set_of_weights(tmp_path):
+def test_ddp_trains_sgan_classifier_and_cgan_with_one_set_of_weights(tmp_path):
     # the discriminator's data-dependent initialisation runs on each process's own batch and is then averaged
     for config, extra in [("sgan/tiny.yaml", ["--model.arch", "mlp", "--model.generator", "mlp"]),
-                          ("classifier/tiny.yaml", ["--model.arch", "mlp"])]:
+                          ("classifier/tiny.yaml", ["--model.arch", "mlp"]),
+                          ("cgan/tiny.yaml", [])]:  # the class embeddings are averaged with their networks
         result = run_cli(["fit", "--config", str(ROOT / "configs" / config), *extra, "--trainer.devices", "2",
                           "--trainer.strategy", "ddp", "--trainer.callbacks+=tests.helpers.SameWeightsCheck",
                           "--trainer.logger", "false", "--trainer.default_root_dir", config.split("/")[0], *QUIET],

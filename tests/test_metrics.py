@@ -75,16 +75,29 @@ def test_sample_quality_in_validate_with_cached_reference(tmp_path, digits_class
 
 def test_real_images_score_near_the_floor(tmp_path, digits_classifier):
     class Replay(DCGAN):
-        """A 'generator' that returns real test digits: its FID must be near the real-vs-real floor."""
+        """A 'generator' that returns real test digits the floor does not use (it uses the first 150)."""
 
         def sample(self, indices):
             data = self.trainer.datamodule.test_set
-            return torch.stack([data[int(i) % len(data)][0] for i in indices])
+            return torch.stack([data[150 + int(i) % (len(data) - 150)][0] for i in indices])
 
-    quality = SampleQuality(classifier_ckpt=digits_classifier, num_samples=300, batch_size=100,
+    quality = SampleQuality(classifier_ckpt=digits_classifier, num_samples=150, batch_size=75,
                             cache_dir=str(tmp_path / "cache"))
     (result,) = trainer(tmp_path, callbacks=[quality]).validate(Replay(**SMALL), Digits(batch_size=32), verbose=False)
-    assert result["val/digits_classifier_fid"] == pytest.approx(result["val/digits_classifier_fid_floor"], rel=0.05)
+    floor = result["val/digits_classifier_fid_floor"]
+    assert 0.5 * floor < result["val/digits_classifier_fid"] < 2 * floor
+    quality.num_samples = 150
+    (untrained,) = trainer(tmp_path, callbacks=[quality]).validate(DCGAN(**SMALL), Digits(batch_size=32), verbose=False)
+    assert untrained["val/digits_classifier_fid"] > 3 * floor
+
+
+def test_kid_leaves_the_random_stream_alone():
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    kernel_distance(torch.randn(300, 4, generator=torch.Generator().manual_seed(1)),
+                    torch.randn(300, 4, generator=torch.Generator().manual_seed(2)), subsets=5, subset_size=100)
+    assert torch.equal(torch.rand(3), expected)
 
 
 def test_class_accuracy_of_a_conditional_model(tmp_path, digits_classifier):
@@ -105,11 +118,33 @@ def test_class_accuracy_of_a_conditional_model(tmp_path, digits_classifier):
                                                               verbose=False)
     assert result["val/digits_classifier_class_accuracy"] > 0.8
     per_class = [result[f"val/digits_classifier_class_accuracy_{c}"] for c in range(10)]
-    assert sum(per_class) / 10 == pytest.approx(result["val/digits_classifier_class_accuracy"], abs=1e-6)
+    assert min(per_class) <= result["val/digits_classifier_class_accuracy"] <= max(per_class)
+    assert min(per_class) > 0.4  # every class is made, and recognised, not only most of them
     untrained = SampleQuality(classifier_ckpt=digits_classifier, num_samples=200, batch_size=100,
                               cache_dir=str(tmp_path / "cache"))
     (chance,) = trainer(tmp_path, callbacks=[untrained]).validate(CGAN(**SMALL), Digits(batch_size=32), verbose=False)
     assert chance["val/digits_classifier_class_accuracy"] < 0.5
+
+
+def test_no_class_accuracy_from_a_classifier_of_other_classes(tmp_path, digits_classifier):
+    quality = SampleQuality(classifier_ckpt=digits_classifier, num_samples=100, cache_dir=str(tmp_path / "cache"))
+    model = CGAN(**{**SMALL, "num_classes": 4})
+
+    class FourDigits(Digits):
+        """Digits with labels folded into 4 classes."""
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.num_classes = 4
+
+        def _load(self):
+            trainval, test = super()._load()
+            trainval.dataset.tensors[1].remainder_(4)  # both splits view the same tensors
+            return trainval, test
+
+    four = FourDigits(batch_size=32)
+    (result,) = trainer(tmp_path, callbacks=[quality]).validate(model, four, verbose=False)
+    assert "val/digits_classifier_fid" in result and "val/digits_classifier_class_accuracy" not in result
 
 
 def test_feature_network_of_the_wrong_image_size_is_refused_before_training(tmp_path, digits_classifier):

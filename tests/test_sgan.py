@@ -3,10 +3,9 @@
 import lightning as L
 import pytest
 import torch
-from torch.utils.data import Dataset
 
 from datamodules import DataError, Digits, ImageFolder, SemiSupervised
-from datamodules.semi_supervised import ImagesOnly, dataset_labels
+from datamodules.semi_supervised import dataset_labels
 from lightning_gen import SGAN, Classifier
 from lightning_gen.checks import ConfigError
 from lightning_gen.classifier import load_classifier
@@ -79,30 +78,52 @@ def test_unlabeled_data_cannot_be_split(tmp_path):
         dm.setup("fit")
 
 
-class ScrambledLabels(Dataset):
-    def __init__(self, dataset):
-        self.dataset = dataset
-        self.labels = torch.randint(0, 10, (len(dataset),), generator=torch.Generator().manual_seed(9))
+def base_positions(dataset, positions):
+    """Map positions in a (Subset / ConcatDataset of ...) view to indices of the dataset at the bottom."""
+    from torch.utils.data import ConcatDataset, Subset
 
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, i):
-        return self.dataset[i][0], self.labels[i]
+    out = []
+    for i in positions:
+        ds = dataset
+        while isinstance(ds, (Subset, ConcatDataset)):
+            if isinstance(ds, Subset):
+                i, ds = ds.indices[i], ds.dataset
+            else:
+                k = next(k for k, end in enumerate(ds.cumulative_sizes) if i < end)
+                i, ds = i - (ds.cumulative_sizes[k - 1] if k else 0), ds.datasets[k]
+        out.append(int(i))
+    return out, ds
 
 
 def test_training_never_reads_the_unlabeled_labels(tmp_path):
-    def train(scramble: bool) -> dict:
+    def train(corrupt: bool) -> dict:
         L.seed_everything(0)
         dm = semi(num_labeled=50)
-        if scramble:  # replace every unlabeled image's label with a random one
-            dm.unlabeled_set = ImagesOnly(ScrambledLabels(dm.unlabeled_set.dataset))
+        if corrupt:  # after the split, every label but the 50 kept ones becomes an impossible class
+            labeled, base = base_positions(dm.labeled_set.dataset, dm.labeled_indices.tolist())
+            labels = base.tensors[1]
+            keep = labels[labeled].clone()
+            labels.fill_(10**6)
+            labels[labeled] = keep
         model = SGAN(**SMALL)
         trainer(tmp_path, limit_val_batches=0).fit(model, dm)
         return model.state_dict()
 
-    a, b = train(False), train(True)
+    a, b = train(False), train(True)  # any read of a corrupted label would raise or change the weights
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_semi_supervised_wraps_an_image_folder_with_classes(tmp_path):
+    from PIL import Image
+
+    for c in ("cats", "dogs"):
+        (tmp_path / c).mkdir()
+        for i in range(10):
+            Image.new("L", (8, 8), color=i * 10 + (100 if c == "dogs" else 0)).save(tmp_path / c / f"{i}.png")
+    dm = SemiSupervised(ImageFolder(root=str(tmp_path), batch_size=4), num_labeled=4)
+    dm.setup("fit")
+    assert dm.num_classes == 2 and dm.image_shape == (3, 8, 8)
+    assert torch.bincount(dataset_labels(dm.labeled_set)).tolist() == [2, 2]
 
 
 # ---- the (N+1)-class discriminator --------------------------------------------------------------------------------
