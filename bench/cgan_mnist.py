@@ -73,7 +73,7 @@ def main() -> None:
                       "epochs": ckpt["epoch"] + 1, "steps": ckpt["global_step"]}
         print(f"{name}: {runs[name]['epochs']} epochs, {runs[name]['steps']} optimizer steps, "
               f"{runs[name]['minutes']:.1f} min", flush=True)
-    grids = sorted((out / "cgan" / "samples").glob("samples_ema_*.png"))
+    grids = sorted((out / "cgan" / "samples").glob("samples_epoch*.png"))  # the live generator's
     if grids:
         shutil.copy(grids[-1], args.grid)
 
