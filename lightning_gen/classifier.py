@@ -8,6 +8,7 @@ torchmetrics, and loads by path: `Classifier.load_from_checkpoint(path)` or `loa
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -145,8 +146,6 @@ class Classifier(L.LightningModule):
 def load_classifier(path: str, map_location: str | torch.device = "cpu") -> Classifier:
     """A trained `Classifier` from its checkpoint, frozen and in eval mode. Raises `ConfigError` naming the fix
     when the file is missing or is not a Classifier checkpoint."""
-    from pathlib import Path
-
     if not Path(path).is_file():
         raise ConfigError(
             f"classifier checkpoint {path} does not exist. Train one first (for MNIST: "
