@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import torch
+from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import datasets
 
@@ -19,6 +21,40 @@ TORCHVISION_DATASETS: dict[str, tuple[type, tuple[int, int, int], int, dict, dic
     "CIFAR100": (datasets.CIFAR100, (3, 32, 32), 100, {"train": True}, {"train": False}),
     "SVHN": (datasets.SVHN, (3, 32, 32), 10, {"split": "train"}, {"split": "test"}),
 }
+
+
+class InMemoryImages(Dataset):
+    """A torchvision dataset's images as one `(N, C, H, W)` uint8 tensor, each item converted to [-1, 1] with the
+    arithmetic of `ToTensor()` + `Normalize(0.5, 0.5)` (so the values are bit-identical) but without a PIL image
+    per item: several times faster, which matters when a small network trains on 2 CPU cores.
+
+    Args:
+        images: `(N, C, H, W)` uint8 pixels.
+        targets: `(N,)` class labels.
+    """
+
+    def __init__(self, images: Tensor, targets: Tensor) -> None:
+        self.images, self.targets = images, targets
+
+    @classmethod
+    def from_torchvision(cls, dataset: Any) -> "InMemoryImages":
+        """From a torchvision dataset whose `data` holds its pixels: (N, H, W) grey (MNIST), (N, H, W, C)
+        (CIFAR) or (N, C, H, W) (SVHN), with labels in `targets` or `labels`."""
+        images = torch.as_tensor(dataset.data)
+        if images.ndim == 3:
+            images = images.unsqueeze(1)  # (N, H, W) -> (N, 1, H, W)
+        elif images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
+            images = images.permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
+        targets = getattr(dataset, "targets", None)
+        if targets is None:
+            targets = dataset.labels
+        return cls(images.contiguous(), torch.as_tensor(targets, dtype=torch.long).reshape(-1))
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        return self.images[index].float().div(255).sub_(0.5).div_(0.5), int(self.targets[index])
 
 
 class TorchvisionData(ImageDataModule):
@@ -57,7 +93,7 @@ class TorchvisionData(ImageDataModule):
         root = data_root(self.root)
         transform = to_signed_tensor(self.image_size, channels=shape[0])
         try:
-            return cls(str(root), transform=transform, download=download, **(train_kw if train else test_kw))
+            dataset = cls(str(root), transform=transform, download=download, **(train_kw if train else test_kw))
         except RuntimeError as err:
             if "not found" not in str(err).lower() and "corrupted" not in str(err).lower():
                 raise
@@ -66,6 +102,9 @@ class TorchvisionData(ImageDataModule):
                 f"LIGHTNING_GEN_DATA environment variable) at the folder that holds it, or pass "
                 f"`--data.download true` to download it there."
             ) from None
+        if self.image_size is None and getattr(dataset, "data", None) is not None:
+            return InMemoryImages.from_torchvision(dataset)  # the same values, without PIL
+        return dataset
 
     def _load(self) -> tuple[Dataset, Dataset | None]:
         return self._make(train=True), self._make(train=False)

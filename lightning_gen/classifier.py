@@ -20,6 +20,7 @@ from torch import Tensor
 from lightning_gen.checks import ConfigError, check_labels, resolve_image_shape, resolve_num_classes
 from lightning_gen.distributed import average_parameters, first_visit_mask
 from lightning_gen.nn import ClassifierArch, ClassifierNet
+from lightning_gen.optim import adam
 
 
 def evaluate_accuracy(
@@ -137,7 +138,7 @@ class Classifier(L.LightningModule):
     def configure_optimizers(self) -> Any:
         hp = self.hparams
         trainable = [p for p in self.parameters() if p.requires_grad]  # not the fixed scales of the mlp
-        opt = torch.optim.Adam(trainable, lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
+        opt = adam(self, trainable, lr=hp.lr, betas=hp.betas, weight_decay=hp.weight_decay)
         if hp.lr_decay == 1.0:
             return opt
         return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.ExponentialLR(opt, hp.lr_decay)}

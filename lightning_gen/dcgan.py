@@ -18,6 +18,7 @@ from lightning_gen.checks import ConfigError, resolve_image_shape
 from lightning_gen.distributed import all_reduce_gradients, disable_ddp_gradient_sync
 from lightning_gen.losses import GANLoss, discriminator_loss, generator_loss
 from lightning_gen.nn import DCGANDiscriminator, DCGANGenerator
+from lightning_gen.optim import adam
 from lightning_gen.runs import save_and_log_images
 from lightning_gen.sampling import fixed_noise, index_loader
 
@@ -172,8 +173,8 @@ class DCGAN(L.LightningModule):
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         hp = self.hparams
-        opt_g = torch.optim.Adam(self.generator.parameters(), lr=hp.lr_g, betas=tuple(hp.betas))
-        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=hp.lr_d, betas=tuple(hp.betas))
+        opt_g = adam(self, self.generator.parameters(), lr=hp.lr_g, betas=hp.betas)
+        opt_d = adam(self, self.discriminator.parameters(), lr=hp.lr_d, betas=hp.betas)
         return [opt_g, opt_d]
 
     def on_train_epoch_end(self) -> None:

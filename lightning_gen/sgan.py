@@ -35,6 +35,7 @@ from lightning_gen.losses import (
     sgan_unsupervised_loss,
 )
 from lightning_gen.nn import ClassifierArch, ClassifierNet, DCGANGenerator
+from lightning_gen.optim import adam
 from lightning_gen.runs import save_and_log_images
 from lightning_gen.sampling import fixed_noise, index_loader
 
@@ -213,9 +214,9 @@ class SGAN(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
-        opt_g = torch.optim.Adam(self.generator.parameters(), lr=hp.lr_g, betas=tuple(hp.betas))
+        opt_g = adam(self, self.generator.parameters(), lr=hp.lr_g, betas=hp.betas)
         trainable = [p for p in self.discriminator.parameters() if p.requires_grad]  # not the fixed mlp scales
-        opt_d = torch.optim.Adam(trainable, lr=hp.lr_d, betas=tuple(hp.betas))
+        opt_d = adam(self, trainable, lr=hp.lr_d, betas=hp.betas)
         return [opt_g, opt_d]
 
     def on_train_epoch_start(self) -> None:

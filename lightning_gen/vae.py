@@ -36,6 +36,7 @@ from lightning_gen.losses import (
     log_standard_normal,
 )
 from lightning_gen.nn import DCGANDiscriminator, DCGANGenerator
+from lightning_gen.optim import adam
 from lightning_gen.runs import save_and_log_images
 from lightning_gen.sampling import class_file_names, class_of_index, fixed_noise, index_loader
 
@@ -272,7 +273,7 @@ class VAE(L.LightningModule):
         return target if self.hparams.likelihood == "gaussian" else target * 2 - 1
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        return adam(self, self.parameters(), lr=self.hparams.lr)
 
     # ---- evaluation: negative ELBO and the importance-weighted bound, nats per image --------------------------
     @torch.no_grad()

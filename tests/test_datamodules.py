@@ -3,6 +3,7 @@ import torch
 from PIL import Image
 
 from datamodules import MNIST, DataError, Digits, ImageFolder, TorchvisionData
+from datamodules.base import to_signed_tensor
 from tests.conftest import shared_data
 
 
@@ -119,6 +120,39 @@ def test_real_mnist_from_data_root():
     x, _ = next(iter(dm.train_dataloader()))
     assert x.shape == (32, 1, 28, 28)
     assert len(dm.train_set) + len(dm.val_set) == 60000 and len(dm.test_set) == 10000
+
+
+def test_in_memory_images_equal_the_pil_transform():
+    """The fast path gives exactly what torchvision's PIL transform gives, for each pixel layout."""
+    import numpy as np
+    from types import SimpleNamespace
+
+    from datamodules.torchvision_sets import InMemoryImages
+
+    rng = np.random.default_rng(0)
+    for layout, channels in (("NHW", 1), ("NHWC", 3), ("NCHW", 3)):
+        hwc = rng.integers(0, 256, size=(4, 5, 6, channels), dtype=np.uint8)
+        data = {"NHW": hwc[..., 0], "NHWC": hwc, "NCHW": hwc.transpose(0, 3, 1, 2)}[layout]
+        labels = {"targets": [3, 1, 0, 2]} if layout != "NCHW" else {"labels": np.array([3, 1, 0, 2])}
+        fast = InMemoryImages.from_torchvision(SimpleNamespace(data=data, **labels))
+        slow = to_signed_tensor(channels=channels)
+        for i in range(4):
+            image = Image.fromarray(hwc[i, ..., 0] if channels == 1 else hwc[i])
+            x, y = fast[i]
+            assert x.shape == (channels, 5, 6) and y == [3, 1, 0, 2][i]
+            assert torch.equal(x, slow(image))
+
+
+def test_real_mnist_items_are_unchanged_by_the_fast_path():
+    from torchvision import datasets
+
+    root = shared_data("MNIST", "raw").parent.parent
+    dm = MNIST(root=str(root))
+    fast = dm._make(train=False)
+    slow = datasets.MNIST(str(root), train=False, transform=to_signed_tensor(channels=1))
+    for i in (0, 1, 9999):
+        assert torch.equal(fast[i][0], slow[i][0]) and fast[i][1] == slow[i][1]
+    assert type(MNIST(root=str(root), image_size=32)._make(train=False)).__name__ == "MNIST"  # resizing: PIL path
 
 
 def test_real_cifar10_birds_image_folder():

@@ -1,0 +1,32 @@
+from types import SimpleNamespace
+
+import lightning as L
+import torch
+from torch import nn
+
+from lightning_gen.optim import adam
+
+
+def test_adam_is_fused_without_a_grad_scaler_and_matches_the_default_update():
+    torch.manual_seed(0)
+    a, b = nn.Linear(5, 3), nn.Linear(5, 3)
+    b.load_state_dict(a.state_dict())
+    module = L.LightningModule()
+    fused = adam(module, a.parameters(), lr=1e-2, betas=(0.5, 0.999), weight_decay=1e-3)
+    plain = torch.optim.Adam(b.parameters(), lr=1e-2, betas=(0.5, 0.999), weight_decay=1e-3)
+    assert fused.defaults["fused"] and not plain.defaults["fused"]
+    x = torch.randn(8, 5)
+    for _ in range(3):
+        for net, opt in ((a, fused), (b, plain)):
+            opt.zero_grad()
+            net(x).square().sum().backward()
+            opt.step()
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q)
+
+
+def test_adam_is_not_fused_under_a_grad_scaler():
+    # 16-mixed: a fused step unscales internally, so hooks and gradient clipping would see scaled gradients
+    module = L.LightningModule()
+    module._trainer = SimpleNamespace(precision_plugin=SimpleNamespace(scaler=torch.amp.GradScaler("cpu")))
+    assert not adam(module, nn.Linear(2, 2).parameters(), lr=1e-3).defaults["fused"]
