@@ -4,16 +4,17 @@ same labeled images and the same network (Salimans et al.'s noisy MLP), over sev
 For every (labels, seed): the supervised `Classifier` (configs/classifier/mnist_100.yaml) and the `SGAN`
 (configs/sgan/mnist_100.yaml) are trained with `--data.num_labeled <labels> --data.seed <seed>` (so both see the
 same labeled images) and `--seed_everything <seed>`, then tested on the 10,000 MNIST test images. Each SGAN run
-trains the recipe's 20 epochs, capped at `--sgan-minutes` of wall time
-(Lightning's `max_time`); the supervised runs train for `--sup-epochs` epochs (of 599 batches each). Prints one row per run and a mean +- std table.
+trains `--sgan-epochs` epochs or until `--sgan-minutes` of wall time have passed (Lightning's `max_time`),
+whichever comes first; the supervised runs train for `--sup-epochs` epochs (of 599 batches each). Prints one row per run and a mean +- std table.
 
     LIGHTNING_GEN_DATA=/path/to/datasets python bench/sgan_labels.py [--labels 100 1000] [--seeds 0 1 2]
-        [--sgan-minutes 30] [--sup-epochs 10] [--out bench/out/sgan_labels]
+        [--sgan-minutes 30] [--sgan-epochs 100] [--sup-epochs 10] [--out bench/out/sgan_labels]
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import shutil
 import statistics
 import time
@@ -24,28 +25,41 @@ import torch
 from common import QUIET, ROOT, cli, evaluate
 
 
-def run(method: str, labels: int, seed: int, out: Path, sgan_minutes: float, sup_epochs: int) -> dict:
+def run(method: str, labels: int, seed: int, out: Path, sgan_minutes: float, sgan_epochs: int, sup_epochs: int) -> dict:
     folder = out / f"{method}_{labels}_seed{seed}"
     if folder.exists():
         shutil.rmtree(folder)
     common = ["--seed_everything", str(seed), "--data.num_labeled", str(labels), "--data.seed", str(seed),
-              "--trainer.default_root_dir", str(folder), *QUIET]
+              "--trainer.default_root_dir", str(folder), *QUIET,
+              # the test accuracy after every epoch (validation here is the test set), for the trajectory column
+              "--trainer.logger", "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir", str(folder)]
     if method == "sgan":
         config = ROOT / "configs" / "sgan" / "mnist_100.yaml"
-        limits = ["--trainer.max_time", time.strftime("00:%H:%M:%S", time.gmtime(sgan_minutes * 60))]  # a cap
+        limits = ["--trainer.max_epochs", str(sgan_epochs),
+                  "--trainer.max_time", time.strftime("00:%H:%M:%S", time.gmtime(sgan_minutes * 60))]  # a cap
     else:
         config = ROOT / "configs" / "classifier" / "mnist_100.yaml"
         limits = ["--trainer.max_epochs", str(sup_epochs)]
     start = time.perf_counter()
     cli("fit", "--config", str(config), *common, *limits, capture=False)
     wall = time.perf_counter() - start
-    ckpt = folder / "checkpoints" / "last.ckpt"
+    ckpt = next(folder.glob("**/checkpoints/last.ckpt"))  # the run folder is the logger's version folder
     epochs = torch.load(ckpt, map_location="cpu", weights_only=False)["epoch"] + 1
-    metrics = evaluate("test", folder / "config.yaml", ckpt)
+    metrics = evaluate("test", ckpt.parent.parent / "config.yaml", ckpt)
     row = {"method": method, "labels": labels, "seed": seed, "epochs": epochs, "minutes": wall / 60,
            "accuracy": metrics["test/accuracy"]}
-    print(f"| {method} | {labels} | {seed} | {epochs} | {wall / 60:.1f} | {100 * row['accuracy']:.2f} |", flush=True)
+    trajectory = epoch_accuracies(folder)
+    marks = " ".join(f"{e}:{100 * trajectory[e - 1]:.1f}" for e in (10, 20, 30, 40, 50) if e <= len(trajectory))
+    print(f"| {method} | {labels} | {seed} | {epochs} | {wall / 60:.1f} | {marks} | {100 * row['accuracy']:.2f} |",
+          flush=True)
     return row
+
+
+def epoch_accuracies(folder: Path) -> list[float]:
+    """`val/accuracy` after each epoch, from the run's CSV log."""
+    rows = [r for path in sorted(folder.glob("lightning_logs/version_*/metrics.csv"))
+            for r in csv.DictReader(path.open())]
+    return [float(r["val/accuracy"]) for r in rows if r.get("val/accuracy")]
 
 
 def main() -> None:
@@ -54,13 +68,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=["supervised", "sgan"], choices=["supervised", "sgan"])
     parser.add_argument("--sgan-minutes", type=float, default=30.0, help="wall-time cap of each SGAN run")
+    parser.add_argument("--sgan-epochs", type=int, default=100, help="epochs of each SGAN run (if the cap allows)")
     parser.add_argument("--sup-epochs", type=int, default=10, help="epochs of each supervised-only run")
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "sgan_labels"))
     args = parser.parse_args()
     out = Path(args.out)
-    print("| method | labels | seed | epochs | wall time (min) | test accuracy (%) |")
-    print("|---|---|---|---|---|---|", flush=True)
-    rows = [run(m, n, s, out, args.sgan_minutes, args.sup_epochs)
+    print("| method | labels | seed | epochs | wall time (min) | test accuracy (%) after epoch e (e:acc) | "
+          "final test accuracy (%) |")
+    print("|---|---|---|---|---|---|---|", flush=True)
+    rows = [run(m, n, s, out, args.sgan_minutes, args.sgan_epochs, args.sup_epochs)
             for n in args.labels for s in args.seeds for m in args.methods]
     print("\n| labels | method | seeds | test accuracy (%), mean +- std | min | max | wall time per run (min) |")
     print("|---|---|---|---|---|---|---|")

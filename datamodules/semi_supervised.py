@@ -3,11 +3,14 @@ chosen by seed) plus the rest of the training images without their labels."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset, TensorDataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler, Subset, TensorDataset
 
 from datamodules.base import DataError, ImageDataModule
 
@@ -72,18 +75,32 @@ class ImagesOnly(Dataset):
         return item[0] if isinstance(item, (tuple, list)) else item
 
 
-class Repeated(Dataset):
-    """`dataset` repeated to `length` items (item i is `dataset[i % len(dataset)]`), so a shuffled loader over it
-    walks through fresh permutations of a small labeled set for as many batches as the unlabeled loader has."""
+class PermutationStream(DistributedSampler):
+    """Positions in a labeled set of `size` images for `num_batches` batches of `batch_size` per process, cut from
+    one stream of back-to-back random permutations of the set (Salimans et al.'s scheme): every labeled image
+    appears once before any appears again. With `batch_size == size` (100 labels, batches of 100) every batch holds
+    the whole labeled set, each class equally often; independent draws would give one class 5 images and another
+    15. Under DDP process r takes global batches r, r + W, r + 2W, ... of a stream that depends only on `seed` and
+    the epoch, so the processes never share a batch. It is a `DistributedSampler` so that Lightning keeps it
+    instead of sharding its output again."""
 
-    def __init__(self, dataset: Dataset, length: int) -> None:
-        self.dataset, self.length = dataset, length
+    def __init__(self, size: int, batch_size: int, num_batches: int, seed: int = 0) -> None:
+        distributed = dist.is_available() and dist.is_initialized()
+        super().__init__(
+            range(size), num_replicas=dist.get_world_size() if distributed else 1,
+            rank=dist.get_rank() if distributed else 0, shuffle=True, seed=seed,
+        )
+        self.size, self.batch_size, self.num_batches = size, batch_size, num_batches
 
     def __len__(self) -> int:
-        return self.length
+        return self.num_batches * self.batch_size
 
-    def __getitem__(self, index: int) -> Any:
-        return self.dataset[index % len(self.dataset)]
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)  # Lightning calls set_epoch
+        total = len(self) * self.num_replicas
+        stream = torch.cat([torch.randperm(self.size, generator=generator) for _ in range(-(-total // self.size))])
+        batches = stream[:total].view(-1, self.batch_size)  # the global batches, in order
+        return iter(batches[self.rank :: self.num_replicas].flatten().tolist())
 
 
 class SemiSupervised(ImageDataModule):
@@ -162,14 +179,17 @@ class SemiSupervised(ImageDataModule):
             )
 
     def batches_per_epoch(self) -> int:
-        return len(self.unlabeled_set) // self.batch_size
+        """Training batches per process: as many as the unlabeled loader gives (Lightning shards it under DDP)."""
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        return math.ceil(len(self.unlabeled_set) / world) // self.batch_size
 
     def train_dataloader(self) -> Any:
-        steps = self.batches_per_epoch()
+        # the stream's seed comes from the global generator, so `seed_everything` makes it reproducible
+        seed = int(torch.empty((), dtype=torch.int64).random_(2**31).item())
         labeled = DataLoader(
-            Repeated(self.labeled_set, steps * self.labeled_batch_size),
+            self.labeled_set,
             batch_size=self.labeled_batch_size,
-            shuffle=True,
+            sampler=PermutationStream(len(self.labeled_set), self.labeled_batch_size, self.batches_per_epoch(), seed),
             drop_last=True,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
@@ -179,4 +199,4 @@ class SemiSupervised(ImageDataModule):
         return {"labeled": labeled, "unlabeled": self._loader(self.unlabeled_set, train=True)}
 
 
-__all__ = ["ImagesOnly", "Repeated", "SemiSupervised", "dataset_labels", "stratified_indices"]
+__all__ = ["ImagesOnly", "PermutationStream", "SemiSupervised", "dataset_labels", "stratified_indices"]

@@ -168,13 +168,14 @@ class SGAN(L.LightningModule):
             self.discriminator.initialise(unlabeled)
             average_parameters(self.discriminator)
         disable_ddp_gradient_sync(self.trainer)  # each network's gradients are averaged for its own step below
-        fake = self.generator(self.noise(unlabeled.shape[0]))  # (B, latent_dim) -> (B, C, H, W)
+        with torch.no_grad():  # the discriminator's step needs no generator gradients
+            fake = self.generator(self.noise(unlabeled.shape[0]))  # (B, latent_dim) -> (B, C, H, W)
 
         # discriminator: supervised loss on the labeled batch + unsupervised loss on unlabeled and fake batches.
         # One forward pass over the three batches together: without batch statistics this equals three passes.
         self.toggle_optimizer(opt_d)
         sizes = [images.shape[0], unlabeled.shape[0], fake.shape[0]]
-        logits, _ = self.logits_and_features(torch.cat([images, unlabeled, fake.detach()]))
+        logits, _ = self.logits_and_features(torch.cat([images, unlabeled, fake]))
         labeled_logits, real_logits, fake_logits = logits.split(sizes)
         loss_sup = sgan_supervised_loss(labeled_logits, labels)
         loss_unsup = sgan_unsupervised_loss(real_logits, fake_logits)
@@ -185,8 +186,9 @@ class SGAN(L.LightningModule):
         opt_d.step()
         self.untoggle_optimizer(opt_d)
 
-        # generator: the updated discriminator judges the same fakes (beside the unlabeled batch, for its features)
+        # generator: fresh samples, judged by the updated discriminator (beside the unlabeled batch, for its features)
         self.toggle_optimizer(opt_g)
+        fake = self.generator(self.noise(unlabeled.shape[0]))
         if hp.generator_loss == "feature_matching":
             _, features = self.logits_and_features(torch.cat([fake, unlabeled]))
             fake_features, real_features = features.split([fake.shape[0], unlabeled.shape[0]])

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from datamodules import DataError, Digits, ImageFolder, SemiSupervised
-from datamodules.semi_supervised import dataset_labels
+from datamodules.semi_supervised import PermutationStream, dataset_labels
 from lightning_gen import SGAN, Classifier
 from lightning_gen.checks import ConfigError
 from lightning_gen.classifier import load_classifier
@@ -57,6 +57,32 @@ def test_training_batches_pair_labeled_and_unlabeled():
     supervised_only.setup("fit")
     loader = supervised_only.train_dataloader()
     assert len(loader) == dm.batches_per_epoch() and len(next(iter(loader))) == 2
+
+
+def test_labeled_batches_walk_through_permutations():
+    # batch size == number of labels: every batch is the whole labeled set, so every class equally often
+    dm = semi(num_labeled=50, batch_size=32, labeled_batch_size=50)
+    for _, labels in dm.train_dataloader()["labeled"]:
+        assert torch.bincount(labels, minlength=10).tolist() == [5] * 10
+    # smaller batches: each consecutive run of 50 positions is a permutation; a new epoch, a new stream
+    stream = PermutationStream(size=50, batch_size=16, num_batches=25, seed=1)
+    positions = list(stream)
+    assert len(positions) == len(stream) == 400
+    for start in range(0, 350, 50):
+        assert sorted(positions[start : start + 50]) == list(range(50))
+    stream.set_epoch(1)
+    assert list(stream) != positions and sorted(list(stream)[:50]) == list(range(50))
+
+
+def test_labeled_stream_is_split_between_processes_by_whole_batches():
+    single = PermutationStream(size=50, batch_size=10, num_batches=8, seed=2)
+    ranks = []
+    for rank in range(2):
+        shard = PermutationStream(size=50, batch_size=10, num_batches=4, seed=2)
+        shard.num_replicas, shard.rank = 2, rank  # as under DDP with 2 processes
+        ranks.append(torch.tensor(list(shard)).view(4, 10))
+    batches = torch.tensor(list(single)).view(8, 10)
+    assert torch.equal(ranks[0], batches[0::2]) and torch.equal(ranks[1], batches[1::2])
 
 
 @pytest.mark.parametrize(
