@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+from lightning.pytorch.callbacks import Callback
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "lightning_gen.cli"]
@@ -32,3 +35,20 @@ def printed_metrics(stdout: str) -> dict[str, float]:
 def evaluate(stage: str, config: Path, ckpt: Path, *extra: str) -> dict[str, float]:
     """Run `validate` or `test` on a checkpoint and return the metrics it printed."""
     return printed_metrics(cli(stage, "--config", str(config), "--ckpt_path", str(ckpt), *extra, *QUIET).stdout)
+
+
+class Clock(Callback):
+    """Times batches `warmup` .. `warmup + batches - 1`, counted across epochs (a small dataset has fewer)."""
+
+    def __init__(self, warmup: int, batches: int) -> None:
+        self.warmup, self.batches, self.start, self.seconds, self.done = warmup, batches, None, None, 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.done == self.warmup:
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.done += 1
+        if self.done == self.warmup + self.batches:
+            self.seconds = time.perf_counter() - self.start
+            trainer.should_stop = True

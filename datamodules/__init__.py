@@ -7,6 +7,7 @@ when their package declares an entry point in the `lightning_gen.datamodules` gr
 from datamodules.base import DATA_ENV, DataError, ImageDataModule, data_root
 from datamodules.digits import Digits
 from datamodules.folder import ImageFolder
+from datamodules.paired import PairedImages
 from datamodules.semi_supervised import SemiSupervised
 from datamodules.torchvision_sets import CIFAR10, MNIST, TORCHVISION_DATASETS, FashionMNIST, TorchvisionData
 
@@ -38,6 +39,7 @@ __all__ = [
     "ImageDataModule",
     "ImageFolder",
     "MNIST",
+    "PairedImages",
     "SemiSupervised",
     "TORCHVISION_DATASETS",
     "TorchvisionData",

@@ -3,8 +3,9 @@
 from lightning_gen.cgan import CGAN
 from lightning_gen.classifier import Classifier
 from lightning_gen.dcgan import DCGAN
+from lightning_gen.pix2pix import Pix2Pix
 from lightning_gen.sgan import SGAN
 from lightning_gen.vae import CVAE, VAE
 
-__all__ = ["CGAN", "CVAE", "Classifier", "DCGAN", "SGAN", "VAE"]
+__all__ = ["CGAN", "CVAE", "Classifier", "DCGAN", "Pix2Pix", "SGAN", "VAE"]
 __version__ = "0.1.0"

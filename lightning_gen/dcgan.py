@@ -15,7 +15,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from lightning_gen.checks import ConfigError, resolve_image_shape
-from lightning_gen.distributed import all_reduce_gradients, disable_ddp_gradient_sync
+from lightning_gen.cpu import FlushDenormals
+from lightning_gen.distributed import disable_ddp_gradient_sync, step_network
 from lightning_gen.losses import GANLoss, discriminator_loss, generator_loss
 from lightning_gen.nn import DCGANDiscriminator, DCGANGenerator
 from lightning_gen.optim import adam
@@ -23,7 +24,7 @@ from lightning_gen.runs import save_and_log_images
 from lightning_gen.sampling import fixed_noise, index_loader
 
 
-class DCGAN(L.LightningModule):
+class DCGAN(FlushDenormals, L.LightningModule):
     """Deep convolutional GAN for any square image size of the form b * 2^n (b in 4..7): 8, 28, 32, 64, ...
 
     Args:
@@ -74,7 +75,6 @@ class DCGAN(L.LightningModule):
         self.automatic_optimization = False
         self.generator: DCGANGenerator | None = None
         self.discriminator: DCGANDiscriminator | None = None
-        self._flushing_denormals = False
         if image_shape is not None:
             self._build(tuple(image_shape))
 
@@ -121,15 +121,6 @@ class DCGAN(L.LightningModule):
         return None
 
     # ---- training ------------------------------------------------------------------------------------------
-    def on_fit_start(self) -> None:
-        if self.hparams.flush_denormal and self.device.type == "cpu":
-            self._flushing_denormals = torch.set_flush_denormal(True)
-
-    def on_fit_end(self) -> None:
-        if self._flushing_denormals:
-            torch.set_flush_denormal(False)
-            self._flushing_denormals = False
-
     def training_step(self, batch: Any, batch_idx: int) -> None:
         hp = self.hparams
         real, labels = self.unpack(batch, batch_idx)  # (B, C, H, W) in [-1, 1], (B,) classes or None
@@ -146,10 +137,7 @@ class DCGAN(L.LightningModule):
         real_logits = self.discriminate(real, labels)
         fake_logits = self.discriminate(fake.detach(), labels)  # fakes are made for the real batch's classes
         d_loss = discriminator_loss(real_logits, fake_logits, hp.loss, hp.label_smoothing)
-        opt_d.zero_grad(set_to_none=True)
-        self.manual_backward(d_loss)
-        all_reduce_gradients(self.discriminator)
-        opt_d.step()
+        step_network(self, opt_d, d_loss, self.discriminator)
         self.untoggle_optimizer(opt_d)
         metrics = {
             "train/d_loss": d_loss.detach(),
@@ -161,10 +149,7 @@ class DCGAN(L.LightningModule):
         if train_g:
             self.toggle_optimizer(opt_g)
             g_loss = generator_loss(self.discriminate(fake, labels), hp.loss)
-            opt_g.zero_grad(set_to_none=True)
-            self.manual_backward(g_loss)
-            all_reduce_gradients(self.generator)
-            opt_g.step()
+            step_network(self, opt_g, g_loss, self.generator)
             self.untoggle_optimizer(opt_g)
             metrics["train/g_loss"] = g_loss.detach()
         self.log_dict(metrics, prog_bar=True)

@@ -35,6 +35,15 @@ def disable_ddp_gradient_sync(trainer: L.Trainer) -> bool:
     return False
 
 
+def step_network(module: L.LightningModule, optimizer: torch.optim.Optimizer, loss: Tensor, network: nn.Module) -> None:
+    """One optimizer step of one network of a manually optimized module: zero its gradients, `manual_backward`
+    (so precision plugins scale the loss), average `network`'s gradients over the processes, step."""
+    optimizer.zero_grad(set_to_none=True)
+    module.manual_backward(loss)
+    all_reduce_gradients(network)
+    optimizer.step()
+
+
 def all_reduce_gradients(module: nn.Module) -> None:
     """Average the gradients of `module`'s parameters over all processes, in one flat all-reduce."""
     if not (dist.is_available() and dist.is_initialized()):

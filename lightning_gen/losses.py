@@ -54,6 +54,16 @@ def generator_loss(fake_logits: Tensor, mode: GANLoss = "bce") -> Tensor:
     raise ValueError(f"unknown GAN loss {mode!r}; choose one of bce, lsgan, hinge")
 
 
+def pix2pix_generator_loss(
+    fake_logits: Tensor, outputs: Tensor, targets: Tensor, mode: GANLoss = "bce", l1_weight: float = 100.0
+) -> tuple[Tensor, Tensor, Tensor]:
+    """pix2pix's generator objective (Isola et al. 2017): `generator_loss(fake_logits) + l1_weight * mean|outputs -
+    targets|`. Returns the total and its two terms (GAN, L1)."""
+    gan = generator_loss(fake_logits, mode)
+    l1 = F.l1_loss(outputs.float(), targets.float())
+    return gan + l1_weight * l1, gan, l1
+
+
 # ---- variational autoencoders: per-image log-densities in nats, each of shape (B,) ------------------------------
 LOG_2PI = math.log(2.0 * math.pi)
 

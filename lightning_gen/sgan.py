@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 
 from lightning_gen.checks import ConfigError, check_labels, resolve_image_shape, resolve_num_classes
 from lightning_gen.classifier import evaluate_accuracy
-from lightning_gen.distributed import all_reduce_gradients, average_parameters, disable_ddp_gradient_sync
+from lightning_gen.distributed import average_parameters, disable_ddp_gradient_sync, step_network
 from lightning_gen.losses import (
     feature_matching_loss,
     sgan_generator_loss,
@@ -35,7 +35,7 @@ from lightning_gen.losses import (
     sgan_unsupervised_loss,
 )
 from lightning_gen.nn import ClassifierArch, ClassifierNet, DCGANGenerator
-from lightning_gen.optim import adam
+from lightning_gen.optim import adam, scale_learning_rates
 from lightning_gen.runs import save_and_log_images
 from lightning_gen.sampling import fixed_noise, index_loader
 
@@ -180,10 +180,7 @@ class SGAN(L.LightningModule):
         loss_sup = sgan_supervised_loss(labeled_logits, labels)
         loss_unsup = sgan_unsupervised_loss(real_logits, fake_logits)
         d_loss = loss_sup + hp.unsupervised_weight * loss_unsup
-        opt_d.zero_grad(set_to_none=True)
-        self.manual_backward(d_loss)
-        all_reduce_gradients(self.discriminator)
-        opt_d.step()
+        step_network(self, opt_d, d_loss, self.discriminator)
         self.untoggle_optimizer(opt_d)
 
         # generator: fresh samples, judged by the updated discriminator (beside the unlabeled batch, for its features)
@@ -195,10 +192,7 @@ class SGAN(L.LightningModule):
             g_loss = feature_matching_loss(real_features.detach(), fake_features)
         else:
             g_loss = sgan_generator_loss(self.logits_and_features(fake)[0])
-        opt_g.zero_grad(set_to_none=True)
-        self.manual_backward(g_loss)
-        all_reduce_gradients(self.generator)
-        opt_g.step()
+        step_network(self, opt_g, g_loss, self.generator)
         self.untoggle_optimizer(opt_g)
 
         with torch.no_grad():
@@ -225,9 +219,7 @@ class SGAN(L.LightningModule):
         hp = self.hparams
         if hp.lr_decay_epochs:  # manual optimization: the schedule is applied here, from the epoch (resumes too)
             scale = max(0.0, 1.0 - self.current_epoch / hp.lr_decay_epochs)
-            for opt, lr in zip(self.optimizers(), (hp.lr_g, hp.lr_d)):
-                for group in opt.param_groups:
-                    group["lr"] = lr * scale
+            scale_learning_rates(self.optimizers(), (hp.lr_g, hp.lr_d), scale)
 
     def on_train_epoch_end(self) -> None:
         if self.trainer.is_global_zero:

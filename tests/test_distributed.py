@@ -4,7 +4,7 @@ import textwrap
 
 import torch
 
-from tests.conftest import QUIET, ROOT, TINY, run_cli
+from tests.conftest import QUIET, ROOT, TINY, run_cli, shared_data
 
 SMALL = ["--model.latent_dim", "16", "--model.g_features", "8", "--model.d_features", "8", "--model.num_samples", "4"]
 
@@ -94,3 +94,12 @@ def test_ddp_trains_sgan_classifier_and_cgan_with_one_set_of_weights(tmp_path):
                          tmp_path)
         assert result.returncode == 0, result.stderr[-3000:]
         assert (tmp_path / config.split("/")[0] / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_ddp_trains_pix2pix_with_one_set_of_weights(tmp_path):
+    shared_data("facades")
+    result = run_cli(["fit", "--config", str(ROOT / "configs" / "pix2pix" / "tiny.yaml"), "--trainer.devices", "2",
+                      "--trainer.strategy", "ddp", "--trainer.callbacks+=tests.helpers.SameWeightsCheck",
+                      "--trainer.logger", "false", "--trainer.default_root_dir", "p2p", *QUIET], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "p2p" / "samples" / "val_triplets_epoch0001.png").is_file()

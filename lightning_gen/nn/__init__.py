@@ -2,6 +2,7 @@
 
 from lightning_gen.nn.classifier import ClassifierArch, ClassifierNet, GaussianNoise
 from lightning_gen.nn.dcgan import DCGANDiscriminator, DCGANGenerator, dcgan_init, dcgan_layout
+from lightning_gen.nn.pix2pix import PatchGAN, UNet, unet_depth
 
 __all__ = [
     "ClassifierArch",
@@ -9,6 +10,9 @@ __all__ = [
     "DCGANDiscriminator",
     "DCGANGenerator",
     "GaussianNoise",
+    "PatchGAN",
+    "UNet",
     "dcgan_init",
     "dcgan_layout",
+    "unet_depth",
 ]
