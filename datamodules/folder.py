@@ -13,6 +13,11 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from datamodules.base import DataError, ImageDataModule, data_root, to_signed_tensor
 
 
+def images_in(folder: Path) -> list[Path]:
+    """The image files directly in `folder` (torchvision's image extensions), sorted."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
+
+
 def scan_image_folder(root: Path, classes: list[str] | None = None) -> tuple[list[tuple[Path, int]], list[str]]:
     """List `(path, class index)` for the images under `root`; raise `DataError` naming the fix if there are none."""
     if not root.is_dir():
@@ -20,9 +25,6 @@ def scan_image_folder(root: Path, classes: list[str] | None = None) -> tuple[lis
             f"image folder {root} does not exist. Set `--data.root` to a folder of images (one sub-folder per "
             "class, or images directly inside)."
         )
-
-    def images_in(folder: Path) -> list[Path]:
-        return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
 
     subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     found = [d.name for d in subdirs if images_in(d)]

@@ -15,17 +15,13 @@ import torch
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, random_split
-from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from datamodules.base import DataError, ImageDataModule, data_root
+from datamodules.folder import images_in
 
 Pair = tuple[Path, Path | None]  # (A, B) files, or (the aligned file, None)
-
-
-def images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
 
 
 def scan_pairs(folder: Path, layout: Literal["aligned", "folders"]) -> list[Pair]:
@@ -124,9 +120,8 @@ class PairedDataset(Dataset):
 
 
 class InputImages(Dataset):
-    """The input images of a folder for `predict`: `{"input", "name", "size"}` items, the input resized to
-    `crop_size` and `size` its original `(height, width)`. `aligned`: each file is an A | B pair and the input
-    half (by `direction`) is used."""
+    """The input images of a folder for `predict`: `{"input", "name"}` items, the input resized to `crop_size`.
+    `aligned`: each file is an A | B pair and the input half (by `direction`) is used."""
 
     def __init__(self, files: list[Path], channels: int, crop_size: int, aligned: bool, swap: bool) -> None:
         self.files, self.channels, self.crop_size, self.aligned, self.swap = files, channels, crop_size, aligned, swap
@@ -141,8 +136,7 @@ class InputImages(Dataset):
             image = b if self.swap else a
         else:
             image = TF.pil_to_tensor(read_image(path, self.channels))
-        size = torch.tensor(image.shape[-2:])
-        return {"input": resize_crop_flip(image, self.crop_size), "name": path.name, "size": size}
+        return {"input": resize_crop_flip(image, self.crop_size), "name": path.name}
 
 
 class PairedImages(ImageDataModule):
