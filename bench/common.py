@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import torch
 from lightning.pytorch.callbacks import Callback
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,10 +46,18 @@ class Clock(Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if self.done == self.warmup:
+            sync()
             self.start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.done += 1
         if self.done == self.warmup + self.batches:
+            sync()
             self.seconds = time.perf_counter() - self.start
             trainer.should_stop = True
+
+
+def sync() -> None:
+    """Wait for queued CUDA work (if any), so that a wall-clock reading covers it."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()

@@ -8,13 +8,15 @@ trains `--sgan-epochs` epochs or until `--sgan-minutes` of wall time have passed
 whichever comes first; the supervised runs train for `--sup-epochs` epochs (of 599 batches each). Prints one row per run and a mean +- std table.
 
     LIGHTNING_GEN_DATA=/path/to/datasets python bench/sgan_labels.py [--labels 100 1000] [--seeds 0 1 2]
-        [--sgan-minutes 30] [--sgan-epochs 100] [--sup-epochs 10] [--out bench/out/sgan_labels]
+        [--sgan-minutes 30] [--sgan-epochs 100] [--sup-epochs 10] [--accelerator gpu] [--sgan-args '...']
+        [--out bench/out/sgan_labels]
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import shlex
 import shutil
 import statistics
 import time
@@ -25,7 +27,8 @@ import torch
 from common import QUIET, ROOT, cli, evaluate
 
 
-def run(method: str, labels: int, seed: int, out: Path, sgan_minutes: float, sgan_epochs: int, sup_epochs: int) -> dict:
+def run(method: str, labels: int, seed: int, out: Path, sgan_minutes: float, sgan_epochs: int, sup_epochs: int,
+        extra: list[str]) -> dict:
     folder = out / f"{method}_{labels}_seed{seed}"
     if folder.exists():
         shutil.rmtree(folder)
@@ -41,17 +44,20 @@ def run(method: str, labels: int, seed: int, out: Path, sgan_minutes: float, sga
         config = ROOT / "configs" / "classifier" / "mnist_100.yaml"
         limits = ["--trainer.max_epochs", str(sup_epochs)]
     start = time.perf_counter()
-    cli("fit", "--config", str(config), *common, *limits, capture=False)
+    cli("fit", "--config", str(config), *common, *limits, *extra, capture=False)
     wall = time.perf_counter() - start
     ckpt = next(folder.glob("**/checkpoints/last.ckpt"))  # the run folder is the logger's version folder
     epochs = torch.load(ckpt, map_location="cpu", weights_only=False)["epoch"] + 1
-    metrics = evaluate("test", ckpt.parent.parent / "config.yaml", ckpt)
+    metrics = evaluate("test", ckpt.parent.parent / "config.yaml", ckpt, *extra[:2])  # the accelerator
     row = {"method": method, "labels": labels, "seed": seed, "epochs": epochs, "minutes": wall / 60,
            "accuracy": metrics["test/accuracy"]}
     trajectory = epoch_accuracies(folder)
     marks = " ".join(f"{e}:{100 * trajectory[e - 1]:.1f}" for e in (10, 20, 30, 40, 50) if e <= len(trajectory))
     print(f"| {method} | {labels} | {seed} | {epochs} | {wall / 60:.1f} | {marks} | {100 * row['accuracy']:.2f} |",
           flush=True)
+    if len(trajectory) > 1:
+        print(f"  {method} seed {seed}, test accuracy (%) after each epoch: "
+              + " ".join(f"{100 * a:.2f}" for a in trajectory), flush=True)
     return row
 
 
@@ -70,13 +76,18 @@ def main() -> None:
     parser.add_argument("--sgan-minutes", type=float, default=30.0, help="wall-time cap of each SGAN run")
     parser.add_argument("--sgan-epochs", type=int, default=100, help="epochs of each SGAN run (if the cap allows)")
     parser.add_argument("--sup-epochs", type=int, default=10, help="epochs of each supervised-only run")
+    parser.add_argument("--accelerator", default="cpu", help="Lightning accelerator of every run (cpu, gpu)")
+    parser.add_argument("--sgan-args", default="", help="extra CLI arguments of the SGAN runs, one string "
+                        "(e.g. '--trainer.callbacks.decay 0.999 --trainer.callbacks.bias_correction false')")
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "sgan_labels"))
     args = parser.parse_args()
     out = Path(args.out)
     print("| method | labels | seed | epochs | wall time (min) | test accuracy (%) after epoch e (e:acc) | "
           "final test accuracy (%) |")
     print("|---|---|---|---|---|---|---|", flush=True)
-    rows = [run(m, n, s, out, args.sgan_minutes, args.sgan_epochs, args.sup_epochs)
+    device = ["--trainer.accelerator", args.accelerator]
+    rows = [run(m, n, s, out, args.sgan_minutes, args.sgan_epochs, args.sup_epochs,
+                device + (shlex.split(args.sgan_args) if m == "sgan" else []))
             for n in args.labels for s in args.seeds for m in args.methods]
     print("\n| labels | method | seeds | test accuracy (%), mean +- std | min | max | wall time per run (min) |")
     print("|---|---|---|---|---|---|---|")

@@ -214,16 +214,21 @@ class GeneratorEMA(Callback):
         start_step: batches after the first during which the EMA copies the weights instead of averaging them
             (the first batch is always copied, so a data-dependent initialisation in it is not averaged away).
         use_for_eval: use the EMA weights in validation, test, predict and the extra sample grid.
+        bias_correction: average as if the EMA had started from zero and was divided by 1 - decay^n (Adam's bias
+            correction): the weights after update n are the decay^age-weighted mean of all n weights so far, so
+            a long average (decay 0.9999, about 10,000 updates) is usable from the start instead of being held
+            near the first weights. Salimans et al.'s SGAN evaluates with such an average.
     """
 
     def __init__(self, decay: float = 0.999, attribute: str = "generator", start_step: int = 0,
-                 use_for_eval: bool = True) -> None:
+                 use_for_eval: bool = True, bias_correction: bool = False) -> None:
         if not 0.0 <= decay < 1.0:
             raise ConfigError(f"GeneratorEMA decay must be in [0, 1), got {decay}.")
         self.decay = decay
         self.attribute = attribute
         self.start_step = start_step
         self.use_for_eval = use_for_eval
+        self.bias_correction = bias_correction
         self.ema: torch.nn.Module | None = None
         self.num_updates = 0
         self._pending: dict | None = None
@@ -264,10 +269,16 @@ class GeneratorEMA(Callback):
     @torch.no_grad()
     def update(self, net: torch.nn.Module) -> None:
         """One step of the running average towards `net`'s current weights."""
-        decay = self.decay if self.num_updates > self.start_step else 0.0  # copy first (after any data-dependent init)
+        averaged = self.num_updates - self.start_step  # weights already in the average (copies count as one)
+        if averaged <= 0:
+            weight = 1.0  # copy first (after any data-dependent init)
+        elif self.bias_correction:  # the new weights' share of a zero-started EMA over 1 - decay^(averaged + 1)
+            weight = (1.0 - self.decay) / (1.0 - self.decay ** (averaged + 1))
+        else:
+            weight = 1.0 - self.decay
         ema_params = [p for p in self.ema.parameters()]
         live_params = [p.detach().to(ema_params[0].dtype) for p in net.parameters()]
-        torch._foreach_lerp_(ema_params, live_params, 1.0 - decay)
+        torch._foreach_lerp_(ema_params, live_params, weight)
         for ema_buf, live_buf in zip(self.ema.buffers(), net.buffers()):
             ema_buf.copy_(live_buf)
         self.num_updates += 1

@@ -215,6 +215,22 @@ def test_ema_weights_equal_the_running_average(tmp_path):
     assert all(not p.requires_grad for p in ema.ema.parameters())
 
 
+def test_bias_corrected_ema_is_the_decay_weighted_mean_of_all_weights(tmp_path):
+    # sum_k d^(n-k) w_k / sum_k d^(n-k): with d close to 1 every update so far counts about equally, unlike a plain
+    # EMA started from the first weights, which would stay within about 1 - d^n of them
+    L.seed_everything(0)
+    decay = 0.9
+    record, ema = RecordGenerator(), GeneratorEMA(decay=decay, bias_correction=True)
+    model = DCGAN(**SMALL)
+    trainer(tmp_path, limit_train_batches=6, limit_val_batches=0, callbacks=[record, ema]).fit(model, Digits(batch_size=32))
+    n = len(record.history)
+    weights = [decay ** (n - 1 - k) for k in range(n)]
+    for i, got in enumerate(ema.ema.parameters()):
+        want = sum(w * h[i] for w, h in zip(weights, record.history)) / sum(weights)
+        assert torch.allclose(got, want, atol=1e-6)
+    assert ema.num_updates == n == 6
+
+
 def test_ema_is_used_in_evaluation_and_checkpoints_keep_both(tmp_path):
     L.seed_everything(0)
     ema = GeneratorEMA(decay=0.9)

@@ -1,0 +1,65 @@
+"""CUDA: every technique trains and evaluates on a GPU under 16-mixed (float16 autocast with a GradScaler) and
+bf16-mixed, and its networks really run there. Skipped where no CUDA device is present (CI has none); on a GPU
+machine: `python -m pytest tests/test_cuda.py`."""
+
+import lightning as L
+import pytest
+import torch
+
+from datamodules import Digits, PairedImages, SemiSupervised
+from lightning_gen import CGAN, CVAE, DCGAN, VAE, Classifier, Pix2Pix, SGAN
+from lightning_gen.callbacks import GeneratorEMA
+from tests.test_pix2pix import SMALL as PIX2PIX_SMALL
+from tests.test_pix2pix import make_pairs
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+VAE_SMALL = dict(latent_dim=4, enc_features=8, dec_features=8, num_samples=8, test_iw_samples=8)
+GAN_SMALL = dict(latent_dim=8, g_features=4, d_features=4, num_samples=20)
+
+
+def semi() -> SemiSupervised:
+    return SemiSupervised(Digits(batch_size=32), num_labeled=50, seed=0)
+
+
+CASES = {
+    "dcgan": lambda root: (DCGAN(**GAN_SMALL), Digits(batch_size=32)),
+    "vae": lambda root: (VAE(**VAE_SMALL), Digits(batch_size=32)),
+    "cvae": lambda root: (CVAE(**VAE_SMALL), Digits(batch_size=32)),
+    "cgan": lambda root: (CGAN(**GAN_SMALL), Digits(batch_size=32)),
+    "sgan": lambda root: (SGAN(latent_dim=8, num_samples=10), semi()),
+    "classifier": lambda root: (Classifier(arch="cnn"), Digits(batch_size=32)),
+    "pix2pix": lambda root: (Pix2Pix(**PIX2PIX_SMALL),
+                             PairedImages(root=str(make_pairs(root)), load_size=18, crop_size=16, batch_size=2)),
+}
+
+
+class OnDevice(L.Callback):
+    """Records where the parameters live and the loss scale while training runs."""
+
+    def on_train_batch_end(self, trainer, pl_module, *args):
+        self.devices = {p.device.type for p in pl_module.parameters()}
+        scaler = getattr(trainer.precision_plugin, "scaler", None)
+        self.scale = None if scaler is None else scaler.get_scale()
+
+
+@pytest.mark.parametrize("precision", ["16-mixed", "bf16-mixed"])
+@pytest.mark.parametrize("name", list(CASES))
+def test_trains_and_evaluates_on_cuda(tmp_path, name, precision):
+    L.seed_everything(0)
+    model, data = CASES[name](tmp_path)
+    probe = OnDevice()
+    callbacks = [probe] + ([GeneratorEMA()] if name in ("dcgan", "cgan") else [])
+    t = L.Trainer(accelerator="gpu", devices=1, precision=precision, max_epochs=2, limit_train_batches=4,
+                  limit_val_batches=2, limit_test_batches=2, logger=False, enable_checkpointing=False,
+                  enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                  callbacks=callbacks)
+    t.fit(model, data)
+    assert probe.devices == {"cuda"}
+    if precision == "16-mixed":
+        assert probe.scale is not None and 0 < probe.scale < float("inf")
+    else:
+        assert probe.scale is None
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    results = t.validate(model, data, verbose=False)
+    assert results and all(torch.isfinite(torch.tensor(v)) for v in results[0].values())
