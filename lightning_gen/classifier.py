@@ -21,6 +21,7 @@ from lightning_gen.checks import ConfigError, check_labels, resolve_image_shape,
 from lightning_gen.distributed import average_parameters, first_visit_mask
 from lightning_gen.nn import ClassifierArch, ClassifierNet
 from lightning_gen.optim import adam
+from lightning_gen.runs import logs_this_step
 
 
 def evaluate_accuracy(
@@ -121,8 +122,9 @@ class Classifier(L.LightningModule):
             average_parameters(self.net)
         logits = self(images)
         loss = F.cross_entropy(logits.float(), labels)
-        acc = (logits.argmax(1) == labels).float().mean()
-        self.log_dict({"train/loss": loss, "train/accuracy": acc}, prog_bar=True)
+        if logs_this_step(self.trainer):
+            acc = (logits.argmax(1) == labels).float().mean()
+            self.log_dict({"train/loss": loss.detach(), "train/accuracy": acc}, prog_bar=True)
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:

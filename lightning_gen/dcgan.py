@@ -20,7 +20,7 @@ from lightning_gen.distributed import disable_ddp_gradient_sync, step_network
 from lightning_gen.losses import GANLoss, discriminator_loss, generator_loss
 from lightning_gen.nn import DCGANDiscriminator, DCGANGenerator
 from lightning_gen.optim import adam
-from lightning_gen.runs import save_and_log_images
+from lightning_gen.runs import logs_this_step, save_and_log_images
 from lightning_gen.sampling import fixed_noise, index_loader
 
 
@@ -139,11 +139,13 @@ class DCGAN(FlushDenormals, L.LightningModule):
         d_loss = discriminator_loss(real_logits, fake_logits, hp.loss, hp.label_smoothing)
         step_network(self, opt_d, d_loss, self.discriminator)
         self.untoggle_optimizer(opt_d)
-        metrics = {
-            "train/d_loss": d_loss.detach(),
-            "train/d_real": real_logits.detach().float().mean(),
-            "train/d_fake": fake_logits.detach().float().mean(),
-        }
+        logged = logs_this_step(self.trainer)
+        if logged:
+            self.log_dict({
+                "train/d_loss": d_loss.detach(),
+                "train/d_real": real_logits.detach().float().mean(),
+                "train/d_fake": fake_logits.detach().float().mean(),
+            }, prog_bar=True)
 
         # generator step: the updated discriminator judges the same fakes
         if train_g:
@@ -151,9 +153,9 @@ class DCGAN(FlushDenormals, L.LightningModule):
             g_loss = generator_loss(self.discriminate(fake, labels), hp.loss)
             step_network(self, opt_g, g_loss, self.generator)
             self.untoggle_optimizer(opt_g)
-            metrics["train/g_loss"] = g_loss.detach()
-        self.log_dict(metrics, prog_bar=True)
-        if batch_idx == 0:
+            if logged:
+                self.log("train/g_loss", g_loss.detach(), prog_bar=True)
+        if logged:
             self.log_dict({"train/lr_g": opt_g.param_groups[0]["lr"], "train/lr_d": opt_d.param_groups[0]["lr"]})
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:

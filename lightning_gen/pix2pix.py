@@ -36,7 +36,7 @@ from lightning_gen.metrics import InceptionFeatures, frechet_distance
 from lightning_gen.nn import PatchGAN, UNet, unet_depth
 from lightning_gen.nn.pix2pix import Norm, ReceptiveField
 from lightning_gen.optim import adam, scale_learning_rates
-from lightning_gen.runs import save_and_log_images
+from lightning_gen.runs import logs_this_step, save_and_log_images
 
 
 @contextmanager
@@ -195,8 +195,9 @@ class Pix2Pix(FlushDenormals, L.LightningModule):
                                                      hp.l1_weight)
         step_network(self, opt_g, g_loss, self.generator)
         self.untoggle_optimizer(opt_g)
-        self.log_dict({"train/d_loss": d_loss.detach(), "train/g_loss": g_loss.detach()}, prog_bar=True)
-        self.log_dict({"train/g_gan": g_gan.detach(), "train/g_l1": g_l1.detach()})
+        if logs_this_step(self.trainer):
+            self.log_dict({"train/d_loss": d_loss.detach(), "train/g_loss": g_loss.detach()}, prog_bar=True)
+            self.log_dict({"train/g_gan": g_gan.detach(), "train/g_l1": g_l1.detach()})
 
     def _unpack(self, batch: Any) -> tuple[Tensor, Tensor]:
         if not isinstance(batch, (tuple, list)) or len(batch) != 2:

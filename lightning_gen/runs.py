@@ -57,3 +57,24 @@ def save_and_log_images(trainer: L.Trainer, key: str, images: Tensor, nrow: int 
         elif isinstance(logger, TensorBoardLogger):
             logger.experiment.add_image(key, grid, global_step=trainer.global_step)
     return path
+
+
+def logs_this_step(trainer: L.Trainer) -> bool:
+    """Whether this training step's values are seen: a progress bar is on screen (it shows every step's values),
+    or the trainer writes this step to its loggers (every `log_every_n_steps` batches and at a stop, every step
+    under `fast_dev_run`).
+
+    Each `self.log` costs about 0.35 ms (Lightning moves its stored result to the value's device on every call),
+    a tenth of a launch-bound GPU step at batch size 1, so the techniques skip their per-step training logs when
+    nobody would see them: in runs without a progress bar (batch jobs, benchmarks), between logging steps. Falls
+    back to `True` (log every step) if Lightning's logger connector changes.
+    """
+    if trainer.fast_dev_run:
+        return True
+    bar = trainer.progress_bar_callback
+    if bar is not None and bar.is_enabled:
+        return True
+    try:
+        return bool(trainer._logger_connector.should_update_logs)
+    except AttributeError:
+        return True

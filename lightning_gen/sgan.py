@@ -36,7 +36,7 @@ from lightning_gen.losses import (
 )
 from lightning_gen.nn import ClassifierArch, ClassifierNet, DCGANGenerator
 from lightning_gen.optim import adam, scale_learning_rates
-from lightning_gen.runs import save_and_log_images
+from lightning_gen.runs import logs_this_step, save_and_log_images
 from lightning_gen.sampling import fixed_noise, index_loader
 
 
@@ -195,6 +195,8 @@ class SGAN(L.LightningModule):
         step_network(self, opt_g, g_loss, self.generator)
         self.untoggle_optimizer(opt_g)
 
+        if not logs_this_step(self.trainer):
+            return
         with torch.no_grad():
             p_fake_real = F.softmax(real_logits.float(), 1)[:, -1].mean()
             p_fake_fake = F.softmax(fake_logits.float(), 1)[:, -1].mean()

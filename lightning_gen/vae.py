@@ -37,7 +37,7 @@ from lightning_gen.losses import (
 )
 from lightning_gen.nn import DCGANDiscriminator, DCGANGenerator
 from lightning_gen.optim import adam
-from lightning_gen.runs import save_and_log_images
+from lightning_gen.runs import logs_this_step, save_and_log_images
 from lightning_gen.sampling import class_file_names, class_of_index, fixed_noise, index_loader
 
 Likelihood = Literal["bernoulli", "gaussian"]
@@ -263,9 +263,10 @@ class VAE(L.LightningModule):
         kl = gaussian_kl(mu, logvar)  # (B,) nats
         beta = self.kl_weight(batch_idx)
         loss = (recon + beta * kl).mean()
-        self.log_dict({"train/loss": loss, "train/nelbo": (recon + kl).mean(), "train/recon": recon.mean(),
-                       "train/kl": kl.mean()}, prog_bar=True)
-        self.log("train/beta", beta)
+        if logs_this_step(self.trainer):
+            self.log_dict({"train/loss": loss.detach(), "train/nelbo": (recon + kl).mean().detach(),
+                           "train/recon": recon.mean().detach(), "train/kl": kl.mean().detach()}, prog_bar=True)
+            self.log("train/beta", beta)
         return loss
 
     def as_input(self, target: Tensor) -> Tensor:

@@ -62,7 +62,7 @@ def test_cgan_trains(tmp_path, precision, conditioning):
     L.seed_everything(0)
     model = CGAN(latent_dim=8, g_features=4, d_features=4, num_samples=20, d_conditioning=conditioning)
     kwargs = {"plugins": [fp16_on_cpu()]} if precision == "16-mixed" else {"precision": precision}
-    t = trainer(tmp_path, **kwargs)
+    t = trainer(tmp_path, log_every_n_steps=1, **kwargs)
     t.fit(model, Digits(batch_size=32))
     assert model.hparams.num_classes == 10
     assert all(torch.isfinite(p).all() for p in model.parameters())

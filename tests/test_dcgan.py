@@ -1,3 +1,5 @@
+import csv
+
 import lightning as L
 import pytest
 import torch
@@ -57,7 +59,7 @@ def test_discriminator_learns_to_separate_real_from_frozen_generator(tmp_path):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             losses.append(trainer.callback_metrics["train/d_loss"].item())
 
-    trainer(tmp_path, limit_train_batches=30, callbacks=[Record()]).fit(model, Digits(batch_size=32))
+    trainer(tmp_path, limit_train_batches=30, log_every_n_steps=1, callbacks=[Record()]).fit(model, Digits(batch_size=32))
     assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5, losses
 
 
@@ -126,3 +128,39 @@ def test_bad_settings_fail_before_training(tmp_path):
         trainer(tmp_path).fit(DCGAN(image_shape=(1, 28, 28), **SMALL), Digits())
     with pytest.raises(ValueError, match="image_size"):  # 9x9 is no b * 2^n with b in 4..7
         trainer(tmp_path).fit(DCGAN(**SMALL), Digits(image_size=9))
+
+
+class Shown(Callback):
+    """The d_loss on the progress bar after each training step."""
+
+    def __init__(self):
+        self.shown = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.shown.append(trainer.progress_bar_metrics.get("train/d_loss"))
+
+
+@pytest.mark.parametrize("progress_bar", [False, True])
+def test_training_values_are_logged_when_someone_sees_them(tmp_path, progress_bar):
+    # without a progress bar the step's values are logged only on the steps the logger writes (2, 5, 8 here), and
+    # the CSV holds exactly those rows, the learning rates included; with a bar every step's values are shown
+    L.seed_everything(0)
+    calls = []
+    model = DCGAN(**SMALL)
+    log = model.log
+    model.log = lambda name, *a, **k: (calls.append((model.trainer.global_step // 2, name)), log(name, *a, **k))[1]
+    logger = L.pytorch.loggers.CSVLogger(tmp_path)
+    probe = Shown()
+    t = trainer(tmp_path, logger=logger, log_every_n_steps=3, limit_train_batches=10, limit_val_batches=0,
+                enable_progress_bar=progress_bar, callbacks=[probe])
+    t.fit(model, Digits(batch_size=32))
+    logged_steps = sorted({step for step, name in calls if name == "train/d_loss"})
+    rows = list(csv.DictReader((tmp_path / "lightning_logs" / "version_0" / "metrics.csv").open()))
+    written = [int(r["step"]) for r in rows if r.get("train/d_loss")]
+    assert written == [2, 5, 8]
+    assert all(r["train/lr_g"] for r in rows if r.get("train/d_loss"))
+    if progress_bar:
+        assert logged_steps == list(range(10))
+        assert len({round(v, 6) for v in probe.shown}) == 10  # a fresh value on screen every step
+    else:
+        assert logged_steps == [2, 5, 8]

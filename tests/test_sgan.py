@@ -205,7 +205,7 @@ def test_sgan_trains_under_each_precision(tmp_path, precision):
     L.seed_everything(0)
     model = SGAN(**SMALL)
     kwargs = {"plugins": [fp16_on_cpu()]} if precision == "16-mixed" else {"precision": precision}
-    t = trainer(tmp_path, **kwargs)
+    t = trainer(tmp_path, log_every_n_steps=1, **kwargs)
     t.fit(model, semi())
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert {"train/d_loss_supervised", "train/d_loss_unsupervised", "train/g_loss"} <= set(t.callback_metrics)

@@ -107,7 +107,7 @@ def test_training_reduces_the_loss(tmp_path, likelihood):
     L.seed_everything(0)
     record = Losses()
     model = VAE(likelihood=likelihood, latent_dim=8, enc_features=16, dec_features=16, lr=3e-3)
-    trainer(tmp_path, limit_train_batches=40, callbacks=[record]).fit(model, Digits(batch_size=32))
+    trainer(tmp_path, limit_train_batches=40, log_every_n_steps=1, callbacks=[record]).fit(model, Digits(batch_size=32))
     first, last = sum(record.values[:5]) / 5, sum(record.values[-5:]) / 5
     assert last < first - 0.15 * abs(first), record.values
 
@@ -121,7 +121,7 @@ def test_kl_warmup_ramps_beta(tmp_path):
 
     L.seed_everything(0)
     model = VAE(beta=2.0, kl_warmup_epochs=2, **SMALL)
-    trainer(tmp_path, max_epochs=3, limit_train_batches=4, callbacks=[Beta()]).fit(model, Digits(batch_size=32))
+    trainer(tmp_path, max_epochs=3, limit_train_batches=4, log_every_n_steps=1, callbacks=[Beta()]).fit(model, Digits(batch_size=32))
     assert betas[0] == 0.0 and betas[4] == pytest.approx(1.0) and betas[-1] == 2.0
     assert all(a <= b for a, b in zip(betas, betas[1:]))
 
