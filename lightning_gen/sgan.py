@@ -165,7 +165,7 @@ class SGAN(L.LightningModule):
             check_labels(labels, hp.num_classes, "SGAN")
         opt_g, opt_d = self.optimizers()
         if self.global_step == 0 and batch_idx == 0:  # a fresh run (not a resumed one)
-            self.discriminator.initialise(unlabeled)
+            self.discriminator.initialise(torch.cat([images, unlabeled]))  # the labeled and unlabeled batches
             average_parameters(self.discriminator)
         disable_ddp_gradient_sync(self.trainer)  # each network's gradients are averaged for its own step below
         with torch.no_grad():  # the discriminator's step needs no generator gradients

@@ -78,7 +78,12 @@ def data_dependent_init(net: "ClassifierNet", x: Tensor) -> None:
     """Salimans & Kingma (2016)'s initialisation of weight-normalised layers: run `x` through `net`'s layers
     in order and set each weight-normalised linear layer's scale and bias so that its outputs on `x` have mean 0
     and standard deviation 1 per unit. Without it, the default initialisation shrinks the activations layer by
-    layer and the fixed-size Gaussian noise of the `mlp` network drowns them. Noise is off while measuring."""
+    layer and the fixed-size Gaussian noise of the `mlp` network drowns them.
+
+    The Gaussian noise is on while measuring, as in Salimans et al.'s code (which initialises in training mode):
+    each layer's noisy output is standardised, so the noise keeps its share of each unit's variance, and since
+    the hidden layers' scales then stay fixed, it keeps that share for the whole run (measured without the noise,
+    the signal would start larger relative to the noise: a weaker regulariser)."""
     def leaves(module: nn.Module):  # layers in the order `forward` applies them
         if isinstance(module, nn.Sequential):
             for child in module:
@@ -88,7 +93,7 @@ def data_dependent_init(net: "ClassifierNet", x: Tensor) -> None:
 
     modules = [*leaves(net.features), *leaves(net.head)]
     was_training = net.training
-    net.eval()
+    net.train()
     h = x
     for m in modules:
         if isinstance(m, nn.Linear) and parametrize.is_parametrized(m, "weight"):
