@@ -7,6 +7,7 @@ when their package declares an entry point in the `lightning_gen.datamodules` gr
 from datamodules.base import DATA_ENV, DataError, ImageDataModule, data_root
 from datamodules.digits import Digits
 from datamodules.folder import ImageFolder
+from datamodules.gym_env import GymEnv
 from datamodules.paired import PairedImages
 from datamodules.semi_supervised import SemiSupervised
 from datamodules.torchvision_sets import CIFAR10, MNIST, TORCHVISION_DATASETS, FashionMNIST, TorchvisionData
@@ -34,6 +35,7 @@ __all__ = [
     "DATA_ENV",
     "DataError",
     "Digits",
+    "GymEnv",
     "ENTRY_POINT_GROUP",
     "FashionMNIST",
     "ImageDataModule",

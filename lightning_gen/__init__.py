@@ -1,5 +1,6 @@
 """lightning_gen: generative deep-learning techniques as Lightning modules. One technique per module."""
 
+from lightning_gen.a2c import A2C
 from lightning_gen.cgan import CGAN
 from lightning_gen.classifier import Classifier
 from lightning_gen.dcgan import DCGAN
@@ -7,5 +8,5 @@ from lightning_gen.pix2pix import Pix2Pix
 from lightning_gen.sgan import SGAN
 from lightning_gen.vae import CVAE, VAE
 
-__all__ = ["CGAN", "CVAE", "Classifier", "DCGAN", "Pix2Pix", "SGAN", "VAE"]
+__all__ = ["A2C", "CGAN", "CVAE", "Classifier", "DCGAN", "Pix2Pix", "SGAN", "VAE"]
 __version__ = "0.1.0"

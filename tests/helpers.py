@@ -59,3 +59,19 @@ class SameWeightsCheck(L.Callback):
         everyone = trainer.strategy.all_gather(checksum)
         if not torch.allclose(everyone, everyone[0].expand_as(everyone), rtol=0, atol=1e-9):
             raise RuntimeError(f"processes ended with different weights: {everyone.tolist()}")
+
+
+class DistinctActorSeeds(L.Callback):
+    """Fails an A2C run unless every process's environments got their own seeds and start from their own states."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step > 0:  # the first update only: the environments have just been reset
+            return
+        seeds = torch.tensor(trainer.datamodule.actor_seeds(trainer.global_rank))
+        first_obs = torch.as_tensor(pl_module._obs, dtype=torch.float64)
+        all_seeds = trainer.strategy.all_gather(seeds).reshape(-1)
+        all_obs = trainer.strategy.all_gather(first_obs)
+        if len(set(all_seeds.tolist())) != all_seeds.numel():
+            raise RuntimeError(f"processes share environment seeds: {all_seeds.tolist()}")
+        if trainer.world_size > 1 and torch.equal(all_obs[0], all_obs[1]):
+            raise RuntimeError("processes start from the same environment states")

@@ -1,0 +1,157 @@
+"""A2C on CartPole-v1: this project's `A2C` (configs/a2c/cartpole.yaml) vs stable-baselines3's A2C with its
+rl-baselines3-zoo hyperparameters (8 environments, ent_coef 0, the rest SB3's defaults), same machine, same run.
+
+Every 10,000 environment steps both are evaluated on 20 deterministic episodes, with the training clock paused.
+Per run: training throughput (env steps per training second), the env steps and training seconds at which the
+evaluation mean first reaches 475, those from which every later evaluation stays at or above 475 (A2C on CartPole
+tends to collapse after a first hit, so this is the figure that matters), and the final evaluation. Then the
+medians, and the ratios ours / SB3. Needs `pip install "lightning-gen[bench]"` (stable-baselines3).
+
+    python bench/a2c_cartpole.py [--seeds 0 1 2] [--steps 300000] [--methods lightning_gen sb3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+import yaml
+
+from common import ROOT
+
+CONFIG = ROOT / "configs" / "a2c" / "cartpole.yaml"
+EVAL_EVERY, EVAL_EPISODES, SOLVED = 10_000, 20, 475.0
+
+
+class TrainingClock(L.Callback):
+    """Training seconds (validation excluded) and the evaluations: (env steps, training seconds, mean return)."""
+
+    def __init__(self) -> None:
+        self.evals: list[tuple[int, float, float]] = []
+        self.seconds, self._since = 0.0, None
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._since = time.perf_counter()
+
+    def on_validation_start(self, trainer, pl_module):
+        if self._since is not None and trainer.state.fn == "fit":
+            self.seconds += time.perf_counter() - self._since
+            self._since = None
+
+    def on_validation_end(self, trainer, pl_module):
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self.evals.append((pl_module.env_steps, self.seconds, float(trainer.callback_metrics["val/episodic_return"])))
+            self._since = time.perf_counter()
+
+
+def run_ours(seed: int, steps: int) -> list[tuple[int, float, float]]:
+    from datamodules import GymEnv
+    from lightning_gen import A2C
+
+    config = yaml.safe_load(CONFIG.read_text())
+    L.seed_everything(seed, verbose=False)
+    model_args = {**config["model"]["init_args"], "env_steps_per_epoch": EVAL_EVERY, "eval_episodes": EVAL_EPISODES}
+    data = GymEnv(**{**config["data"]["init_args"], "seed": seed})
+    clock = TrainingClock()
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=steps // EVAL_EVERY, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        num_sanity_val_steps=0, callbacks=[clock])
+    trainer.fit(A2C(**model_args), datamodule=data)
+    return clock.evals
+
+
+def run_sb3(seed: int, steps: int) -> list[tuple[int, float, float]]:
+    from stable_baselines3 import A2C as SB3A2C
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    class Evaluate(BaseCallback):
+        def __init__(self, eval_env) -> None:
+            super().__init__()
+            self.eval_env, self.evals, self.seconds, self.next = eval_env, [], 0.0, EVAL_EVERY
+
+        def _on_training_start(self) -> None:
+            self.since = time.perf_counter()
+
+        def _on_step(self) -> bool:
+            if self.num_timesteps >= self.next:
+                self.seconds += time.perf_counter() - self.since
+                mean, _ = evaluate_policy(self.model, self.eval_env, n_eval_episodes=EVAL_EPISODES, deterministic=True)
+                self.evals.append((self.num_timesteps, self.seconds, float(mean)))
+                self.next += EVAL_EVERY
+                self.since = time.perf_counter()
+            return True
+
+    env = make_vec_env("CartPole-v1", n_envs=8, seed=seed)
+    callback = Evaluate(make_vec_env("CartPole-v1", n_envs=1, seed=1_000_000 + seed))
+    model = SB3A2C("MlpPolicy", env, ent_coef=0.0, seed=seed, device="cpu")
+    model.learn(total_timesteps=steps, callback=callback)
+    return callback.evals
+
+
+def summarise(evals: list[tuple[int, float, float]]) -> dict:
+    """Throughput, first hit of 475, the point from which every later evaluation stays >= 475, final return."""
+    steps, seconds = evals[-1][0], evals[-1][1]
+    first = next(((s, t) for s, t, r in evals if r >= SOLVED), None)
+    stable = None
+    for i, (s, t, _) in enumerate(evals):
+        if all(r >= SOLVED for _, _, r in evals[i:]):
+            stable = (s, t)
+            break
+    return {"sps": steps / seconds, "first": first, "stable": stable, "final": evals[-1][2]}
+
+
+def fmt(point: tuple[int, float] | None) -> str:
+    return "never" if point is None else f"{point[0] / 1000:.0f}k / {point[1]:.0f} s"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=300_000, help="training env steps per run")
+    parser.add_argument("--methods", nargs="+", default=["lightning_gen", "sb3"], choices=["lightning_gen", "sb3"])
+    parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "a2c_cartpole"))
+    args = parser.parse_args()
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    runners = {"lightning_gen": run_ours, "sb3": run_sb3}
+    print(f"CartPole-v1, {args.steps} env steps per run, evaluation: {EVAL_EPISODES} deterministic episodes every "
+          f"{EVAL_EVERY} steps (training clock paused), {torch.get_num_threads()} torch threads")
+    print("| method | seed | env steps/s (training) | first eval >= 475 (steps / s) | stable >= 475 from (steps / s) "
+          "| final eval return |")
+    print("|---|---|---|---|---|---|", flush=True)
+    results: dict[str, list[dict]] = {m: [] for m in args.methods}
+    for seed in args.seeds:
+        for method in args.methods:  # interleaved, so drifts in machine load hit both alike
+            evals = runners[method](seed, args.steps)
+            np.savetxt(Path(args.out) / f"{method}_seed{seed}.csv", np.array(evals), delimiter=",",
+                       header="env_steps,train_seconds,eval_return")
+            row = summarise(evals)
+            results[method].append(row)
+            print(f"| {method} | {seed} | {row['sps']:.0f} | {fmt(row['first'])} | {fmt(row['stable'])} | "
+                  f"{row['final']:.1f} |", flush=True)
+    print("\n| method | median env steps/s | median stable-475 point (steps / s) | runs stable | median final |")
+    print("|---|---|---|---|---|")
+    medians = {}
+    for method, rows in results.items():
+        stable = [r["stable"] for r in rows if r["stable"] is not None]
+        # runs that never became stable count as infinitely late in the median
+        steps_m = statistics.median([s for s, _ in stable] + [float("inf")] * (len(rows) - len(stable)))
+        secs_m = statistics.median([t for _, t in stable] + [float("inf")] * (len(rows) - len(stable)))
+        medians[method] = (statistics.median(r["sps"] for r in rows), secs_m)
+        point = "never" if steps_m == float("inf") else f"{steps_m / 1000:.0f}k / {secs_m:.0f} s"
+        print(f"| {method} | {medians[method][0]:.0f} | {point} | {len(stable)}/{len(rows)} | "
+              f"{statistics.median(r['final'] for r in rows):.1f} |")
+    if set(medians) == {"lightning_gen", "sb3"}:
+        ours, sb3 = medians["lightning_gen"], medians["sb3"]
+        print(f"\nthroughput ratio (lightning_gen / SB3, medians): {ours[0] / sb3[0]:.3f}; stable-475 training time: "
+              f"lightning_gen {ours[1]:.0f} s vs SB3 {sb3[1]:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
