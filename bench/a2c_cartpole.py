@@ -8,6 +8,7 @@ tends to collapse after a first hit, so this is the figure that matters), and th
 medians, and the ratios ours / SB3. Needs `pip install "lightning-gen[bench]"` (stable-baselines3).
 
     python bench/a2c_cartpole.py [--seeds 0 1 2] [--steps 300000] [--methods lightning_gen sb3]
+        [--config configs/a2c/cartpole.yaml]
 """
 
 from __future__ import annotations
@@ -49,11 +50,11 @@ class TrainingClock(L.Callback):
             self._since = time.perf_counter()
 
 
-def run_ours(seed: int, steps: int) -> list[tuple[int, float, float]]:
+def run_ours(seed: int, steps: int, config_path: Path = CONFIG) -> list[tuple[int, float, float]]:
     from datamodules import GymEnv
     from lightning_gen import A2C
 
-    config = yaml.safe_load(CONFIG.read_text())
+    config = yaml.safe_load(Path(config_path).read_text())
     L.seed_everything(seed, verbose=False)
     model_args = {**config["model"]["init_args"], "env_steps_per_epoch": EVAL_EVERY, "eval_episodes": EVAL_EPISODES}
     data = GymEnv(**{**config["data"]["init_args"], "seed": seed})
@@ -116,10 +117,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=300_000, help="training env steps per run")
     parser.add_argument("--methods", nargs="+", default=["lightning_gen", "sb3"], choices=["lightning_gen", "sb3"])
+    parser.add_argument("--config", default=str(CONFIG), help="this project's recipe (model and data sections)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "a2c_cartpole"))
     args = parser.parse_args()
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    runners = {"lightning_gen": run_ours, "sb3": run_sb3}
+    runners = {"lightning_gen": lambda seed, steps: run_ours(seed, steps, args.config), "sb3": run_sb3}
     print(f"CartPole-v1, {args.steps} env steps per run, evaluation: {EVAL_EPISODES} deterministic episodes every "
           f"{EVAL_EVERY} steps (training clock paused), {torch.get_num_threads()} torch threads")
     print("| method | seed | env steps/s (training) | first eval >= 475 (steps / s) | stable >= 475 from (steps / s) "

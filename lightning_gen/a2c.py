@@ -17,6 +17,7 @@ deterministic (or sampled) policy and report the mean and std of their returns.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import time
 from pathlib import Path
@@ -226,11 +227,8 @@ class A2C(L.LightningModule):
             raise ConfigError(f"gamma and gae_lambda must be in [0, 1], got {gamma} and {gae_lambda}.")
         if lr <= 0 or vf_coef < 0 or ent_coef < 0 or max_grad_norm < 0:
             raise ConfigError("lr must be positive; vf_coef, ent_coef and max_grad_norm 0 or more.")
-        if eval_video:
-            try:
-                import moviepy  # noqa: F401
-            except ImportError as err:
-                raise ConfigError('eval_video needs moviepy: pip install "lightning-gen[video]".') from err
+        if eval_video and importlib.util.find_spec("moviepy") is None:
+            raise ConfigError('eval_video needs moviepy: pip install "lightning-gen[video]".')
         self.save_hyperparameters()
         self.hparams.hidden = list(hidden)
         self.automatic_optimization = False
@@ -269,8 +267,7 @@ class A2C(L.LightningModule):
                 f"{self.hparams.action_dim} {self.hparams.action_type} actions, but {dm.env_id} has {spec[0]} and "
                 f"{spec[2]} {spec[1]} actions. Use the environment it was trained on."
             )
-        if self._trainer is not None and self.trainer.precision_plugin.__class__.__name__ == "MixedPrecision" and \
-                getattr(self.trainer.precision_plugin, "scaler", None) is not None:
+        if self._trainer is not None and getattr(self.trainer.precision_plugin, "scaler", None) is not None:
             raise ConfigError("A2C does not run under 16-mixed (its gradient clipping needs unscaled gradients, and "
                               "float16 speeds up nothing in these small networks): use 32-true or bf16-mixed.")
 
@@ -295,7 +292,7 @@ class A2C(L.LightningModule):
         return self.net(obs)
 
     @torch.no_grad()
-    def act(self, obs: np.ndarray, deterministic: bool) -> tuple[Tensor, np.ndarray, Tensor]:
+    def act(self, obs: np.ndarray | Tensor, deterministic: bool) -> tuple[Tensor, np.ndarray, Tensor]:
         """Actions for a batch of observations: (the policy's actions, those sent to the environments, values)."""
         out, value = self.net(torch.as_tensor(obs, device=self.device))
         action = self.net.sample(out, deterministic)
@@ -311,8 +308,8 @@ class A2C(L.LightningModule):
         hp = self.hparams
         obs, actions, rewards, dones, values = [], [], [], [], []
         for _ in range(hp.n_steps):
-            action, env_action, value = self.act(self._obs, deterministic=False)
             obs.append(torch.as_tensor(self._obs, device=self.device))
+            action, env_action, value = self.act(obs[-1], deterministic=False)
             next_obs, reward, terminated, truncated, info = self.envs.step(env_action)
             reward = torch.as_tensor(reward, dtype=torch.float32, device=self.device)
             cut = truncated & ~terminated
