@@ -261,3 +261,28 @@ def test_a2c_needs_an_environment_and_refuses_fp16(tmp_path):
         trainer(tmp_path, max_steps=1, plugins=[fp16_on_cpu()]).fit(A2C(), GymEnv("CartPole-v1", num_envs=2))
     with pytest.raises(ConfigError, match="gamma"):
         A2C(gamma=1.5)
+
+
+def test_linear_schedule_decays_the_learning_rate_to_zero(tmp_path):
+    lrs = []
+
+    class Record(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, *args):
+            lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    L.seed_everything(0)
+    model = A2C(lr=1e-3, lr_schedule="linear", env_steps_per_epoch=80, eval_episodes=1)  # 4 updates per epoch
+    trainer(tmp_path, max_epochs=2, limit_val_batches=0, callbacks=[Record()]).fit(model, GymEnv(num_envs=4))
+    assert lrs == pytest.approx([1e-3 * (1 - k / 8) for k in range(1, 9)])
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("moviepy") is None, reason="needs the video extra")
+def test_evaluation_video_is_recorded(tmp_path):
+    L.seed_everything(0)
+    model = A2C(eval_episodes=2, eval_video=True, env_steps_per_epoch=40)
+    t = trainer(tmp_path, max_epochs=1)
+    t.fit(model, GymEnv(num_envs=2))
+    t.test(model, GymEnv(num_envs=2), verbose=False)
+    videos = sorted(tmp_path.glob("videos/*/*.mp4"))
+    assert [v.parent.name for v in videos] == ["test_epoch0001", "val_epoch0000"]  # the first episode of each
+    assert all(v.stat().st_size > 0 for v in videos)
