@@ -28,14 +28,15 @@ from common import QUIET, ROOT, cli, evaluate
 
 
 def run(method: str, labels: int, seed: int, out: Path, sgan_minutes: float, sgan_epochs: int, sup_epochs: int,
-        extra: list[str]) -> dict:
+        accelerator: str, extra: list[str]) -> dict:
     folder = out / f"{method}_{labels}_seed{seed}"
     if folder.exists():
         shutil.rmtree(folder)
     common = ["--seed_everything", str(seed), "--data.num_labeled", str(labels), "--data.seed", str(seed),
               "--trainer.default_root_dir", str(folder), *QUIET,
               # the test accuracy after every epoch (validation here is the test set), for the trajectory column
-              "--trainer.logger", "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir", str(folder)]
+              "--trainer.logger", "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir", str(folder),
+              "--trainer.accelerator", accelerator]
     if method == "sgan":
         config = ROOT / "configs" / "sgan" / "mnist_100.yaml"
         limits = ["--trainer.max_epochs", str(sgan_epochs),
@@ -48,7 +49,7 @@ def run(method: str, labels: int, seed: int, out: Path, sgan_minutes: float, sga
     wall = time.perf_counter() - start
     ckpt = next(folder.glob("**/checkpoints/last.ckpt"))  # the run folder is the logger's version folder
     epochs = torch.load(ckpt, map_location="cpu", weights_only=False)["epoch"] + 1
-    metrics = evaluate("test", ckpt.parent.parent / "config.yaml", ckpt, *extra[:2])  # the accelerator
+    metrics = evaluate("test", ckpt.parent.parent / "config.yaml", ckpt, "--trainer.accelerator", accelerator)
     row = {"method": method, "labels": labels, "seed": seed, "epochs": epochs, "minutes": wall / 60,
            "accuracy": metrics["test/accuracy"]}
     trajectory = epoch_accuracies(folder)
@@ -85,9 +86,8 @@ def main() -> None:
     print("| method | labels | seed | epochs | wall time (min) | test accuracy (%) after epoch e (e:acc) | "
           "final test accuracy (%) |")
     print("|---|---|---|---|---|---|---|", flush=True)
-    device = ["--trainer.accelerator", args.accelerator]
-    rows = [run(m, n, s, out, args.sgan_minutes, args.sgan_epochs, args.sup_epochs,
-                device + (shlex.split(args.sgan_args) if m == "sgan" else []))
+    rows = [run(m, n, s, out, args.sgan_minutes, args.sgan_epochs, args.sup_epochs, args.accelerator,
+                shlex.split(args.sgan_args) if m == "sgan" else [])
             for n in args.labels for s in args.seeds for m in args.methods]
     print("\n| labels | method | seeds | test accuracy (%), mean +- std | min | max | wall time per run (min) |")
     print("|---|---|---|---|---|---|---|")

@@ -127,11 +127,6 @@ class GymEnv(L.LightningDataModule):
         if not isinstance(self.action_space, (gym.spaces.Discrete, gym.spaces.Box)):
             raise DataError(f"{env_id} has a {type(self.action_space).__name__} action space; A2C handles Discrete "
                             "(categorical policy) and Box (Gaussian policy).")
-        self.envs = None
-
-    @property
-    def is_atari(self) -> bool:
-        return is_atari(self.env_id)
 
     def actor_seeds(self, rank: int) -> list[int]:
         """The training environments' seeds on process `rank`: distinct across processes."""

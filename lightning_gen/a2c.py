@@ -230,7 +230,6 @@ class A2C(L.LightningModule):
         if eval_video and importlib.util.find_spec("moviepy") is None:
             raise ConfigError('eval_video needs moviepy: pip install "lightning-gen[video]".')
         self.save_hyperparameters()
-        self.hparams.hidden = list(hidden)
         self.automatic_optimization = False
         self.net: ActorCritic | None = None
         if observation_shape is not None and action_type is not None and action_dim is not None:

@@ -215,13 +215,8 @@ def test_continuous_actions_train_with_a_gaussian_policy(tmp_path):
 def test_atari_frames_are_preprocessed_and_feed_the_nature_cnn(tmp_path):
     data = GymEnv("ALE/Pong-v5", num_envs=2, vectorization="sync")
     assert data.observation_space.shape == (4, 84, 84) and data.observation_space.dtype == np.uint8
-    L.seed_everything(0)
-    model = A2C(n_steps=2, env_steps_per_epoch=4, eval_episodes=1)
-    captured = []
-    collect = model.collect
-    model.collect = lambda: captured.append(collect()) or captured[-1]
-    trainer(tmp_path, max_steps=1, limit_val_batches=0).fit(model, data)
-    obs = captured[0]["obs"]
+    model, rollout = first_rollout(tmp_path, data, n_steps=2, env_steps_per_epoch=4, eval_episodes=1)
+    obs = rollout["obs"]
     assert obs.shape == (2, 2, 4, 84, 84) and obs.dtype == torch.uint8
     assert model.net.policy_head.out_features == 6 and model.net.images
 
