@@ -6,6 +6,7 @@ when their package declares an entry point in the `lightning_gen.datamodules` gr
 
 from datamodules.base import DATA_ENV, DataError, ImageDataModule, data_root
 from datamodules.digits import Digits
+from datamodules.files import ImageFiles, image_files, load_image
 from datamodules.folder import ImageFolder
 from datamodules.gym_env import GymEnv
 from datamodules.paired import PairedImages
@@ -39,6 +40,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "FashionMNIST",
     "ImageDataModule",
+    "ImageFiles",
     "ImageFolder",
     "MNIST",
     "PairedImages",
@@ -46,5 +48,7 @@ __all__ = [
     "TORCHVISION_DATASETS",
     "TorchvisionData",
     "data_root",
+    "image_files",
+    "load_image",
     "load_plugins",
 ]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, random_split
+from torch.utils.data import DataLoader, Dataset, IterableDataset, random_split
 from torchvision import transforms as T
 
 DATA_ENV = "LIGHTNING_GEN_DATA"
@@ -130,3 +130,16 @@ class ImageDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, train=False)
+
+
+class Ticks(IterableDataset):
+    """0, 1, ..., n-1 on every process: an iterable dataset, so no distributed sampler splits it."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __iter__(self):
+        return iter(range(self.n))
+
+    def __len__(self) -> int:
+        return self.n

@@ -20,9 +20,9 @@ from typing import Any, Literal
 
 import lightning as L
 import numpy as np
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader
 
-from datamodules.base import DataError
+from datamodules.base import DataError, Ticks
 
 Vectorization = Literal["sync", "async"]
 
@@ -164,19 +164,6 @@ class GymEnv(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return DataLoader(Ticks(1), batch_size=1)
-
-
-class Ticks(IterableDataset):
-    """0, 1, ..., n-1 on every process: an iterable dataset, so no distributed sampler splits it."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def __iter__(self):
-        return iter(range(self.n))
-
-    def __len__(self) -> int:
-        return self.n
 
 
 __all__ = ["GymEnv", "check_env_id", "is_atari", "make_env"]

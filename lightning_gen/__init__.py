@@ -4,9 +4,13 @@ from lightning_gen.a2c import A2C
 from lightning_gen.cgan import CGAN
 from lightning_gen.classifier import Classifier
 from lightning_gen.dcgan import DCGAN
+from lightning_gen.deepdream import DeepDream
+from lightning_gen.fast_style import FastStyleTransfer
 from lightning_gen.pix2pix import Pix2Pix
 from lightning_gen.sgan import SGAN
+from lightning_gen.style_transfer import StyleTransfer
 from lightning_gen.vae import CVAE, VAE
 
-__all__ = ["A2C", "CGAN", "CVAE", "Classifier", "DCGAN", "Pix2Pix", "SGAN", "VAE"]
+__all__ = ["A2C", "CGAN", "CVAE", "Classifier", "DCGAN", "DeepDream", "FastStyleTransfer", "Pix2Pix", "SGAN",
+           "StyleTransfer", "VAE"]
 __version__ = "0.1.0"

@@ -143,6 +143,14 @@ class SaveRunConfig(SaveConfigCallback):
         self.already_saved = trainer.strategy.broadcast(True)
 
 
+def same_size(images: list[torch.Tensor]) -> torch.Tensor:
+    """Stack `(C, H, W)` images in [-1, 1], padding smaller ones with white (bottom and right) to the largest
+    height and width."""
+    height, width = max(im.shape[-2] for im in images), max(im.shape[-1] for im in images)
+    pads = [(0, width - im.shape[-1], 0, height - im.shape[-2]) for im in images]
+    return torch.stack([torch.nn.functional.pad(im, pad, value=1.0) for im, pad in zip(images, pads)])
+
+
 class ImageWriter(BasePredictionWriter):
     """Writes the images `predict_step` returns (a dict with `images` in [-1, 1] and `index` or `names`) as PNG
     files, plus a `grid.png` of them.
@@ -192,7 +200,8 @@ class ImageWriter(BasePredictionWriter):
         folder = self.folder(trainer)
         if self.grid and self._grid_images:
             name = "grid.png" if trainer.world_size == 1 else f"grid_rank{trainer.global_rank}.png"
-            torchvision.utils.save_image(image_grid(torch.cat(self._grid_images)), folder / name)
+            images = [image for batch in self._grid_images for image in batch]  # sizes may differ (style, dreams)
+            torchvision.utils.save_image(image_grid(same_size(images)), folder / name)
         rank_zero_info(f"predict: wrote {self.written} images{' and a grid' if self.grid else ''} to {folder}")
 
 

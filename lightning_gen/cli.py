@@ -130,10 +130,10 @@ class GenCLI(LightningCLI):
     # ---- predict: a generator needs no data, only its checkpoint --------------------------------------------
     def before_predict(self) -> None:
         dm = self.datamodule
-        if (
-            dm is not None
-            and not is_overridden("predict_dataloader", dm, LightningDataModule)
-            and is_overridden("predict_dataloader", self.model, LightningModule)
+        model_inputs = is_overridden("predict_dataloader", self.model, LightningModule)
+        if dm is not None and model_inputs and (
+            getattr(self.model, "owns_predict_inputs", False)  # e.g. a style network's `predict_images`
+            or not is_overridden("predict_dataloader", dm, LightningDataModule)
         ):
             self.datamodule = None
         if not any(isinstance(c, BasePredictionWriter) for c in self.trainer.callbacks):

@@ -154,3 +154,39 @@ def feature_matching_loss(real_features: Tensor, fake_features: Tensor) -> Tenso
     """Salimans et al. (2016)'s generator loss: squared distance between the batch means of the discriminator's
     features on real and generated images, ||mean f(x) - mean f(G(z))||^2. `(B, F)`, `(B', F)` -> scalar."""
     return (real_features.float().mean(0) - fake_features.float().mean(0)).pow(2).sum()
+
+
+# ---- perceptual losses (Gatys et al. 2016; Johnson et al. 2016) -------------------------------------------------
+
+
+def gram_matrix(features: Tensor) -> Tensor:
+    """Channel correlations of a feature map, normalised by its size: G = F F^T / (C H W), with F the `(C, H*W)`
+    features of one image. `(B, C, H, W)` -> `(B, C, C)`, in float32."""
+    b, c, h, w = features.shape
+    flat = features.float().reshape(b, c, h * w)
+    return flat @ flat.transpose(1, 2) / (c * h * w)
+
+
+def content_loss(features: dict[str, Tensor], targets: dict[str, Tensor]) -> Tensor:
+    """Sum over layers of the mean squared difference between `features` and the content `targets` (same keys,
+    `(B, C, H, W)` each; a target with batch 1 is broadcast)."""
+    return sum(F.mse_loss(features[k].float(), targets[k].float().expand_as(features[k])) for k in features)
+
+
+def style_loss(features: dict[str, Tensor], target_grams: dict[str, Tensor],
+               layer_weights: dict[str, float] | None = None) -> Tensor:
+    """Sum over layers of `weight * mean squared difference` between the Gram matrices of `features` and the style
+    `target_grams` (`(1 or B, C, C)`), as Gatys et al. (weights default to 1)."""
+    total = 0.0
+    for k, feats in features.items():
+        gram = gram_matrix(feats)
+        weight = 1.0 if layer_weights is None else layer_weights[k]
+        total = total + weight * F.mse_loss(gram, target_grams[k].float().expand_as(gram))
+    return total
+
+
+def total_variation(images: Tensor) -> Tensor:
+    """Anisotropic total variation: the mean absolute difference between vertical neighbours plus that between
+    horizontal neighbours. `(B, C, H, W)` -> scalar."""
+    x = images.float()
+    return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., :, 1:] - x[..., :, :-1]).abs().mean()

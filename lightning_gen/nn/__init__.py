@@ -1,6 +1,7 @@
 """Network blocks shared by two or more techniques."""
 
 from lightning_gen.nn.classifier import ClassifierArch, ClassifierNet, GaussianNoise
+from lightning_gen.nn.features import FeatureNet, PerceptualLoss
 from lightning_gen.nn.dcgan import DCGANDiscriminator, DCGANGenerator, dcgan_init, dcgan_layout
 from lightning_gen.nn.pix2pix import PatchGAN, UNet, unet_depth
 
@@ -9,8 +10,10 @@ __all__ = [
     "ClassifierNet",
     "DCGANDiscriminator",
     "DCGANGenerator",
+    "FeatureNet",
     "GaussianNoise",
     "PatchGAN",
+    "PerceptualLoss",
     "UNet",
     "dcgan_init",
     "dcgan_layout",

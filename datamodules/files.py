@@ -1,0 +1,79 @@
+"""Single images named in a config: a content or style image, the inputs of DeepDream or of a trained style
+network's `predict`. Paths may be a file or a folder of images; `$VARS` and `~` are expanded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS
+from torchvision.transforms import functional as TF
+
+from datamodules.base import DataError, data_root
+from datamodules.folder import images_in
+
+
+def image_files(path: str, what: str = "image") -> list[Path]:
+    """The image at `path`, or the images directly inside the folder `path` (sorted). Raises `DataError` naming the
+    fix when there is nothing there."""
+    resolved = data_root(path)
+    if resolved.is_dir():
+        files = images_in(resolved)
+        if not files:
+            raise DataError(f"{what} folder {resolved} holds no images ({', '.join(IMG_EXTENSIONS)}).")
+        return files
+    if not resolved.is_file():
+        raise DataError(f"{what} {resolved} does not exist. Give the path of an image file or of a folder of images "
+                        "(relative paths start at the working directory).")
+    return [resolved]
+
+
+def load_image(path: Path | str, max_side: int | None = None, multiple_of: int = 1) -> Tensor:
+    """Read an image as a `(1, 3, H, W)` RGB tensor in [-1, 1]. With `max_side`, resize (keeping the aspect) so its
+    longer side is `max_side`; then trim to multiples of `multiple_of` pixels. Raises `DataError` for a file that
+    is missing or not an image."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            image = im.convert("RGB")
+    except FileNotFoundError:
+        raise DataError(f"image {path} does not exist.") from None
+    except Exception as err:  # PIL raises many types for bad files
+        raise DataError(f"cannot read {path} as an image ({type(err).__name__}: {err}). Give a PNG or JPEG file.") \
+            from None
+    if max_side is not None:
+        scale = max_side / max(image.size)
+        size = (max(1, round(image.height * scale)), max(1, round(image.width * scale)))
+        image = TF.resize(image, list(size), antialias=True)
+    x = TF.to_tensor(image) * 2 - 1  # (3, H, W) in [-1, 1]
+    h, w = (x.shape[1] // multiple_of) * multiple_of, (x.shape[2] // multiple_of) * multiple_of
+    if h < 1 or w < 1:
+        raise DataError(f"image {path} is {x.shape[1]}x{x.shape[2]}, smaller than {multiple_of} pixels.")
+    return x[:, :h, :w].unsqueeze(0)
+
+
+class ImageFiles(Dataset):
+    """The images of `image_files(path)` one by one, as `{"image": (3, H, W) in [-1, 1], "name": file name}`
+    (sizes may differ, so batch them one at a time). Every file is decoded once up front, so a bad one is
+    reported before any work starts."""
+
+    def __init__(self, path: str, max_side: int | None = None, what: str = "image") -> None:
+        self.files = image_files(path, what)
+        self.max_side = max_side
+        for file in self.files:
+            load_image(file, 8)  # decodes the whole file: catches truncated or non-image files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor | str]:
+        file = self.files[index]
+        return {"image": load_image(file, self.max_side)[0], "name": file.stem + ".png"}
+
+
+def single_image_batches(dataset: Dataset) -> torch.utils.data.DataLoader:
+    """A loader of batch size 1 that keeps names as lists (`{"image": (1, 3, H, W), "name": [str]}`)."""
+    return torch.utils.data.DataLoader(dataset, batch_size=1, shuffle=False)
