@@ -78,6 +78,21 @@ class DeepDream(L.LightningModule):
         image_files(images, "images")  # a missing path is reported now, before the weights are read
         attach_frozen(self, "features", FeatureNet(backbone, weights))
 
+    def setup(self, stage: str) -> None:
+        if stage != "predict":
+            raise ConfigError(f"DeepDream has nothing to {getattr(stage, 'value', stage)}: it changes images, not "
+                              "weights. Run `lightning-gen predict --config configs/deepdream/mobilenet.yaml --model.images <photo>`.")
+
+    # Defined only so that `fit` gets past Lightning's checks to `setup`'s explanation above.
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        self.setup("fit")
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup("fit")
+
+    def configure_optimizers(self) -> None:
+        self.setup("fit")
+
     def objective(self, image: Tensor) -> Tensor:
         """`sum_l mean(F_l(image)^2)` over the dream layers."""
         acts = on_device(self.features, image.device)(image, self.layers)

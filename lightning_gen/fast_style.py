@@ -73,9 +73,10 @@ class TransformNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
-        pad_h, pad_w = -h % 4, -w % 4  # two stride-2 steps need sides divisible by 4
+        # two stride-2 steps need sides divisible by 4, and the 9x9 reflection padding sides of 8 or more
+        pad_h, pad_w = max(8, h + -h % 4) - h, max(8, w + -w % 4) - w
         if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect" if min(h, w) > max(pad_h, pad_w) else "replicate")
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect" if h > pad_h and w > pad_w else "replicate")
         return torch.tanh(self.net(x))[..., :h, :w]
 
 

@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from lightning_gen.cli import GenCLI
+from lightning_gen.nn.features import imagenet_url
 from tests.conftest import QUIET, ROOT, TINY, run_cli, shared_data
 
 CONFIGS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs").rglob("*.yaml"))
@@ -173,9 +174,18 @@ def test_every_recipe_runs_a_batch(config, tmp_path, monkeypatch):
         ckpt = untrained_classifier(tmp_path, (1, 28, 28), "MNIST")
         extra = [f"--trainer.callbacks.classifier_ckpt={ckpt}", "--trainer.callbacks.num_samples=64",
                  f"--trainer.callbacks.cache_dir={tmp_path / 'cache'}"]
+    init_args = yaml.safe_load(text)["model"].get("init_args") or {}
+    if init_args.get("weights") == "imagenet":  # torchvision's VGG weights: only where downloaded (needs internet)
+        backbone = init_args["backbone"]
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(imagenet_url(backbone)).name
+        if not cached.is_file():
+            pytest.skip(f"{backbone} ImageNet weights are not in the torch hub cache ({cached})")
+    subcommand = "fit"
+    if "lightning_gen.DeepDream" in text:  # nothing to train: dream one small image
+        subcommand, extra = "predict", ["--model.image_size", "64", "--model.octaves", "2", "--model.steps", "1"]
     monkeypatch.chdir(tmp_path)
-    GenCLI(args=["fit", "--config", str(ROOT / config), "--trainer.fast_dev_run", "1", "--trainer.logger", "false",
-                 "--trainer.accelerator", "cpu", "--trainer.precision", "32-true", *extra, *QUIET])
+    GenCLI(args=[subcommand, "--config", str(ROOT / config), "--trainer.fast_dev_run", "1", "--trainer.logger",
+                 "false", "--trainer.accelerator", "cpu", "--trainer.precision", "32-true", *extra, *QUIET])
 
 
 def test_launcher_and_console_script_run_the_same_cli(tmp_path):

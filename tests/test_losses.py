@@ -165,3 +165,42 @@ def test_feature_matching_is_the_squared_distance_of_batch_means():
     fake = torch.tensor([[0.0, 0.0], [0.0, 2.0], [0.0, 4.0]])  # mean (0, 2)
     assert feature_matching_loss(real, fake).item() == pytest.approx(4.0 + 1.0)
     assert feature_matching_loss(real, real[[1, 0]]).item() == 0.0  # only the means matter
+
+
+# ---- perceptual losses -------------------------------------------------------------------------------------------
+
+from lightning_gen.losses import content_loss, gram_matrix, style_loss, total_variation  # noqa: E402
+
+
+def test_gram_matrix_closed_form():
+    feats = torch.tensor([[1.0, 2.0], [3.0, 4.0]]).view(1, 2, 1, 2)  # C=2 channels, H=1, W=2
+    expected = torch.tensor([[1 + 4, 3 + 8], [3 + 8, 9 + 16]]) / (2 * 1 * 2)
+    assert torch.allclose(gram_matrix(feats)[0], expected)
+    assert gram_matrix(torch.randn(3, 5, 4, 6)).shape == (3, 5, 5)
+
+
+def test_content_loss_is_the_summed_mean_squared_error():
+    a, b = torch.randn(2, 3, 4, 4), torch.randn(1, 3, 4, 4)
+    c, d = torch.randn(2, 5, 2, 2), torch.randn(2, 5, 2, 2)
+    got = content_loss({"x": a, "y": c}, {"x": b, "y": d})
+    expected = ((a - b) ** 2).mean() + ((c - d) ** 2).mean()  # the batch-1 target is broadcast
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_style_loss_zero_for_the_same_image_and_closed_form_for_a_scaled_one():
+    f = torch.randn(1, 4, 5, 5)
+    target = {"l": gram_matrix(f)}
+    assert style_loss({"l": f}, target).item() == pytest.approx(0.0, abs=1e-12)
+    # G(a f) = a^2 G(f), so the loss is (a^2 - 1)^2 mean(G^2), times the layer's weight
+    a, weight = 3.0, 0.5
+    expected = weight * (a**2 - 1) ** 2 * gram_matrix(f).pow(2).mean()
+    got = style_loss({"l": a * f}, target, {"l": weight})
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_total_variation_closed_forms():
+    assert total_variation(torch.full((1, 3, 4, 4), 0.7)).item() == 0.0
+    stripes = torch.tensor([0.0, 1.0, 0.0, 1.0]).view(1, 1, 1, 4).expand(1, 1, 4, 4)  # vertical stripes
+    assert total_variation(stripes).item() == pytest.approx(1.0)  # every horizontal step is 1, vertical 0
+    checker = (torch.arange(4).view(4, 1) + torch.arange(4).view(1, 4)) % 2 * 2.0  # amplitude 2
+    assert total_variation(checker.view(1, 1, 4, 4)).item() == pytest.approx(4.0)
