@@ -113,7 +113,7 @@ class FastStyleTransfer(L.LightningModule):
         content_layers: list[str] | None = None,
         style_layers: list[str] | None = None,
         content_weight: float = 1.0,
-        style_weight: float = 1e5,
+        style_weight: float = 3e3,
         tv_weight: float = 10.0,
         width: int = 32,
         num_residual: int = 5,

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import lightning as L
 
 import torch
 from lightning.pytorch.plugins import MixedPrecision
+from PIL import Image
 from torch import Tensor
 
 from torch.utils.data import DataLoader, DistributedSampler
@@ -75,3 +77,12 @@ class DistinctActorSeeds(L.Callback):
             raise RuntimeError(f"processes share environment seeds: {all_seeds.tolist()}")
         if trainer.world_size > 1 and torch.equal(all_obs[0], all_obs[1]):
             raise RuntimeError("processes start from the same environment states")
+
+
+def write_image(path: Path, size: tuple[int, int], seed: int = 0) -> Path:
+    """A random RGB image of (width, height) `size`."""
+    g = torch.Generator().manual_seed(seed)
+    pixels = (torch.rand(size[1], size[0], 3, generator=g) * 255).to(torch.uint8).numpy()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+    return path

@@ -63,3 +63,29 @@ def test_trains_and_evaluates_on_cuda(tmp_path, name, precision):
     assert all(torch.isfinite(p).all() for p in model.parameters())
     results = t.validate(model, data, verbose=False)
     assert results and all(torch.isfinite(torch.tensor(v)) for v in results[0].values())
+
+
+@pytest.mark.parametrize("precision", ["16-mixed", "bf16-mixed"])
+def test_style_techniques_on_cuda(tmp_path, precision):
+    from lightning_gen import DeepDream, FastStyleTransfer, StyleTransfer
+    from tests.helpers import write_image
+
+    content, style = write_image(tmp_path / "c.png", (40, 28), 0), write_image(tmp_path / "s.png", (32, 32), 1)
+    common = dict(accelerator="gpu", devices=1, precision=precision, logger=False, enable_checkpointing=False,
+                  enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    fast = FastStyleTransfer(style=str(style), style_size=32, weights="random", width=4, num_residual=1)
+    photos = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.rand(8, 3, 24, 24) * 2 - 1), batch_size=4)
+    probe = OnDevice()
+    t = L.Trainer(max_epochs=1, callbacks=[probe], **common)
+    t.fit(fast, photos)
+    assert probe.devices == {"cuda"} and all(torch.isfinite(p).all() for p in fast.parameters())
+    assert fast.perceptual.features.mean.device.type == "cuda"
+    optimised = StyleTransfer(content=str(content), style=str(style), image_size=32, weights="random",
+                              optimizer="adam", lr=0.05, steps_per_epoch=3)
+    probe = OnDevice()
+    L.Trainer(max_epochs=1, callbacks=[probe], **common).fit(optimised)
+    assert probe.devices == {"cuda"} and torch.isfinite(optimised.image).all()
+    dream = DeepDream(images=str(content), weights="random", layers=["conv_pw_3_relu"], octaves=2, steps=2)
+    (out,) = L.Trainer(**common).predict(dream)
+    assert dream.features.mean.device.type == "cuda"  # the ascent ran there (predictions come back on the CPU)
+    assert out["images"].shape == (1, 3, 28, 40) and torch.isfinite(out["images"]).all()

@@ -103,3 +103,16 @@ def test_ddp_trains_pix2pix_with_one_set_of_weights(tmp_path):
                       "--trainer.logger", "false", "--trainer.default_root_dir", "p2p", *QUIET], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "p2p" / "samples" / "val_triplets_epoch0001.png").is_file()
+
+
+def test_ddp_trains_the_style_techniques_with_one_set_of_weights(tmp_path):
+    # the frozen loss network is outside DDP's parameters; the optimised image (or the network) is averaged
+    shared_data("facades")
+    shared_data("style")
+    for config in ("style_transfer/tiny.yaml", "fast_style/tiny.yaml"):
+        folder = config.split("/")[0]
+        result = run_cli(["fit", "--config", str(ROOT / "configs" / config), "--trainer.devices", "2",
+                          "--trainer.strategy", "ddp", "--trainer.callbacks+=tests.helpers.SameWeightsCheck",
+                          "--trainer.logger", "false", "--trainer.default_root_dir", folder, *QUIET], tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert (tmp_path / folder / "checkpoints" / "last.ckpt").is_file()

@@ -3,7 +3,6 @@ transfer and DeepDream."""
 
 from pathlib import Path
 
-import h5py
 import lightning as L
 import pytest
 import torch
@@ -17,21 +16,13 @@ from lightning_gen.fast_style import TransformNet
 from lightning_gen.nn.features import MOBILENET_FILE, FeatureNet, layer_names, tf_same_pad
 from lightning_gen.style_transfer import perceptual_loss
 from tests.conftest import QUIET, ROOT, run_cli, shared_data
+from tests.helpers import write_image
 
 GOLDEN = Path(__file__).parent / "golden" / "mobilenet_v1.pt"
 
 
 def mobilenet_weights() -> str:
     return str(shared_data("weights", MOBILENET_FILE))
-
-
-def write_image(path: Path, size: tuple[int, int], seed: int = 0) -> Path:
-    """A random RGB image of (width, height) `size`."""
-    g = torch.Generator().manual_seed(seed)
-    pixels = (torch.rand(size[1], size[0], 3, generator=g) * 255).to(torch.uint8).numpy()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels).save(path)
-    return path
 
 
 @pytest.fixture
@@ -104,6 +95,8 @@ def test_weights_of_the_wrong_architecture_or_missing_are_refused(tmp_path):
         FeatureNet("mobilenet_v1", str(vgg_file))
     with pytest.raises(ConfigError, match="does not fit the vgg19 backbone"):
         FeatureNet("vgg19", str(vgg_file))
+    import h5py
+
     wide = tmp_path / "mobilenet_1_0.h5"  # a width-1.0 MobileNet: conv1 has 32 filters
     with h5py.File(wide, "w") as f:
         f.create_dataset("conv1/conv1/kernel:0", data=torch.zeros(3, 3, 3, 32).numpy())
