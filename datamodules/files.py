@@ -31,6 +31,14 @@ def image_files(path: str, what: str = "image") -> list[Path]:
     return [resolved]
 
 
+def image_file(path: str, what: str = "image") -> Path:
+    """The one image file at `path` (`$VARS` and `~` expanded); a folder or a missing file raises `DataError`."""
+    files = image_files(path, what)
+    if data_root(path).is_dir():
+        raise DataError(f"{what} {data_root(path)} is a folder; give one image file (e.g. {files[0]}).")
+    return files[0]
+
+
 def load_image(path: Path | str, max_side: int | None = None, multiple_of: int = 1) -> Tensor:
     """Read an image as a `(1, 3, H, W)` RGB tensor in [-1, 1]. With `max_side`, resize (keeping the aspect) so its
     longer side is `max_side`; then trim to multiples of `multiple_of` pixels. Raises `DataError` for a file that

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from datamodules.files import ImageFiles, image_files, load_image
+from datamodules.files import ImageFiles, image_file, load_image
 from lightning_gen.checks import ConfigError
 from lightning_gen.nn.features import Backbone, attach_frozen, on_device
 from lightning_gen.optim import adam
@@ -129,7 +129,7 @@ class FastStyleTransfer(L.LightningModule):
                               f"{num_residual}, {lr}, {style_size}.")
         check_style_config(backbone, content_layers, style_layers,
                            {"content_weight": content_weight, "style_weight": style_weight, "tv_weight": tv_weight})
-        self.style_image = load_image(image_files(style, "style image")[0], style_size)  # (1, 3, h, w)
+        self.style_image = load_image(image_file(style, "style image"), style_size)  # (1, 3, h, w)
         self.net = TransformNet(width, num_residual)
 
     def forward(self, images: Tensor) -> Tensor:

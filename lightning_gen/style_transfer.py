@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from datamodules.base import Ticks
-from datamodules.files import image_files, load_image
+from datamodules.files import image_file, load_image
 from lightning_gen.checks import ConfigError
 from lightning_gen.nn.features import (
     DEFAULT_CONTENT_LAYERS,
@@ -115,8 +115,8 @@ class StyleTransfer(L.LightningModule):
         check_style_config(backbone, content_layers, style_layers,
                            {"content_weight": content_weight, "style_weight": style_weight, "tv_weight": tv_weight})
         # Both images are read now, so a bad path stops the run before any weights are loaded.
-        self.content_image = load_image(image_files(content, "content image")[0], image_size)  # (1, 3, H, W)
-        self.style_image = load_image(image_files(style, "style image")[0], style_size or image_size)
+        self.content_image = load_image(image_file(content, "content image"), image_size)  # (1, 3, H, W)
+        self.style_image = load_image(image_file(style, "style image"), style_size or image_size)
         start = self.content_image.clone()
         if init == "noise":
             start = torch.rand(start.shape, generator=torch.Generator().manual_seed(0)) * 2 - 1

@@ -173,6 +173,8 @@ def test_style_transfer_bad_images_are_reported_before_any_work(tmp_path, pictur
     not_image.write_text("not an image")
     with pytest.raises(DataError, match="cannot read .*notes.png as an image"):
         StyleTransfer(content=str(content), style=str(not_image), weights="random")
+    with pytest.raises(DataError, match="is a folder; give one image file"):
+        StyleTransfer(content=str(content), style=str(tmp_path), weights="random")
     with pytest.raises(ConfigError, match="loss weights must be 0 or more"):
         StyleTransfer(content=str(content), style=str(style), weights="random", style_weight=-1.0)
 
