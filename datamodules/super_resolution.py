@@ -40,6 +40,14 @@ def degrade(hr: Image.Image, scale: int) -> tuple[Image.Image, Image.Image]:
     return lr, lr.resize(hr.size, Image.BICUBIC)
 
 
+def take_half(image: Image.Image, half: Literal["left", "right"] | None) -> Image.Image:
+    """The left or right half of an image (pix2pix's aligned files hold A | B), or the whole image."""
+    if half is None:
+        return image
+    mid = image.width // 2
+    return image.crop((0, 0, mid, image.height) if half == "left" else (mid, 0, image.width, image.height))
+
+
 def signed(image: Image.Image) -> Tensor:
     return TF.to_tensor(image) * 2 - 1  # (3, H, W) in [-1, 1]
 
@@ -56,8 +64,9 @@ class RandomCrops(Dataset):
     """`length` random HR crops of `crop_size` from `files` (image i % len(files) for item i), with random flips and
     90-degree rotations when `augment`; each crop degraded by `degrade`. Images are decoded once and kept."""
 
-    def __init__(self, files: list[Path], scale: int, crop_size: int, augment: bool, length: int) -> None:
-        self.images = [read_rgb(p) for p in files]
+    def __init__(self, files: list[Path], scale: int, crop_size: int, augment: bool, length: int,
+                 half: Literal["left", "right"] | None = None) -> None:
+        self.images = [take_half(read_rgb(p), half) for p in files]
         small = [(p, im.size) for p, im in zip(files, self.images) if min(im.size) < crop_size]
         if small:
             raise DataError(f"{len(small)} training images are smaller than crop_size={crop_size} (e.g. {small[0][0]} "
@@ -127,6 +136,8 @@ class SuperResolution(L.LightningDataModule):
         crop_size: side of the random HR training crops (a multiple of `scale`; the LR crops are crop_size/scale).
         augment: random horizontal/vertical flips and 90-degree rotations of the training crops.
         crops_per_epoch: training crops per epoch (each a fresh random crop; default: one per training image).
+        half: train on the `left` or `right` half of each image only (pix2pix's aligned files hold A | B: the
+            photos of CMP Facades are the `left` halves).
         val_roots: folders of HR images for `validate`, each evaluated whole (default: `test_roots`).
         test_roots: folders of HR images for `test`, one dataloader (and one set of metrics) each, e.g.
             `[$LIGHTNING_GEN_DATA/sr/Set5, $LIGHTNING_GEN_DATA/sr/Set14]`.
@@ -142,6 +153,7 @@ class SuperResolution(L.LightningDataModule):
         crop_size: int = 96,
         augment: bool = True,
         crops_per_epoch: int | None = None,
+        half: Literal["left", "right"] | None = None,
         val_roots: list[str] | None = None,
         test_roots: list[str] | None = None,
         predict_root: str | None = None,
@@ -158,7 +170,7 @@ class SuperResolution(L.LightningDataModule):
             raise DataError(f"need batch_size >= 1 and crops_per_epoch >= batch_size; got {batch_size}, "
                             f"{crops_per_epoch}.")
         self.root, self.scale, self.crop_size, self.augment = root, scale, crop_size, augment
-        self.crops_per_epoch = crops_per_epoch
+        self.crops_per_epoch, self.half = crops_per_epoch, half
         self.val_roots, self.test_roots, self.predict_root = val_roots, test_roots, predict_root
         self.batch_size, self.num_workers = batch_size, num_workers
         self.image_shape = (3, crop_size, crop_size)
@@ -183,7 +195,7 @@ class SuperResolution(L.LightningDataModule):
         if stage in ("fit", None) and self.train_set is None:
             files = self._files(self.root)
             self.train_set = RandomCrops(files, self.scale, self.crop_size, self.augment,
-                                         self.crops_per_epoch or len(files))
+                                         self.crops_per_epoch or len(files), self.half)
         if stage in ("fit", "validate", None):
             self._eval("validate", self.val_roots or self.test_roots)
         if stage in ("test", None):
