@@ -26,7 +26,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from common import QUIET, ROOT, cli, sync
 
@@ -64,7 +64,7 @@ def tile(rows: list[list[Image.Image]], cell: int, gap: int = 4) -> Image.Image:
             im = im.copy()
             im.thumbnail((cell, cell))
             sheet.paste(im, (c * (cell + gap) + (cell - im.width) // 2, r * (cell + gap) + (cell - im.height) // 2))
-    return sheet
+    return sheet.crop(ImageOps.invert(sheet).getbbox())  # trim the white margins around the pictures
 
 
 def optimise(content: Path, style: Path, size: int, steps: int, accelerator: str, root: Path) -> tuple[StyleTransfer, float]:

@@ -329,7 +329,8 @@ class PerceptualLoss(nn.Module):
             raise RuntimeError("PerceptualLoss.set_style(style_image) must be called before the loss is computed.")
         feats = self.features(images, self.content_layers + self.style_layers)
         terms = {
-            "content": content_loss({k: feats[k] for k in self.content_layers}, content_targets),
+            "content": content_loss({k: feats[k] for k in self.content_layers},
+                                    {k: t.to(images.device) for k, t in content_targets.items()}),
             "style": style_loss({k: feats[k] for k in self.style_layers},
                                 {k: g.to(images.device) for k, g in self.style_grams.items()}),
             "tv": total_variation(images),
