@@ -14,6 +14,8 @@ from lightning_gen.srresnet import SRResNet
 from lightning_gen.style_transfer import StyleTransfer
 from lightning_gen.vae import CVAE, VAE
 
-__all__ = ["A2C", "CGAN", "CVAE", "Classifier", "DCGAN", "DeepDream", "FastStyleTransfer", "Pix2Pix", "SGAN", "SRCNN",
-           "SRGAN", "SRResNet", "StyleTransfer", "VAE"]
+__all__ = [
+    "A2C", "CGAN", "CVAE", "Classifier", "DCGAN", "DeepDream", "FastStyleTransfer", "Pix2Pix", "SGAN", "SRCNN",
+    "SRGAN", "SRResNet", "StyleTransfer", "VAE",
+]
 __version__ = "0.1.0"
