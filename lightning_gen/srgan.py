@@ -112,6 +112,7 @@ class SRGAN(SuperResolutionEvaluation, L.LightningModule):
         weights = {k.removeprefix("generator."): v for k, v in state.items() if k.startswith("generator.")}
         own = self.generator.state_dict()
         mismatched = [k for k in own if k not in weights or weights[k].shape != own[k].shape]
+        mismatched += sorted(set(weights) - set(own))  # e.g. a second upsampling stage: another scale
         if mismatched:
             raise ConfigError(f"generator_ckpt {path} does not fit this generator (scale {self.hparams.scale}, "
                               f"{self.hparams.channels} channels, {self.hparams.num_blocks} blocks): "
