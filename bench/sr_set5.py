@@ -27,8 +27,11 @@ PUBLISHED = {  # (method, scale, set): (PSNR, SSIM) from the papers (Dong et al.
 }
 
 
-def train(name: str, minutes: float, accelerator: str, out: Path, *extra: str) -> tuple[Path, float]:
+def train(name: str, minutes: float, accelerator: str, out: Path, *extra: str,
+          evaluate_only: bool = False) -> tuple[Path, float]:
     folder = out / name
+    if evaluate_only:
+        return folder / "checkpoints" / "last.ckpt", float("nan")
     if folder.exists():
         shutil.rmtree(folder)
     config = ROOT / "configs" / name / "facades_cpu.yaml"
@@ -44,6 +47,8 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, nargs=3, default=[10, 15, 15], metavar=("SRCNN", "SRRESNET", "SRGAN"),
                         help="training budget of each model, in minutes")
     parser.add_argument("--accelerator", default="cpu")
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="skip training: test the checkpoints already in --out (training minutes shown as -)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "sr"))
     args = parser.parse_args()
     out = Path(args.out)
@@ -52,12 +57,13 @@ def main() -> None:
     runs = [("srcnn", "SRCNN", 3, args.minutes[0], []), ("srresnet", "SRResNet", 4, args.minutes[1], [])]
     results = {}
     for name, label, scale, minutes, extra in runs:
-        ckpt, wall = train(name, minutes, args.accelerator, out, *extra)
+        ckpt, wall = train(name, minutes, args.accelerator, out, *extra, evaluate_only=args.evaluate_only)
         results[label] = (scale, wall, evaluate("test", ckpt.parent.parent / "config.yaml", ckpt,
                                                  "--trainer.accelerator", args.accelerator))
         print(f"{label}: trained {wall:.1f} min, {ckpt}", flush=True)
     ckpt, wall = train("srgan", args.minutes[2], args.accelerator, out,
-                       "--model.generator_ckpt", str(out / "srresnet" / "checkpoints" / "last.ckpt"))
+                       "--model.generator_ckpt", str(out / "srresnet" / "checkpoints" / "last.ckpt"),
+                       evaluate_only=args.evaluate_only)
     results["SRGAN"] = (4, wall, evaluate("test", ckpt.parent.parent / "config.yaml", ckpt,
                                           "--trainer.accelerator", args.accelerator))
     print("\n| method | scale | set | PSNR (dB) | SSIM | training (min) | published PSNR / SSIM |")
