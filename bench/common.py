@@ -24,8 +24,8 @@ def printed_metrics(stdout: str) -> dict[str, float]:
     """The `<stage>/<name>  value` rows of the table Lightning prints after validate/test."""
     metrics = {}
     for line in stdout.splitlines():
-        parts = line.replace("│", " ").split()
-        if len(parts) == 2 and "/" in parts[0]:
+        parts = line.replace("│", " ").split()  # with several dataloaders a row has one column per loader
+        if len(parts) >= 2 and "/" in parts[0]:
             try:
                 metrics[parts[0]] = float(parts[1])
             except ValueError:

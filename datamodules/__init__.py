@@ -11,6 +11,7 @@ from datamodules.folder import ImageFolder
 from datamodules.gym_env import GymEnv
 from datamodules.paired import PairedImages
 from datamodules.semi_supervised import SemiSupervised
+from datamodules.super_resolution import SuperResolution
 from datamodules.torchvision_sets import CIFAR10, MNIST, TORCHVISION_DATASETS, FashionMNIST, TorchvisionData
 
 ENTRY_POINT_GROUP = "lightning_gen.datamodules"
@@ -45,6 +46,7 @@ __all__ = [
     "MNIST",
     "PairedImages",
     "SemiSupervised",
+    "SuperResolution",
     "TORCHVISION_DATASETS",
     "TorchvisionData",
     "data_root",

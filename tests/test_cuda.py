@@ -89,3 +89,28 @@ def test_style_techniques_on_cuda(tmp_path, precision):
     (out,) = L.Trainer(**common).predict(dream)
     assert dream.features.mean.device.type == "cuda"  # the ascent ran there (predictions come back on the CPU)
     assert out["images"].shape == (1, 3, 28, 40) and torch.isfinite(out["images"]).all()
+
+
+@pytest.mark.parametrize("precision", ["16-mixed", "bf16-mixed"])
+@pytest.mark.parametrize("name", ["srcnn", "srresnet", "srgan"])
+def test_super_resolution_on_cuda(tmp_path, name, precision):
+    from datamodules import SuperResolution
+    from lightning_gen import SRCNN, SRGAN, SRResNet
+    from tests.helpers import write_image
+
+    for i in range(3):
+        write_image(tmp_path / "hr" / f"{i}.png", (40, 36), i)
+    data = SuperResolution(root=str(tmp_path / "hr"), scale=4, crop_size=32, batch_size=2, crops_per_epoch=4,
+                           test_roots=[str(tmp_path / "hr")])
+    model = {"srcnn": lambda: SRCNN(scale=4, features=(8, 4), residual=True),
+             "srresnet": lambda: SRResNet(scale=4, channels=8, num_blocks=1),
+             "srgan": lambda: SRGAN(scale=4, channels=8, num_blocks=1, d_channels=4, backbone="mobilenet_v1",
+                                    weights="random")}[name]()
+    probe = OnDevice()
+    t = L.Trainer(accelerator="gpu", devices=1, precision=precision, max_epochs=1, logger=False,
+                  enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                  default_root_dir=tmp_path, callbacks=[probe])
+    t.fit(model, data)
+    assert probe.devices == {"cuda"} and all(torch.isfinite(p).all() for p in model.parameters())
+    results = t.test(model, data, verbose=False)[0]
+    assert results["test/hr/psnr"] > 0 and results["test/hr/bicubic_psnr"] > 0

@@ -116,3 +116,13 @@ def test_ddp_trains_the_style_techniques_with_one_set_of_weights(tmp_path):
                           "--trainer.logger", "false", "--trainer.default_root_dir", folder, *QUIET], tmp_path)
         assert result.returncode == 0, result.stderr[-3000:]
         assert (tmp_path / folder / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_ddp_trains_srgan_with_one_set_of_weights(tmp_path):
+    shared_data("facades")
+    shared_data("sr")
+    result = run_cli(["fit", "--config", str(ROOT / "configs" / "srgan" / "tiny.yaml"), "--trainer.devices", "2",
+                      "--trainer.strategy", "ddp", "--trainer.callbacks+=tests.helpers.SameWeightsCheck",
+                      "--trainer.logger", "false", "--trainer.default_root_dir", "srgan", *QUIET], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "srgan" / "checkpoints" / "last.ckpt").is_file()

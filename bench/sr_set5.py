@@ -1,0 +1,86 @@
+"""Super-resolution on Set5 and Set14: PSNR/SSIM (Y channel of BT.601, `scale` pixels shaved, as the literature) of
+bicubic upsampling, SRCNN (x3), SRResNet (x4) and SRGAN (x4, started from that SRResNet), each trained within a
+CPU budget on the photos of CMP Facades, beside the published values (labelled as such: theirs were trained on
+ImageNet subsets on GPUs for days).
+
+    LIGHTNING_GEN_DATA=/path/to/datasets python bench/sr_set5.py [--minutes 10 15 15] [--accelerator cpu]
+        [--out bench/out/sr]
+
+Prints one row per (method, scale, set) and where each run's strips are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from pathlib import Path
+
+from common import QUIET, ROOT, cli, evaluate
+
+PUBLISHED = {  # (method, scale, set): (PSNR, SSIM) from the papers (Dong et al. 2016 TPAMI; Ledig et al. 2017)
+    ("bicubic", 3, "Set5"): (30.39, 0.8682), ("SRCNN", 3, "Set5"): (32.75, 0.9090),
+    ("bicubic", 3, "Set14"): (27.54, 0.7736), ("SRCNN", 3, "Set14"): (29.30, 0.8215),
+    ("bicubic", 4, "Set5"): (28.43, 0.8211), ("SRResNet", 4, "Set5"): (32.05, 0.9019),
+    ("SRGAN", 4, "Set5"): (29.40, 0.8472), ("bicubic", 4, "Set14"): (25.99, 0.7486),
+    ("SRResNet", 4, "Set14"): (28.49, 0.8184), ("SRGAN", 4, "Set14"): (26.02, 0.7397),
+}
+
+
+def train(name: str, minutes: float, accelerator: str, out: Path, *extra: str,
+          evaluate_only: bool = False) -> tuple[Path, float]:
+    folder = out / name
+    if evaluate_only:
+        return folder / "checkpoints" / "last.ckpt", float("nan")
+    if folder.exists():
+        shutil.rmtree(folder)
+    config = ROOT / "configs" / name / "facades_cpu.yaml"
+    start = time.perf_counter()
+    cli("fit", "--config", str(config), "--trainer.default_root_dir", str(folder), "--trainer.accelerator", accelerator,
+        "--trainer.max_time", time.strftime("00:%H:%M:%S", time.gmtime(minutes * 60)), *QUIET, *extra, capture=False)
+    wall = (time.perf_counter() - start) / 60
+    return folder / "checkpoints" / "last.ckpt", wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, nargs=3, default=[10, 15, 15], metavar=("SRCNN", "SRRESNET", "SRGAN"),
+                        help="training budget of each model, in minutes")
+    parser.add_argument("--accelerator", default="cpu")
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="skip training: test the checkpoints already in --out (training minutes shown as -)")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "sr"))
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    runs = [("srcnn", "SRCNN", 3, args.minutes[0], []), ("srresnet", "SRResNet", 4, args.minutes[1], [])]
+    results = {}
+    for name, label, scale, minutes, extra in runs:
+        ckpt, wall = train(name, minutes, args.accelerator, out, *extra, evaluate_only=args.evaluate_only)
+        results[label] = (scale, wall, evaluate("test", ckpt.parent.parent / "config.yaml", ckpt,
+                                                 "--trainer.accelerator", args.accelerator))
+        print(f"{label}: trained {wall:.1f} min, {ckpt}", flush=True)
+    ckpt, wall = train("srgan", args.minutes[2], args.accelerator, out,
+                       "--model.generator_ckpt", str(out / "srresnet" / "checkpoints" / "last.ckpt"),
+                       evaluate_only=args.evaluate_only)
+    results["SRGAN"] = (4, wall, evaluate("test", ckpt.parent.parent / "config.yaml", ckpt,
+                                          "--trainer.accelerator", args.accelerator))
+    print("\n| method | scale | set | PSNR (dB) | SSIM | training (min) | published PSNR / SSIM |")
+    print("|---|---|---|---|---|---|---|")
+    for label, (scale, wall, metrics) in results.items():
+        for set_name in ("Set5", "Set14"):
+            if label in ("SRCNN", "SRResNet"):  # the bicubic row of this scale, from the same evaluation
+                b = (metrics[f"test/{set_name}/bicubic_psnr"], metrics[f"test/{set_name}/bicubic_ssim"])
+                pub = PUBLISHED.get(("bicubic", scale, set_name))
+                rows.append(f"| bicubic | x{scale} | {set_name} | {b[0]:.2f} | {b[1]:.4f} | - | "
+                            f"{pub[0]:.2f} / {pub[1]:.4f} |")
+            psnr, ssim = metrics[f"test/{set_name}/psnr"], metrics[f"test/{set_name}/ssim"]
+            pub = PUBLISHED.get((label, scale, set_name))
+            published = f"{pub[0]:.2f} / {pub[1]:.4f}" if pub else "-"
+            rows.append(f"| {label} | x{scale} | {set_name} | {psnr:.2f} | {ssim:.4f} | {wall:.1f} | {published} |")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,226 @@
+"""Single-image super-resolution data: high-resolution (HR) images and their low-resolution (LR) versions made by
+bicubic downsampling, as the SR benchmarks make them.
+
+Batches are dicts of `(B, 3, h, w)` / `(B, 3, H, W)` tensors in [-1, 1], H = scale * h:
+`lr` (the network's input), `hr` (the target) and `bicubic` (the LR image upsampled back by bicubic interpolation:
+SRCNN's input and every table's baseline row). Evaluation batches (one whole image each) also carry `name`.
+
+The LR image comes from PIL's bicubic resize (antialiased when shrinking: its kernel widens by the scale, as
+MATLAB's `imresize`, which made the published benchmarks, does); the HR image is first cropped to a multiple of the
+scale ("modcrop").
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import functional as TF
+
+from datamodules.base import DataError, data_root
+from datamodules.folder import scan_image_folder
+
+
+def modcrop(image: Image.Image, scale: int) -> Image.Image:
+    """Crop the bottom and right so both sides are multiples of `scale`."""
+    w, h = image.width - image.width % scale, image.height - image.height % scale
+    return image.crop((0, 0, w, h))
+
+
+def degrade(hr: Image.Image, scale: int) -> tuple[Image.Image, Image.Image]:
+    """(LR, bicubic) of an HR image whose sides are multiples of `scale`: bicubic downsampling by `scale`, and the
+    LR image upsampled back to the HR size by bicubic interpolation."""
+    lr = hr.resize((hr.width // scale, hr.height // scale), Image.BICUBIC)
+    return lr, lr.resize(hr.size, Image.BICUBIC)
+
+
+def take_half(image: Image.Image, half: Literal["left", "right"] | None) -> Image.Image:
+    """The left or right half of an image (pix2pix's aligned files hold A | B), or the whole image."""
+    if half is None:
+        return image
+    mid = image.width // 2
+    return image.crop((0, 0, mid, image.height) if half == "left" else (mid, 0, image.width, image.height))
+
+
+def signed(image: Image.Image) -> Tensor:
+    return TF.to_tensor(image) * 2 - 1  # (3, H, W) in [-1, 1]
+
+
+def read_rgb(path: Path) -> Image.Image:
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except Exception as err:  # PIL raises many types for bad files
+        raise DataError(f"cannot read image {path}: {err}. Remove or replace the file.") from None
+
+
+class RandomCrops(Dataset):
+    """`length` random HR crops of `crop_size` from `files` (image i % len(files) for item i), with random flips and
+    90-degree rotations when `augment`; each crop degraded by `degrade`. Images are decoded once and kept."""
+
+    def __init__(self, files: list[Path], scale: int, crop_size: int, augment: bool, length: int,
+                 half: Literal["left", "right"] | None = None) -> None:
+        self.images = [take_half(read_rgb(p), half) for p in files]
+        small = [(p, im.size) for p, im in zip(files, self.images) if min(im.size) < crop_size]
+        if small:
+            raise DataError(f"{len(small)} training images are smaller than crop_size={crop_size} (e.g. {small[0][0]} "
+                            f"is {small[0][1][0]}x{small[0][1][1]}). Lower --data.crop_size or remove them.")
+        self.scale, self.crop_size, self.augment, self.length = scale, crop_size, augment, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        image = self.images[index % len(self.images)]
+        c = self.crop_size
+        x, y = random.randint(0, image.width - c), random.randint(0, image.height - c)
+        hr = image.crop((x, y, x + c, y + c))
+        if self.augment:
+            if random.random() < 0.5:
+                hr = hr.transpose(Image.FLIP_LEFT_RIGHT)
+            if random.random() < 0.5:
+                hr = hr.transpose(Image.FLIP_TOP_BOTTOM)
+            if random.random() < 0.5:
+                hr = hr.transpose(Image.ROTATE_90)
+        lr, bicubic = degrade(hr, self.scale)
+        return {"lr": signed(lr), "hr": signed(hr), "bicubic": signed(bicubic)}
+
+
+class WholeImages(Dataset):
+    """Every image of a folder, whole (modcropped to the scale), for evaluation; batch size 1."""
+
+    def __init__(self, files: list[Path], scale: int) -> None:
+        self.files, self.scale = files, scale
+        for path in files:
+            image = read_rgb(path)
+            if min(image.size) < scale:
+                raise DataError(f"image {path} ({image.width}x{image.height}) is smaller than the scale {scale}.")
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        hr = modcrop(read_rgb(self.files[index]), self.scale)
+        lr, bicubic = degrade(hr, self.scale)
+        return {"lr": signed(lr), "hr": signed(hr), "bicubic": signed(bicubic), "name": self.files[index].stem + ".png"}
+
+
+class LowResImages(Dataset):
+    """Images to upscale (`predict`): each is the LR input as it is; `bicubic` is its bicubic upsampling."""
+
+    def __init__(self, files: list[Path], scale: int) -> None:
+        self.files, self.scale = files, scale
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        lr = read_rgb(self.files[index])
+        bicubic = lr.resize((lr.width * self.scale, lr.height * self.scale), Image.BICUBIC)
+        return {"lr": signed(lr), "bicubic": signed(bicubic), "name": self.files[index].stem + ".png"}
+
+
+class SuperResolution(L.LightningDataModule):
+    """Super-resolution data from any folder of high-resolution images.
+
+    Args:
+        root: folder of HR training images (directly inside, or in sub-folders; `$VARS` and `~` expanded), e.g.
+            `$LIGHTNING_GEN_DATA/facades/train` or a DIV2K `DIV2K_train_HR` folder.
+        scale: upscaling factor: 2, 3 or 4.
+        crop_size: side of the random HR training crops (a multiple of `scale`; the LR crops are crop_size/scale).
+        augment: random horizontal/vertical flips and 90-degree rotations of the training crops.
+        crops_per_epoch: training crops per epoch (each a fresh random crop; default: one per training image).
+        half: train on the `left` or `right` half of each image only (pix2pix's aligned files hold A | B: the
+            photos of CMP Facades are the `left` halves).
+        val_roots: folders of HR images for `validate`, each evaluated whole (default: `test_roots`).
+        test_roots: folders of HR images for `test`, one dataloader (and one set of metrics) each, e.g.
+            `[$LIGHTNING_GEN_DATA/sr/Set5, $LIGHTNING_GEN_DATA/sr/Set14]`.
+        predict_root: folder (or file) of low-resolution images that `predict` upscales.
+        batch_size: training crops per batch (evaluation runs one whole image at a time).
+        num_workers: DataLoader worker processes.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        scale: Literal[2, 3, 4] = 4,
+        crop_size: int = 96,
+        augment: bool = True,
+        crops_per_epoch: int | None = None,
+        half: Literal["left", "right"] | None = None,
+        val_roots: list[str] | None = None,
+        test_roots: list[str] | None = None,
+        predict_root: str | None = None,
+        batch_size: int = 16,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        if scale not in (2, 3, 4):
+            raise DataError(f"scale must be 2, 3 or 4; got {scale}.")
+        if crop_size < scale or crop_size % scale:
+            raise DataError(f"crop_size must be a multiple of the scale ({scale}); got {crop_size}. Try "
+                            f"{max(scale, crop_size - crop_size % scale)}.")
+        if batch_size < 1 or (crops_per_epoch is not None and crops_per_epoch < batch_size):
+            raise DataError(f"need batch_size >= 1 and crops_per_epoch >= batch_size; got {batch_size}, "
+                            f"{crops_per_epoch}.")
+        self.root, self.scale, self.crop_size, self.augment = root, scale, crop_size, augment
+        self.crops_per_epoch, self.half = crops_per_epoch, half
+        self.val_roots, self.test_roots, self.predict_root = val_roots, test_roots, predict_root
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.image_shape = (3, crop_size, crop_size)
+        self.train_set: Dataset | None = None
+        self.eval_sets: dict[str, list[WholeImages]] = {}
+        self.eval_names: dict[str, list[str]] = {}
+
+    @staticmethod
+    def _files(root: str) -> list[Path]:
+        return [p for p, _ in scan_image_folder(data_root(root))[0]]
+
+    def _eval(self, stage: str, roots: list[str] | None) -> None:
+        if stage in self.eval_sets:
+            return
+        if not roots:
+            raise DataError(f"SuperResolution needs folders of HR images to {stage} on: set --data.test_roots (e.g. "
+                            "[$LIGHTNING_GEN_DATA/sr/Set5, $LIGHTNING_GEN_DATA/sr/Set14]).")
+        self.eval_sets[stage] = [WholeImages(self._files(r), self.scale) for r in roots]
+        self.eval_names[stage] = [data_root(r).name for r in roots]
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in ("fit", None) and self.train_set is None:
+            files = self._files(self.root)
+            self.train_set = RandomCrops(files, self.scale, self.crop_size, self.augment,
+                                         self.crops_per_epoch or len(files), self.half)
+        if stage in ("fit", "validate", None):
+            self._eval("validate", self.val_roots or self.test_roots)
+        if stage in ("test", None):
+            self._eval("test", self.test_roots)
+
+    def set_names(self, stage: str) -> list[str]:
+        """Names of the evaluation sets (the folders' names, e.g. Set5, Set14), in dataloader order."""
+        return self.eval_names.get(stage, [])
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def _eval_loaders(self, stage: str) -> list[DataLoader]:
+        return [DataLoader(d, batch_size=1, num_workers=self.num_workers) for d in self.eval_sets[stage]]
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders("validate")
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        if not self.predict_root:
+            raise DataError("predict upscales the images of --data.predict_root (a folder of low-resolution images).")
+        path = data_root(self.predict_root)
+        files = [path] if path.is_file() else self._files(self.predict_root)
+        return DataLoader(LowResImages(files, self.scale), batch_size=1)

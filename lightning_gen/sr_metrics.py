@@ -1,0 +1,158 @@
+"""The super-resolution literature's evaluation: PSNR and SSIM per image, averaged per benchmark set, on the
+luminance (Y of ITU-R BT.601, 16-235) with `scale` pixels shaved off every border, or on RGB; the bicubic
+upsampling scored the same way as the baseline row."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+
+# BT.601 luma of [0, 1] RGB, in [16, 235]: what MATLAB's rgb2ycbcr gives (the benchmarks' convention)
+Y_WEIGHTS = (65.481, 128.553, 24.966)
+
+
+def rgb_to_y(images: Tensor) -> Tensor:
+    """`(B, 3, H, W)` RGB in [-1, 1] -> `(B, 1, H, W)` BT.601 luma in [16, 235] (8-bit scale)."""
+    rgb = images.float().clamp(-1, 1).add(1).div(2)
+    weights = torch.tensor(Y_WEIGHTS, device=rgb.device).view(1, 3, 1, 1)
+    return 16.0 + (rgb * weights).sum(1, keepdim=True)
+
+
+def to_255(images: Tensor) -> Tensor:
+    return images.float().clamp(-1, 1).add(1).mul(127.5)
+
+
+def shave(images: Tensor, border: int) -> Tensor:
+    return images[..., border:-border, border:-border] if border > 0 else images
+
+
+class SRMetrics(nn.Module):
+    """PSNR and SSIM of the model's output and of bicubic upsampling against HR, one pair of metrics per set.
+
+    Args:
+        sets: names of the evaluation sets (e.g. Set5, Set14), in dataloader order.
+        channel: `y` (luminance, the literature's tables) or `rgb`.
+        border: pixels shaved off each side before scoring (the literature: the scale).
+    """
+
+    def __init__(self, sets: list[str], channel: Literal["y", "rgb"] = "y", border: int = 4) -> None:
+        super().__init__()
+        self.sets, self.channel, self.border = list(sets), channel, border
+
+        def pair() -> nn.ModuleDict:  # per-image PSNR, averaged over images
+            return nn.ModuleDict({"psnr": PeakSignalNoiseRatio(data_range=255.0, reduction="elementwise_mean",
+                                                               dim=(1, 2, 3)),
+                                  "ssim": StructuralSimilarityIndexMeasure(data_range=255.0)})
+
+        self.model = nn.ModuleList([pair() for _ in sets])
+        self.bicubic = nn.ModuleList([pair() for _ in sets])
+
+    def prepare(self, images: Tensor) -> Tensor:
+        scored = rgb_to_y(images) if self.channel == "y" else to_255(images)
+        return shave(scored, self.border)
+
+    def update(self, index: int, output: Tensor, hr: Tensor, bicubic: Tensor) -> None:
+        target = self.prepare(hr)
+        for metrics, images in ((self.model[index], output), (self.bicubic[index], bicubic)):
+            prepared = self.prepare(images)
+            for metric in metrics.values():
+                metric.update(prepared, target)
+
+    def compute(self) -> dict[str, Tensor]:
+        """`{"<set>/psnr", "<set>/ssim", "<set>/bicubic_psnr", "<set>/bicubic_ssim"}` for the sets that were
+        updated; then resets."""
+        out = {}
+        for name, ours, base in zip(self.sets, self.model, self.bicubic):
+            if ours["psnr"].update_count == 0:
+                continue
+            for key in ("psnr", "ssim"):
+                out[f"{name}/{key}"] = ours[key].compute()
+                out[f"{name}/bicubic_{key}"] = base[key].compute()
+        for metrics in (*self.model, *self.bicubic):
+            for metric in metrics.values():
+                metric.reset()
+        return out
+
+
+class SREvaluation:
+    """What an SR technique's `validation_step`/`test_step` and epoch ends share: per-set metrics (built on first use
+    from the datamodule's set names), logged as `<stage>/<set>/psnr` etc., and (bicubic | output | HR) strips of the
+    first `num_strips` images of each set, saved as PNG and sent to the loggers.
+
+    Not a module: the owner keeps its metrics on its device through `step`."""
+
+    def __init__(self, channel: Literal["y", "rgb"] = "y", border: int = 4, num_strips: int = 2) -> None:
+        self.channel, self.border, self.num_strips = channel, border, num_strips
+        self.metrics: dict[str, SRMetrics] = {}
+        self.strips: list[Tensor] = []
+
+    def step(self, module, stage: str, output: Tensor, batch: dict, batch_idx: int, dataloader_idx: int) -> None:
+        if stage not in self.metrics:
+            dm = module.trainer.datamodule
+            names = dm.set_names("validate" if stage == "val" else stage) if hasattr(dm, "set_names") else []
+            loaders = module.trainer.val_dataloaders if stage == "val" else module.trainer.test_dataloaders
+            count = len(loaders) if isinstance(loaders, (list, tuple)) else 1
+            self.metrics[stage] = SRMetrics(names or [f"set{i}" for i in range(count)], self.channel, self.border)
+        metrics = self.metrics[stage].to(output.device)
+        metrics.update(dataloader_idx, output.detach(), batch["hr"], batch["bicubic"])
+        if batch_idx < self.num_strips and not module.trainer.sanity_checking:
+            self.strips.append(strip(batch["bicubic"][0], output[0].detach(), batch["hr"][0]))
+
+    def epoch_end(self, module, stage: str) -> None:
+        from lightning_gen.runs import save_and_log_images
+
+        if stage not in self.metrics:
+            return
+        values = self.metrics[stage].compute()
+        module.log_dict({f"{stage}/{k}": v for k, v in values.items()}, sync_dist=True)
+        if self.strips:
+            save_and_log_images(module.trainer, f"{stage}/strips", torch.stack(self.strips), nrow=1)
+        self.strips = []
+
+
+def strip(bicubic: Tensor, output: Tensor, hr: Tensor, side: int = 128) -> Tensor:
+    """A `(3, side, 3 * side)` strip of the same centre crop of the three images (the whole image if smaller)."""
+    h, w = hr.shape[-2:]
+    s = min(side, h, w)
+    top, left = (h - s) // 2, (w - s) // 2
+    crops = [im[:, top: top + s, left: left + s].float().clamp(-1, 1) for im in (bicubic, output, hr)]
+    return torch.cat(crops, dim=-1)
+
+
+class SuperResolutionEvaluation:
+    """Evaluation hooks every SR technique shares (mixed into its LightningModule next to `L.LightningModule`):
+    `validate`/`test` score `self.upscale(batch)` per set with `self.evaluation` (an `SREvaluation`), `predict`
+    writes the upscaled images under their names, and `setup` refuses a datamodule of another scale. The technique
+    keeps its own `training_step`."""
+
+    def upscale(self, batch: dict) -> Tensor:
+        raise NotImplementedError
+
+    def check_scale(self) -> None:
+        from lightning_gen.checks import ConfigError
+
+        scale = getattr(self.trainer.datamodule, "scale", None)
+        if scale is not None and scale != self.hparams.scale:
+            raise ConfigError(f"the model's scale is {self.hparams.scale} but the data's is {scale}; set both "
+                              f"(--model.scale {scale} or --data.scale {self.hparams.scale}).")
+
+    def setup(self, stage: str) -> None:
+        self.check_scale()
+
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.evaluation.step(self, "val", self.upscale(batch), batch, batch_idx, dataloader_idx)
+
+    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.evaluation.step(self, "test", self.upscale(batch), batch, batch_idx, dataloader_idx)
+
+    def on_validation_epoch_end(self) -> None:
+        self.evaluation.epoch_end(self, "val")
+
+    def on_test_epoch_end(self) -> None:
+        self.evaluation.epoch_end(self, "test")
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        return {"images": self.upscale(batch).clamp(-1, 1), "names": list(batch["name"])}

@@ -1,0 +1,157 @@
+"""SRGAN: Ledig et al., "Photo-Realistic Single Image Super-Resolution Using a Generative Adversarial Network"
+(CVPR 2017).
+
+The SRResNet generator G (started from a trained `SRResNet` checkpoint, as the paper does, to avoid poor local
+optima) and a discriminator D (eight strided convolutions, dense layers, one logit) train in turns:
+
+- D minimises the GAN loss of D(HR) as real and D(G(LR)) as fake;
+- G minimises `content_weight` x the mean squared difference of a frozen ImageNet network's activations on G(LR)
+  and HR (the paper's "VGG54": VGG19 relu5_4; offline, the MobileNet v1 0.25 of `lightning_gen.nn.features`)
+  + `adversarial_weight` (1e-3) x the GAN loss of D(G(LR)) as real + `pixel_weight` x MSE (0 in the paper).
+
+Manual optimization, one Adam per network; under DDP each network's gradients are averaged for its own step
+(`lightning_gen.distributed`). `validate`/`test` report PSNR and SSIM per set beside bicubic's (an SRGAN's PSNR is
+lower than SRResNet's by design: it trades pixel agreement for texture), with (bicubic | SRGAN | HR) strips.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lightning_gen.checks import ConfigError
+from lightning_gen.distributed import disable_ddp_gradient_sync, step_network
+from lightning_gen.losses import GANLoss, discriminator_loss, generator_loss
+from lightning_gen.nn.features import Backbone, FeatureNet, attach_frozen, check_layers, on_device
+from lightning_gen.nn.sr import SRDiscriminator, SRResNet
+from lightning_gen.optim import adam
+from lightning_gen.runs import logs_this_step
+from lightning_gen.sr_metrics import SREvaluation, SuperResolutionEvaluation
+
+DEFAULT_CONTENT_LAYER = {"vgg19": "relu5_4", "vgg16": "relu5_3", "mobilenet_v1": "conv_pw_11_relu"}
+
+
+class SRGAN(SuperResolutionEvaluation, L.LightningModule):
+    """Ledig et al.'s SRGAN: SRResNet generator, strided-conv discriminator, perceptual content loss + 1e-3 GAN loss.
+
+    Args:
+        scale: upscaling factor (2, 3 or 4; must equal the datamodule's).
+        channels: generator feature channels (64).
+        num_blocks: generator residual blocks (16).
+        d_channels: the discriminator's first-layer channels (64).
+        generator_ckpt: a trained `SRResNet` checkpoint of the same scale and size to start the generator from
+            (strongly advised; `null` starts from random weights).
+        backbone: the content loss's feature network: `vgg19` (the paper's; needs its weights), `vgg16` or
+            `mobilenet_v1` (offline).
+        weights: its weights: a file, `imagenet` (torch hub cache, downloaded there if missing) or `random` (tests).
+        content_layer: the layer compared (default: vgg19 relu5_4, mobilenet conv_pw_11_relu).
+        content_weight: weight of the feature MSE (the paper divides VGG features by 12.75: 0.006 here for VGG).
+        adversarial_weight: weight of the generator's GAN loss (1e-3 in the paper).
+        pixel_weight: weight of a pixel MSE term (0 in the paper).
+        gan_loss: `bce` (the paper's), `lsgan` or `hinge`, on logits.
+        lr: Adam's learning rate for both networks (1e-4 in the paper, then 1e-5).
+        channel: evaluation on the luminance (`y`) or `rgb`.
+        num_strips: images per evaluation set shown as strips.
+    """
+
+    def __init__(
+        self,
+        scale: Literal[2, 3, 4] = 4,
+        channels: int = 64,
+        num_blocks: int = 16,
+        d_channels: int = 64,
+        generator_ckpt: str | None = None,
+        backbone: Backbone = "vgg19",
+        weights: str = "imagenet",
+        content_layer: str | None = None,
+        content_weight: float = 1.0,
+        adversarial_weight: float = 1e-3,
+        pixel_weight: float = 0.0,
+        gan_loss: GANLoss = "bce",
+        lr: float = 1e-4,
+        channel: Literal["y", "rgb"] = "y",
+        num_strips: int = 2,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        if min(content_weight, adversarial_weight, pixel_weight) < 0 or lr <= 0:
+            raise ConfigError("loss weights must be 0 or more and lr positive; got "
+                              f"{content_weight}, {adversarial_weight}, {pixel_weight}, {lr}.")
+        self.content_layer = check_layers(backbone, [content_layer or DEFAULT_CONTENT_LAYER[backbone]],
+                                          "content_layer")[0]
+        self.generator = SRResNet(scale, channels, num_blocks)
+        self.discriminator = SRDiscriminator(d_channels)
+        self.evaluation = SREvaluation(channel, border=scale, num_strips=num_strips)
+
+    def forward(self, lr: Tensor) -> Tensor:
+        return self.generator(lr)
+
+    def upscale(self, batch: dict[str, Tensor]) -> Tensor:
+        return self(batch["lr"])
+
+    def setup(self, stage: str) -> None:
+        self.check_scale()
+        if stage != "fit":
+            return
+        attach_frozen(self, "features", FeatureNet(self.hparams.backbone, self.hparams.weights))
+        if self.hparams.generator_ckpt and self.trainer.ckpt_path is None:  # a resumed run has its own weights
+            self.load_generator(self.hparams.generator_ckpt)
+
+    def load_generator(self, path: str) -> None:
+        """Copy the generator weights of an `SRResNet` (or SRGAN) checkpoint into this generator."""
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+        except FileNotFoundError:
+            raise ConfigError(f"generator_ckpt {path} does not exist: train an SRResNet first "
+                              "(configs/srresnet/...) and give its last.ckpt.") from None
+        weights = {k.removeprefix("generator."): v for k, v in state.items() if k.startswith("generator.")}
+        own = self.generator.state_dict()
+        mismatched = [k for k in own if k not in weights or weights[k].shape != own[k].shape]
+        mismatched += sorted(set(weights) - set(own))  # e.g. a second upsampling stage: another scale
+        if mismatched:
+            raise ConfigError(f"generator_ckpt {path} does not fit this generator (scale {self.hparams.scale}, "
+                              f"{self.hparams.channels} channels, {self.hparams.num_blocks} blocks): "
+                              f"{mismatched[:3]} differ. Use an SRResNet checkpoint with the same settings.")
+        self.generator.load_state_dict(weights)
+
+    def configure_optimizers(self) -> Any:
+        return [adam(self, self.generator.parameters(), self.hparams.lr),
+                adam(self, self.discriminator.parameters(), self.hparams.lr)]
+
+    def content_loss(self, sr: Tensor, hr: Tensor) -> Tensor:
+        features = on_device(self.features, sr.device)
+        fake = features(sr, [self.content_layer])[self.content_layer]
+        with torch.no_grad():
+            real = features(hr, [self.content_layer])[self.content_layer]
+        return F.mse_loss(fake.float(), real.float())
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        hp = self.hparams
+        lr_images, hr = batch["lr"], batch["hr"]
+        opt_g, opt_d = self.optimizers()
+        disable_ddp_gradient_sync(self.trainer)  # each network's gradients are averaged for its own step below
+        sr = self.generator(lr_images)
+
+        self.toggle_optimizer(opt_d)
+        d_loss = discriminator_loss(self.discriminator(hr), self.discriminator(sr.detach()), hp.gan_loss)
+        step_network(self, opt_d, d_loss, self.discriminator)
+        self.untoggle_optimizer(opt_d)
+
+        self.toggle_optimizer(opt_g)
+        content = self.content_loss(sr, hr)
+        adversarial = generator_loss(self.discriminator(sr), hp.gan_loss)
+        pixel = F.mse_loss(sr.float(), hr.float())
+        g_loss = hp.content_weight * content + hp.adversarial_weight * adversarial + hp.pixel_weight * pixel
+        step_network(self, opt_g, g_loss, self.generator)
+        self.untoggle_optimizer(opt_g)
+        if logs_this_step(self.trainer):
+            n = len(hr)
+            self.log_dict({"train/d_loss": d_loss.detach(), "train/g_loss": g_loss.detach()}, prog_bar=True,
+                          batch_size=n)
+            self.log_dict({"train/content": content.detach(), "train/adversarial": adversarial.detach(),
+                           "train/pixel_mse": pixel.detach()}, batch_size=n)

@@ -1,0 +1,72 @@
+"""SRResNet: the generator of Ledig et al., "Photo-Realistic Single Image Super-Resolution Using a Generative
+Adversarial Network" (CVPR 2017), trained alone with the mean squared error.
+
+The network works on the low-resolution image itself (`lightning_gen.nn.sr.SRResNet`: 9x9 conv, residual blocks
+with batch norm and PReLU, a long skip, sub-pixel (PixelShuffle) upsampling by `scale`, 9x9 conv to RGB), so it
+is cheaper than SRCNN at the same depth. Its checkpoint initialises SRGAN's generator.
+
+`validate`/`test` report PSNR and SSIM per evaluation set beside bicubic's and save (bicubic | SRResNet | HR)
+strips; `predict` upscales `--data.predict_root`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lightning_gen.checks import ConfigError
+from lightning_gen.nn.sr import SRResNet as SRResNetNet
+from lightning_gen.optim import adam
+from lightning_gen.runs import logs_this_step
+from lightning_gen.sr_metrics import SREvaluation, SuperResolutionEvaluation
+
+
+class SRResNet(SuperResolutionEvaluation, L.LightningModule):
+    """Ledig et al.'s SRResNet, trained with MSE.
+
+    Args:
+        scale: upscaling factor (2, 3 or 4; must equal the datamodule's).
+        channels: feature channels (64 in the paper).
+        num_blocks: residual blocks (16 in the paper).
+        batch_norm: batch norm in the blocks (the paper's; EDSR later dropped it).
+        lr: Adam's learning rate (1e-4 in the paper).
+        channel: evaluation on the luminance (`y`, the literature's tables) or on `rgb`.
+        num_strips: images per evaluation set shown as (bicubic | SRResNet | HR) strips.
+    """
+
+    def __init__(
+        self,
+        scale: Literal[2, 3, 4] = 4,
+        channels: int = 64,
+        num_blocks: int = 16,
+        batch_norm: bool = True,
+        lr: float = 1e-4,
+        channel: Literal["y", "rgb"] = "y",
+        num_strips: int = 2,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if channels < 1 or num_blocks < 0 or lr <= 0 or scale not in (2, 3, 4):
+            raise ConfigError(f"need channels >= 1, num_blocks >= 0, lr > 0 and scale 2, 3 or 4; got {channels}, "
+                              f"{num_blocks}, {lr}, {scale}.")
+        self.generator = SRResNetNet(scale, channels, num_blocks, batch_norm)
+        self.evaluation = SREvaluation(channel, border=scale, num_strips=num_strips)
+
+    def forward(self, lr: Tensor) -> Tensor:
+        return self.generator(lr)  # (B, 3, h, w) -> (B, 3, scale*h, scale*w)
+
+    def upscale(self, batch: dict[str, Tensor]) -> Tensor:
+        return self(batch["lr"])
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return adam(self, self.parameters(), self.hparams.lr)
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss = F.mse_loss(self(batch["lr"]).float(), batch["hr"].float())
+        if logs_this_step(self.trainer):
+            self.log("train/mse", loss.detach(), prog_bar=True, batch_size=len(batch["hr"]))
+        return loss

@@ -1,0 +1,132 @@
+"""Super-resolution: the data pipeline, the literature's metrics, SRCNN, SRResNet and SRGAN."""
+
+import math
+
+import pytest
+import torch
+from PIL import Image
+
+from datamodules import DataError, SuperResolution
+from datamodules.super_resolution import RandomCrops, degrade, modcrop
+from lightning_gen import SRCNN, SRGAN, SRResNet
+from lightning_gen.checks import ConfigError
+from lightning_gen.nn.sr import SRDiscriminator
+from lightning_gen.nn.sr import SRResNet as SRResNetNet
+from lightning_gen.sr_metrics import SRMetrics, rgb_to_y
+from tests.conftest import QUIET, ROOT, run_cli, shared_data
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_pixel_shuffle_generator_upscales_by_the_scale(scale):
+    net = SRResNetNet(scale, channels=8, num_blocks=1)
+    assert net(torch.rand(2, 3, 10, 7)).shape == (2, 3, 10 * scale, 7 * scale)
+
+
+def test_srcnn_keeps_the_size_and_discriminator_takes_any_crop():
+    assert SRCNN(scale=3, features=(8, 4))(torch.rand(1, 3, 19, 23)).shape == (1, 3, 19, 23)
+    d = SRDiscriminator(channels=4)
+    assert d(torch.rand(2, 3, 32, 32)).shape == (2,) and d(torch.rand(2, 3, 96, 80)).shape == (2,)
+
+
+def test_y_channel_matches_bt601():
+    rgb = torch.tensor([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    images = (rgb * 2 - 1).view(5, 3, 1, 1)  # [-1, 1]
+    expected = torch.tensor([235.0, 16.0, 16 + 65.481, 16 + 128.553, 16 + 24.966])
+    assert torch.allclose(rgb_to_y(images).flatten(), expected, atol=1e-3)
+
+
+def test_psnr_of_identical_images_is_infinite_and_known_for_a_known_error():
+    hr = torch.rand(2, 3, 20, 20) * 1.6 - 0.8
+    metrics = SRMetrics(["set"], channel="rgb", border=2)
+    metrics.update(0, hr, hr, hr + 20 / 127.5)  # bicubic stand-in: every pixel 20 levels (of 255) off
+    values = metrics.compute()
+    assert math.isinf(values["set/psnr"]) and values["set/ssim"] == pytest.approx(1.0, abs=1e-6)
+    assert values["set/bicubic_psnr"] == pytest.approx(10 * math.log10(255**2 / 20**2), abs=1e-3)
+
+
+def test_psnr_is_averaged_per_image_and_shaves_the_border():
+    hr = torch.zeros(2, 3, 12, 12)
+    out = hr.clone()
+    out[0] += 10 / 127.5  # image 0: 10 levels off
+    out[1] += 20 / 127.5  # image 1: 20 levels off
+    out[:, :, :3, :] = 1.0  # and far off in a border band that the scoring shaves away
+    metrics = SRMetrics(["s"], channel="rgb", border=3)
+    metrics.update(0, out, hr, out)
+    per_image = (20 * math.log10(25.5) + 20 * math.log10(12.75)) / 2  # 28.13 and 22.11 dB
+    assert metrics.compute()["s/psnr"] == pytest.approx(per_image, abs=1e-3)  # not 24.05, the pooled-MSE value
+
+
+def test_hr_and_lr_crops_stay_aligned(tmp_path):
+    # a smooth pattern survives x4 down- and upsampling: the item's bicubic image (made from its LR image) must sit
+    # on its HR crop, much closer than the same image moved by one LR pixel, whatever crop, flip or rotation
+    yy, xx = torch.meshgrid(torch.arange(160.0), torch.arange(200.0), indexing="ij")
+    pattern = torch.stack([torch.sin(xx / 6), torch.cos(yy / 7), torch.sin((xx + yy) / 9)], -1)
+    Image.fromarray(((pattern + 1) * 127.5).round().byte().numpy()).save(tmp_path / "waves.png")
+    crops = RandomCrops([tmp_path / "waves.png"], scale=4, crop_size=48, augment=True, length=20)
+    for i in range(20):
+        item = crops[i]
+        assert item["hr"].shape == (3, 48, 48) and item["lr"].shape == (3, 12, 12)
+        inner = (slice(None), slice(8, -8), slice(8, -8))  # away from the borders' edge effects
+        aligned = (item["bicubic"] - item["hr"])[inner].abs().mean()
+        for shift in ((4, 0), (0, 4)):
+            moved = torch.roll(item["bicubic"], shift, dims=(1, 2))
+            assert aligned < 0.4 * (moved - item["hr"])[inner].abs().mean()
+
+
+def test_modcrop_and_degrade_sizes():
+    image = Image.new("RGB", (103, 70))
+    hr = modcrop(image, 4)
+    lr, bicubic = degrade(hr, 4)
+    assert hr.size == (100, 68) and lr.size == (25, 17) and bicubic.size == (100, 68)
+
+
+@pytest.mark.parametrize("config", ["srcnn", "srresnet", "srgan"])
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_tiny_configs_train_test_and_predict(tmp_path, config, precision):
+    shared_data("facades")
+    shared_data("sr")
+    path = str(ROOT / "configs" / config / "tiny.yaml")
+    common = ["--trainer.default_root_dir", str(tmp_path), *QUIET]
+    fit = run_cli(["fit", "--config", path, "--trainer.logger", "false", "--trainer.precision", precision, *common],
+                  tmp_path)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    assert list((tmp_path / "samples").glob("val_strips_epoch*.png"))
+    if precision == "bf16-mixed":
+        return
+    test = run_cli(["test", "--config", path, "--ckpt_path", "last", "--trainer.logger", "false", *common], tmp_path)
+    assert test.returncode == 0, test.stderr[-3000:]
+    assert "test/Set5/psnr" in test.stdout and "test/Set5/bicubic_psnr" in test.stdout
+    small = tmp_path / "small"
+    small.mkdir()
+    Image.new("RGB", (10, 7), "red").save(small / "tiny.png")
+    out = run_cli(["predict", "--config", path, "--ckpt_path", "last", "--data.predict_root", str(small), *common],
+                  tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    scale = 3 if config == "srcnn" else 4
+    assert Image.open(tmp_path / "predictions" / "tiny.png").size == (10 * scale, 7 * scale)
+
+
+def test_bad_settings_are_refused_before_training(tmp_path):
+    with pytest.raises(DataError, match="multiple of the scale"):
+        SuperResolution(root=str(tmp_path), scale=4, crop_size=30)
+    data = SuperResolution(root=str(tmp_path / "nowhere"), scale=4, crop_size=32)
+    with pytest.raises(DataError, match="does not exist"):
+        data.setup("fit")
+    srresnet = SRResNet(scale=4, channels=4, num_blocks=1)
+    ckpt = tmp_path / "x4.ckpt"
+    torch.save({"state_dict": {f"generator.{k}": v for k, v in srresnet.generator.state_dict().items()}}, ckpt)
+    gan = SRGAN(scale=2, channels=4, num_blocks=1, backbone="mobilenet_v1", weights="random")
+    with pytest.raises(ConfigError, match="does not fit this generator"):
+        gan.load_generator(str(ckpt))
+    with pytest.raises(ConfigError, match="not layers of mobilenet_v1"):
+        SRGAN(backbone="mobilenet_v1", weights="random", content_layer="relu5_4")
+
+
+def test_srgan_starts_from_the_srresnet_checkpoint(tmp_path):
+    srresnet = SRResNet(scale=4, channels=4, num_blocks=1)
+    ckpt = tmp_path / "srresnet.ckpt"
+    torch.save({"state_dict": {f"generator.{k}": v for k, v in srresnet.generator.state_dict().items()}}, ckpt)
+    gan = SRGAN(scale=4, channels=4, num_blocks=1, backbone="mobilenet_v1", weights="random")
+    gan.load_generator(str(ckpt))
+    for (name, a), b in zip(gan.generator.state_dict().items(), srresnet.generator.state_dict().values()):
+        assert torch.equal(a, b), name
