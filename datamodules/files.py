@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -81,7 +80,3 @@ class ImageFiles(Dataset):
         file = self.files[index]
         return {"image": load_image(file, self.max_side)[0], "name": file.stem + ".png"}
 
-
-def single_image_batches(dataset: Dataset) -> torch.utils.data.DataLoader:
-    """A loader of batch size 1 that keeps names as lists (`{"image": (1, 3, H, W), "name": [str]}`)."""
-    return torch.utils.data.DataLoader(dataset, batch_size=1, shuffle=False)

@@ -7,8 +7,12 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+
+from lightning_gen.checks import ConfigError
+from lightning_gen.runs import logs_this_step, save_and_log_images
 
 # BT.601 luma of [0, 1] RGB, in [16, 235]: what MATLAB's rgb2ycbcr gives (the benchmarks' convention)
 Y_WEIGHTS = (65.481, 128.553, 24.966)
@@ -102,8 +106,6 @@ class SREvaluation:
             self.strips.append(strip(batch["bicubic"][0], output[0].detach(), batch["hr"][0]))
 
     def epoch_end(self, module, stage: str) -> None:
-        from lightning_gen.runs import save_and_log_images
-
         if stage not in self.metrics:
             return
         values = self.metrics[stage].compute()
@@ -126,14 +128,12 @@ class SuperResolutionEvaluation:
     """Evaluation hooks every SR technique shares (mixed into its LightningModule next to `L.LightningModule`):
     `validate`/`test` score `self.upscale(batch)` per set with `self.evaluation` (an `SREvaluation`), `predict`
     writes the upscaled images under their names, and `setup` refuses a datamodule of another scale. The technique
-    keeps its own `training_step`."""
+    keeps its own `training_step` (the MSE ones call `mse_step`)."""
 
     def upscale(self, batch: dict) -> Tensor:
         raise NotImplementedError
 
     def check_scale(self) -> None:
-        from lightning_gen.checks import ConfigError
-
         scale = getattr(self.trainer.datamodule, "scale", None)
         if scale is not None and scale != self.hparams.scale:
             raise ConfigError(f"the model's scale is {self.hparams.scale} but the data's is {scale}; set both "
@@ -141,6 +141,14 @@ class SuperResolutionEvaluation:
 
     def setup(self, stage: str) -> None:
         self.check_scale()
+
+    def mse_step(self, batch: dict) -> Tensor:
+        """The training loss of the pixel-loss techniques (SRCNN, SRResNet): mean squared error of
+        `self.upscale(batch)` against HR, logged as `train/mse`."""
+        loss = F.mse_loss(self.upscale(batch).float(), batch["hr"].float())
+        if logs_this_step(self.trainer):
+            self.log("train/mse", loss.detach(), prog_bar=True, batch_size=len(batch["hr"]))
+        return loss
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         self.evaluation.step(self, "val", self.upscale(batch), batch, batch_idx, dataloader_idx)

@@ -15,13 +15,11 @@ from typing import Literal
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_gen.checks import ConfigError
 from lightning_gen.nn.sr import SRResNet as SRResNetNet
 from lightning_gen.optim import adam
-from lightning_gen.runs import logs_this_step
 from lightning_gen.sr_metrics import SREvaluation, SuperResolutionEvaluation
 
 
@@ -66,7 +64,4 @@ class SRResNet(SuperResolutionEvaluation, L.LightningModule):
         return adam(self, self.parameters(), self.hparams.lr)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        loss = F.mse_loss(self(batch["lr"]).float(), batch["hr"].float())
-        if logs_this_step(self.trainer):
-            self.log("train/mse", loss.detach(), prog_bar=True, batch_size=len(batch["hr"]))
-        return loss
+        return self.mse_step(batch)  # MSE of the upscaled image against HR

@@ -273,3 +273,13 @@ def test_prediction_grid_pads_images_of_different_sizes():
     grid = same_size([torch.zeros(3, 4, 6), -torch.ones(3, 5, 2)])
     assert grid.shape == (2, 3, 5, 6)
     assert grid[0, :, 4].eq(1).all() and grid[1, :, :, 2:].eq(1).all() and grid[1, :, :, :2].eq(-1).all()
+
+
+def test_deepdream_tiny_config_predicts_from_the_command_line(tmp_path):
+    shared_data("style")
+    out = run_cli(["predict", "--config", str(ROOT / "configs" / "deepdream" / "tiny.yaml"),
+                   "--trainer.default_root_dir", str(tmp_path), *QUIET], tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "objective" in out.stdout + out.stderr
+    dreamt = Image.open(tmp_path / "predictions" / "chelsea.png")
+    assert dreamt.size == (32, 21)  # chelsea (451x300) at longer side 32
