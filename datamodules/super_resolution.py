@@ -20,7 +20,7 @@ import lightning as L
 import torch
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision.transforms import functional as TF
 
 from datamodules.base import DataError, data_root
@@ -126,6 +126,24 @@ class LowResImages(Dataset):
         return {"lr": signed(lr), "bicubic": signed(bicubic), "name": self.files[index].stem + ".png"}
 
 
+class EvalShard(DistributedSampler):
+    """Images `rank`, `rank + W`, ... of an evaluation set: each image is scored by exactly one of the W processes
+    (Lightning's default `DistributedSampler` pads the set by repeating images, which biases a 5-image Set5). The
+    processes may get different numbers of images; the metrics add their sums over processes. A
+    `DistributedSampler`, so Lightning keeps it."""
+
+    def __init__(self, dataset: Dataset, world_size: int, rank: int) -> None:
+        super().__init__(dataset, num_replicas=world_size, rank=rank, shuffle=False)
+        self.indices = list(range(rank, len(dataset), world_size))
+        self.num_samples = len(self.indices)
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
 class SuperResolution(L.LightningDataModule):
     """Super-resolution data from any folder of high-resolution images.
 
@@ -210,7 +228,14 @@ class SuperResolution(L.LightningDataModule):
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def _eval_loaders(self, stage: str) -> list[DataLoader]:
-        return [DataLoader(d, batch_size=1, num_workers=self.num_workers) for d in self.eval_sets[stage]]
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        sets = self.eval_sets[stage]
+        if world > 1 and sum(len(d) for d in sets) < world:
+            raise DataError(f"{stage} has {sum(len(d) for d in sets)} images for {world} processes: every process "
+                            "needs one. Add images to the evaluation folders or use fewer devices.")
+        return [DataLoader(d, batch_size=1, num_workers=self.num_workers,
+                           sampler=EvalShard(d, world, rank) if world > 1 else None) for d in sets]
 
     def val_dataloader(self) -> list[DataLoader]:
         return self._eval_loaders("validate")

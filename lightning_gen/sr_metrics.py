@@ -67,11 +67,12 @@ class SRMetrics(nn.Module):
 
     def compute(self) -> dict[str, Tensor]:
         """`{"<set>/psnr", "<set>/ssim", "<set>/bicubic_psnr", "<set>/bicubic_ssim"}` for the sets that were
-        updated; then resets."""
+        updated (under DDP: for every set, over the images of all processes); then resets."""
         out = {}
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         for name, ours, base in zip(self.sets, self.model, self.bicubic):
-            if ours["psnr"].update_count == 0:
-                continue
+            if ours["psnr"].update_count == 0 and not distributed:  # under DDP a process may have had no image
+                continue                                             # of a set, and every process must sync
             for key in ("psnr", "ssim"):
                 out[f"{name}/{key}"] = ours[key].compute()
                 out[f"{name}/bicubic_{key}"] = base[key].compute()

@@ -42,6 +42,8 @@ class SRGAN(SuperResolutionEvaluation, L.LightningModule):
         scale: upscaling factor (2, 3 or 4; must equal the datamodule's).
         channels: generator feature channels (64).
         num_blocks: generator residual blocks (16).
+        residual: the generator adds the bicubic upsampling of its input (as `SRResNet(residual=True)`; must match
+            `generator_ckpt`).
         d_channels: the discriminator's first-layer channels (64).
         generator_ckpt: a trained `SRResNet` checkpoint of the same scale and size to start the generator from
             (strongly advised; `null` starts from random weights).
@@ -63,6 +65,7 @@ class SRGAN(SuperResolutionEvaluation, L.LightningModule):
         scale: Literal[2, 3, 4] = 4,
         channels: int = 64,
         num_blocks: int = 16,
+        residual: bool = False,
         d_channels: int = 64,
         generator_ckpt: str | None = None,
         backbone: Backbone = "vgg19",
@@ -84,7 +87,7 @@ class SRGAN(SuperResolutionEvaluation, L.LightningModule):
                               f"{content_weight}, {adversarial_weight}, {pixel_weight}, {lr}.")
         self.content_layer = check_layers(backbone, [content_layer or DEFAULT_CONTENT_LAYER[backbone]],
                                           "content_layer")[0]
-        self.generator = SRResNet(scale, channels, num_blocks)
+        self.generator = SRResNet(scale, channels, num_blocks, residual=residual)
         self.discriminator = SRDiscriminator(d_channels)
         self.evaluation = SREvaluation(channel, border=scale, num_strips=num_strips)
 
@@ -105,10 +108,15 @@ class SRGAN(SuperResolutionEvaluation, L.LightningModule):
     def load_generator(self, path: str) -> None:
         """Copy the generator weights of an `SRResNet` (or SRGAN) checkpoint into this generator."""
         try:
-            state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
         except FileNotFoundError:
             raise ConfigError(f"generator_ckpt {path} does not exist: train an SRResNet first "
                               "(configs/srresnet/...) and give its last.ckpt.") from None
+        state = checkpoint["state_dict"]
+        residual = checkpoint.get("hyper_parameters", {}).get("residual", False)
+        if residual != self.hparams.residual:
+            raise ConfigError(f"generator_ckpt {path} was trained with residual={residual}; set "
+                              f"--model.residual {str(residual).lower()} to match it.")
         weights = {k.removeprefix("generator."): v for k, v in state.items() if k.startswith("generator.")}
         own = self.generator.state_dict()
         mismatched = [k for k in own if k not in weights or weights[k].shape != own[k].shape]

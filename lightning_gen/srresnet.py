@@ -31,6 +31,8 @@ class SRResNet(SuperResolutionEvaluation, L.LightningModule):
         channels: feature channels (64 in the paper).
         num_blocks: residual blocks (16 in the paper).
         batch_norm: batch norm in the blocks (the paper's; EDSR later dropped it).
+        residual: add the bicubic upsampling of the input to the output, the network starting as bicubic (not in
+            the paper; it makes short training runs beat bicubic).
         lr: Adam's learning rate (1e-4 in the paper).
         channel: evaluation on the luminance (`y`, the literature's tables) or on `rgb`.
         num_strips: images per evaluation set shown as (bicubic | SRResNet | HR) strips.
@@ -42,6 +44,7 @@ class SRResNet(SuperResolutionEvaluation, L.LightningModule):
         channels: int = 64,
         num_blocks: int = 16,
         batch_norm: bool = True,
+        residual: bool = False,
         lr: float = 1e-4,
         channel: Literal["y", "rgb"] = "y",
         num_strips: int = 2,
@@ -51,7 +54,7 @@ class SRResNet(SuperResolutionEvaluation, L.LightningModule):
         if channels < 1 or num_blocks < 0 or lr <= 0 or scale not in (2, 3, 4):
             raise ConfigError(f"need channels >= 1, num_blocks >= 0, lr > 0 and scale 2, 3 or 4; got {channels}, "
                               f"{num_blocks}, {lr}, {scale}.")
-        self.generator = SRResNetNet(scale, channels, num_blocks, batch_norm)
+        self.generator = SRResNetNet(scale, channels, num_blocks, batch_norm, residual)
         self.evaluation = SREvaluation(channel, border=scale, num_strips=num_strips)
 
     def forward(self, lr: Tensor) -> Tensor:

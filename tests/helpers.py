@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -61,6 +62,15 @@ class SameWeightsCheck(L.Callback):
         everyone = trainer.strategy.all_gather(checksum)
         if not torch.allclose(everyone, everyone[0].expand_as(everyone), rtol=0, atol=1e-9):
             raise RuntimeError(f"processes ended with different weights: {everyone.tolist()}")
+
+
+class SaveTestMetrics(L.Callback):
+    """Writes the metrics of a `test` run (after the processes' sync) to `<default_root_dir>/test_metrics.json`."""
+
+    def on_test_end(self, trainer, pl_module):
+        if trainer.is_global_zero:
+            metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+            (Path(trainer.default_root_dir) / "test_metrics.json").write_text(json.dumps(metrics))
 
 
 class DistinctActorSeeds(L.Callback):

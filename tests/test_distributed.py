@@ -1,5 +1,6 @@
 """Real multi-process DDP on CPU (gloo), launched the way a user launches it: `--trainer.strategy ddp`."""
 
+import json
 import textwrap
 
 import torch
@@ -125,4 +126,15 @@ def test_ddp_trains_srgan_with_one_set_of_weights(tmp_path):
                       "--trainer.strategy", "ddp", "--trainer.callbacks+=tests.helpers.SameWeightsCheck",
                       "--trainer.logger", "false", "--trainer.default_root_dir", "srgan", *QUIET], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert (tmp_path / "srgan" / "checkpoints" / "last.ckpt").is_file()
+    ckpt = tmp_path / "srgan" / "checkpoints" / "last.ckpt"
+    # testing on 2 processes scores each Set5 image once (3 + 2), so the metrics equal one process's
+    metrics = {}
+    for devices in ("1", "2"):
+        result = run_cli(["test", "--config", str(ROOT / "configs" / "srgan" / "tiny.yaml"), "--ckpt_path", str(ckpt),
+                          "--trainer.devices", devices, "--trainer.strategy", "ddp" if devices == "2" else "auto",
+                          "--trainer.limit_test_batches", "1.0", "--trainer.callbacks+=tests.helpers.SaveTestMetrics",
+                          "--trainer.logger", "false", "--trainer.default_root_dir", f"test{devices}", *QUIET], tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        metrics[devices] = json.loads((tmp_path / f"test{devices}" / "test_metrics.json").read_text())
+    for key in ("test/Set5/psnr", "test/Set5/ssim", "test/Set5/bicubic_psnr", "test/Set5/bicubic_ssim"):
+        assert abs(metrics["1"][key] - metrics["2"][key]) < 1e-4, (key, metrics)

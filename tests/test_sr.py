@@ -22,6 +22,20 @@ def test_pixel_shuffle_generator_upscales_by_the_scale(scale):
     assert net(torch.rand(2, 3, 10, 7)).shape == (2, 3, 10 * scale, 7 * scale)
 
 
+def test_residual_generator_starts_as_bicubic_and_learns_a_correction():
+    torch.manual_seed(0)
+    net = SRResNetNet(4, channels=8, num_blocks=1, residual=True)
+    lr = torch.rand(2, 3, 9, 7) * 2 - 1
+    bicubic = torch.nn.functional.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False)
+    assert torch.equal(net(lr), bicubic)  # the last conv starts at zero
+    hr = torch.randn(2, 3, 36, 28)
+    torch.nn.functional.mse_loss(net(lr), hr).backward()
+    assert net.tail.weight.grad.abs().sum() > 0  # and is trained
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    optimizer.step()
+    assert not torch.equal(net(lr), bicubic)
+
+
 def test_srcnn_keeps_the_size_and_discriminator_takes_any_crop():
     assert SRCNN(scale=3, features=(8, 4))(torch.rand(1, 3, 19, 23)).shape == (1, 3, 19, 23)
     d = SRDiscriminator(channels=4)
@@ -120,6 +134,12 @@ def test_bad_settings_are_refused_before_training(tmp_path):
         gan.load_generator(str(ckpt))
     with pytest.raises(ConfigError, match="not layers of mobilenet_v1"):
         SRGAN(backbone="mobilenet_v1", weights="random", content_layer="relu5_4")
+    residual = SRResNet(scale=4, channels=4, num_blocks=1, residual=True)
+    torch.save({"state_dict": {f"generator.{k}": v for k, v in residual.generator.state_dict().items()},
+                "hyper_parameters": dict(residual.hparams)}, ckpt)
+    gan = SRGAN(scale=4, channels=4, num_blocks=1, backbone="mobilenet_v1", weights="random")
+    with pytest.raises(ConfigError, match="residual=True; set --model.residual true"):
+        gan.load_generator(str(ckpt))
 
 
 def test_srgan_starts_from_the_srresnet_checkpoint(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -36,21 +37,33 @@ def upsampler(channels: int, scale: int) -> nn.Sequential:
 class SRResNet(nn.Module):
     """Ledig et al.'s generator: 9x9 conv + PReLU, `num_blocks` residual blocks, conv + BN with a skip from before
     the blocks, sub-pixel upsampling by `scale`, 9x9 conv to RGB. `(B, 3, h, w)` -> `(B, 3, scale*h, scale*w)`,
-    both in [-1, 1] (the output is not squashed; callers clamp for display)."""
+    both in [-1, 1] (the output is not squashed; callers clamp for display).
 
-    def __init__(self, scale: int = 4, channels: int = 64, num_blocks: int = 16, batch_norm: bool = True) -> None:
+    `residual=True` adds the bicubic upsampling of the input to the output (the global residual of VDSR; not in
+    Ledig et al.), and the last conv starts at zero, so the untrained network is bicubic interpolation and training
+    only learns the missing detail."""
+
+    def __init__(self, scale: int = 4, channels: int = 64, num_blocks: int = 16, batch_norm: bool = True,
+                 residual: bool = False) -> None:
         super().__init__()
+        self.scale, self.residual = scale, residual
         self.head = nn.Sequential(nn.Conv2d(3, channels, 9, padding=4), nn.PReLU(channels))
         self.blocks = nn.Sequential(*[ResidualBlock(channels, batch_norm) for _ in range(num_blocks)])
         self.fuse = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1),
                                   nn.BatchNorm2d(channels) if batch_norm else nn.Identity())
         self.up = upsampler(channels, scale)
         self.tail = nn.Conv2d(channels, 3, 9, padding=4)
+        if residual:
+            nn.init.zeros_(self.tail.weight)
+            nn.init.zeros_(self.tail.bias)
 
     def forward(self, lr: Tensor) -> Tensor:
         x = self.head(lr)  # (B, C, h, w)
         x = x + self.fuse(self.blocks(x))
-        return self.tail(self.up(x))  # (B, 3, scale*h, scale*w)
+        out = self.tail(self.up(x))  # (B, 3, scale*h, scale*w)
+        if self.residual:
+            out = out + F.interpolate(lr, scale_factor=self.scale, mode="bicubic", align_corners=False)
+        return out
 
 
 class SRDiscriminator(nn.Module):
