@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
-import torch
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import functional as TF
 
 from datamodules.base import DataError, data_root
@@ -60,14 +59,27 @@ def read_rgb(path: Path) -> Image.Image:
         raise DataError(f"cannot read image {path}: {err}. Remove or replace the file.") from None
 
 
-class RandomCrops(Dataset):
-    """`length` random HR crops of `crop_size` from `files` (image i % len(files) for item i), with random flips and
-    90-degree rotations when `augment`; each crop degraded by `degrade`. Images are decoded once and kept."""
+SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "camera", "coins", "brick", "grass",
+                  "gravel")
 
-    def __init__(self, files: list[Path], scale: int, crop_size: int, augment: bool, length: int,
-                 half: Literal["left", "right"] | None = None) -> None:
-        self.images = [take_half(read_rgb(p), half) for p in files]
-        small = [(p, im.size) for p, im in zip(files, self.images) if min(im.size) < crop_size]
+
+def skimage_photos() -> dict[str, Image.Image]:
+    """The photographs bundled with scikit-image (`root: skimage`; the grey ones as RGB): training data that needs no
+    download."""
+    try:
+        from skimage import data  # an optional dependency: the `sr` extra
+    except ImportError:
+        raise DataError("root: skimage needs scikit-image: pip install 'lightning-gen[sr]' (or scikit-image).") from None
+    return {f"skimage.data.{name}": Image.fromarray(getattr(data, name)()).convert("RGB") for name in SKIMAGE_PHOTOS}
+
+
+class RandomCrops(Dataset):
+    """`length` random HR crops of `crop_size` from `images` (name -> RGB image; image i % len(images) for item i),
+    with random flips and 90-degree rotations when `augment`; each crop degraded by `degrade`."""
+
+    def __init__(self, images: dict[str, Image.Image], scale: int, crop_size: int, augment: bool, length: int) -> None:
+        self.images = list(images.values())
+        small = [(name, im.size) for name, im in images.items() if min(im.size) < crop_size]
         if small:
             raise DataError(f"{len(small)} training images are smaller than crop_size={crop_size} (e.g. {small[0][0]} "
                             f"is {small[0][1][0]}x{small[0][1][1]}). Lower --data.crop_size or remove them.")
@@ -126,30 +138,13 @@ class LowResImages(Dataset):
         return {"lr": signed(lr), "bicubic": signed(bicubic), "name": self.files[index].stem + ".png"}
 
 
-class EvalShard(DistributedSampler):
-    """Images `rank`, `rank + W`, ... of an evaluation set: each image is scored by exactly one of the W processes
-    (Lightning's default `DistributedSampler` pads the set by repeating images, which biases a 5-image Set5). The
-    processes may get different numbers of images; the metrics add their sums over processes. A
-    `DistributedSampler`, so Lightning keeps it."""
-
-    def __init__(self, dataset: Dataset, world_size: int, rank: int) -> None:
-        super().__init__(dataset, num_replicas=world_size, rank=rank, shuffle=False)
-        self.indices = list(range(rank, len(dataset), world_size))
-        self.num_samples = len(self.indices)
-
-    def __iter__(self):
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return self.num_samples
-
-
 class SuperResolution(L.LightningDataModule):
     """Super-resolution data from any folder of high-resolution images.
 
     Args:
         root: folder of HR training images (directly inside, or in sub-folders; `$VARS` and `~` expanded), e.g.
-            `$LIGHTNING_GEN_DATA/facades/train` or a DIV2K `DIV2K_train_HR` folder.
+            `$LIGHTNING_GEN_DATA/facades/train`, DIV2K's `DIV2K_train_HR` or a folder of ImageNet photos; or `skimage`:
+            the 10 photographs bundled with scikit-image (`pip install 'lightning-gen[sr]'`).
         scale: upscaling factor: 2, 3 or 4.
         crop_size: side of the random HR training crops (a multiple of `scale`; the LR crops are crop_size/scale).
         augment: random horizontal/vertical flips and 90-degree rotations of the training crops.
@@ -211,9 +206,13 @@ class SuperResolution(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if stage in ("fit", None) and self.train_set is None:
-            files = self._files(self.root)
-            self.train_set = RandomCrops(files, self.scale, self.crop_size, self.augment,
-                                         self.crops_per_epoch or len(files), self.half)
+            if self.root == "skimage":
+                images = skimage_photos()
+            else:  # decoded once and kept
+                images = {str(p): read_rgb(p) for p in self._files(self.root)}
+            images = {name: take_half(im, self.half) for name, im in images.items()}
+            self.train_set = RandomCrops(images, self.scale, self.crop_size, self.augment,
+                                         self.crops_per_epoch or len(images))
         if stage in ("fit", "validate", None):
             self._eval("validate", self.val_roots or self.test_roots)
         if stage in ("test", None):
@@ -228,14 +227,7 @@ class SuperResolution(L.LightningDataModule):
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def _eval_loaders(self, stage: str) -> list[DataLoader]:
-        trainer = self.trainer
-        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        sets = self.eval_sets[stage]
-        if world > 1 and sum(len(d) for d in sets) < world:
-            raise DataError(f"{stage} has {sum(len(d) for d in sets)} images for {world} processes: every process "
-                            "needs one. Add images to the evaluation folders or use fewer devices.")
-        return [DataLoader(d, batch_size=1, num_workers=self.num_workers,
-                           sampler=EvalShard(d, world, rank) if world > 1 else None) for d in sets]
+        return [DataLoader(d, batch_size=1, num_workers=self.num_workers) for d in self.eval_sets[stage]]
 
     def val_dataloader(self) -> list[DataLoader]:
         return self._eval_loaders("validate")

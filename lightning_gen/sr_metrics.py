@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from lightning_gen.checks import ConfigError
+from lightning_gen.distributed import first_visit_mask
 from lightning_gen.runs import logs_this_step, save_and_log_images
 
 # BT.601 luma of [0, 1] RGB, in [16, 235]: what MATLAB's rgb2ycbcr gives (the benchmarks' convention)
@@ -101,8 +102,11 @@ class SREvaluation:
             loaders = module.trainer.val_dataloaders if stage == "val" else module.trainer.test_dataloaders
             count = len(loaders) if isinstance(loaders, (list, tuple)) else 1
             self.metrics[stage] = SRMetrics(names or [f"set{i}" for i in range(count)], self.channel, self.border)
+        keep = first_visit_mask(module.trainer, batch_idx, len(output), output.device, dataloader_idx).bool()
+        if not keep.any():  # under DDP: an image the sampler repeated to even out the processes, scored elsewhere
+            return
         metrics = self.metrics[stage].to(output.device)
-        metrics.update(dataloader_idx, output.detach(), batch["hr"], batch["bicubic"])
+        metrics.update(dataloader_idx, output[keep].detach(), batch["hr"][keep], batch["bicubic"][keep])
         if batch_idx < self.num_strips and not module.trainer.sanity_checking:
             self.strips.append(strip(batch["bicubic"][0], output[0].detach(), batch["hr"][0]))
 

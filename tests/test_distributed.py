@@ -127,7 +127,7 @@ def test_ddp_trains_srgan_with_one_set_of_weights(tmp_path):
                       "--trainer.logger", "false", "--trainer.default_root_dir", "srgan", *QUIET], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     ckpt = tmp_path / "srgan" / "checkpoints" / "last.ckpt"
-    # testing on 2 processes scores each Set5 image once (3 + 2), so the metrics equal one process's
+    # on 2 processes the sampler pads Set5 to 6 images; the repeat is left out, so the metrics equal one process's
     metrics = {}
     for devices in ("1", "2"):
         result = run_cli(["test", "--config", str(ROOT / "configs" / "srgan" / "tiny.yaml"), "--ckpt_path", str(ckpt),

@@ -76,7 +76,8 @@ def test_hr_and_lr_crops_stay_aligned(tmp_path):
     yy, xx = torch.meshgrid(torch.arange(160.0), torch.arange(200.0), indexing="ij")
     pattern = torch.stack([torch.sin(xx / 6), torch.cos(yy / 7), torch.sin((xx + yy) / 9)], -1)
     Image.fromarray(((pattern + 1) * 127.5).round().byte().numpy()).save(tmp_path / "waves.png")
-    crops = RandomCrops([tmp_path / "waves.png"], scale=4, crop_size=48, augment=True, length=20)
+    crops = RandomCrops({"waves": Image.open(tmp_path / "waves.png").convert("RGB")}, scale=4, crop_size=48,
+                        augment=True, length=20)
     for i in range(20):
         item = crops[i]
         assert item["hr"].shape == (3, 48, 48) and item["lr"].shape == (3, 12, 12)
@@ -85,6 +86,17 @@ def test_hr_and_lr_crops_stay_aligned(tmp_path):
         for shift in ((4, 0), (0, 4)):
             moved = torch.roll(item["bicubic"], shift, dims=(1, 2))
             assert aligned < 0.4 * (moved - item["hr"])[inner].abs().mean()
+
+
+def test_scikit_image_photos_are_offline_training_data():
+    pytest.importorskip("skimage")
+    data = SuperResolution(root="skimage", scale=4, crop_size=64, batch_size=4, crops_per_epoch=8,
+                           test_roots=[str(shared_data("sr") / "Set5")])
+    data.setup("fit")
+    assert len(data.train_set.images) == 10 and all(im.mode == "RGB" for im in data.train_set.images)
+    batch = next(iter(data.train_dataloader()))
+    assert batch["hr"].shape == (4, 3, 64, 64) and batch["lr"].shape == (4, 3, 16, 16)
+    assert batch["hr"].std() > 0.1  # photographs, not blank crops
 
 
 def test_modcrop_and_degrade_sizes():
