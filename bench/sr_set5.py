@@ -12,6 +12,7 @@ Prints one row per (method, scale, set) and where each run's strips are.
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import time
 from pathlib import Path
@@ -25,6 +26,9 @@ PUBLISHED = {  # (method, scale, set): (PSNR, SSIM) from the papers (Dong et al.
     ("SRGAN", 4, "Set5"): (29.40, 0.8472), ("bicubic", 4, "Set14"): (25.99, 0.7486),
     ("SRResNet", 4, "Set14"): (28.49, 0.8184), ("SRGAN", 4, "Set14"): (26.02, 0.7397),
 }
+
+SHOWN = {"SRCNN": "SRCNN (9-5-5, residual)", "SRResNet, untrained": "SRResNet, untrained (= torch bicubic)",
+         "SRResNet": "SRResNet (32 ch, 8 blocks, residual)", "SRGAN": "SRGAN (pixel + MobileNet + 1e-4 GAN)"}
 
 
 def train(name: str, minutes: float, accelerator: str, out: Path, *extra: str,
@@ -88,8 +92,9 @@ def main() -> None:
             pub = PUBLISHED.get((label, scale, set_name))
             published = f"{pub[0]:.2f} / {pub[1]:.4f}" if pub else "-"
             gain = psnr - bicubic[scale, set_name]
-            rows.append(f"| {label} | x{scale} | {set_name} | {psnr:.2f} | {gain:+.2f} | {ssim:.4f} | {wall:.1f} | "
-                        f"{published} |")
+            minutes = "-" if math.isnan(wall) else f"{wall:.1f}" if wall else "0"  # not trained here / untrained
+            rows.append(f"| {SHOWN[label]} | x{scale} | {set_name} | {psnr:.2f} | {gain:+.2f} | {ssim:.4f} | "
+                        f"{minutes} | {published} |")
     print("\n".join(rows))
 
 

@@ -69,7 +69,7 @@ def skimage_photos() -> dict[str, Image.Image]:
     try:
         from skimage import data  # an optional dependency: the `sr` extra
     except ImportError:
-        raise DataError("root: skimage needs scikit-image: pip install 'lightning-gen[sr]' (or scikit-image).") from None
+        raise DataError("root: skimage needs scikit-image: pip install 'lightning-gen[sr]'.") from None
     return {f"skimage.data.{name}": Image.fromarray(getattr(data, name)()).convert("RGB") for name in SKIMAGE_PHOTOS}
 
 
@@ -213,6 +213,9 @@ class SuperResolution(L.LightningDataModule):
             images = {name: take_half(im, self.half) for name, im in images.items()}
             self.train_set = RandomCrops(images, self.scale, self.crop_size, self.augment,
                                          self.crops_per_epoch or len(images))
+            if len(self.train_set) < self.batch_size:  # drop_last would leave an epoch of no batches
+                raise DataError(f"an epoch holds {len(self.train_set)} crops (one per training image), fewer than "
+                                f"batch_size={self.batch_size}: set --data.crops_per_epoch (e.g. 1600).")
         if stage in ("fit", "validate", None):
             self._eval("validate", self.val_roots or self.test_roots)
         if stage in ("test", None):

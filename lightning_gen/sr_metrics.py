@@ -9,7 +9,9 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+from torchmetrics import MeanMetric
+from torchmetrics.functional.image import peak_signal_noise_ratio
+from torchmetrics.image import StructuralSimilarityIndexMeasure
 
 from lightning_gen.checks import ConfigError
 from lightning_gen.distributed import first_visit_mask
@@ -47,10 +49,9 @@ class SRMetrics(nn.Module):
         super().__init__()
         self.sets, self.channel, self.border = list(sets), channel, border
 
-        def pair() -> nn.ModuleDict:  # per-image PSNR, averaged over images
-            return nn.ModuleDict({"psnr": PeakSignalNoiseRatio(data_range=255.0, reduction="elementwise_mean",
-                                                               dim=(1, 2, 3)),
-                                  "ssim": StructuralSimilarityIndexMeasure(data_range=255.0)})
+        def pair() -> nn.ModuleDict:  # per-image PSNR and SSIM, averaged over images; both are float sums, which
+            # every DDP process can sync even when it scored no image of a set
+            return nn.ModuleDict({"psnr": MeanMetric(), "ssim": StructuralSimilarityIndexMeasure(data_range=255.0)})
 
         self.model = nn.ModuleList([pair() for _ in sets])
         self.bicubic = nn.ModuleList([pair() for _ in sets])
@@ -63,8 +64,9 @@ class SRMetrics(nn.Module):
         target = self.prepare(hr)
         for metrics, images in ((self.model[index], output), (self.bicubic[index], bicubic)):
             prepared = self.prepare(images)
-            for metric in metrics.values():
-                metric.update(prepared, target)
+            metrics["psnr"].update(peak_signal_noise_ratio(prepared, target, data_range=255.0, reduction="none",
+                                                           dim=(1, 2, 3)))  # (B,) one value per image
+            metrics["ssim"].update(prepared, target)
 
     def compute(self) -> dict[str, Tensor]:
         """`{"<set>/psnr", "<set>/ssim", "<set>/bicubic_psnr", "<set>/bicubic_ssim"}` for the sets that were
@@ -102,10 +104,10 @@ class SREvaluation:
             loaders = module.trainer.val_dataloaders if stage == "val" else module.trainer.test_dataloaders
             count = len(loaders) if isinstance(loaders, (list, tuple)) else 1
             self.metrics[stage] = SRMetrics(names or [f"set{i}" for i in range(count)], self.channel, self.border)
+        metrics = self.metrics[stage].to(output.device)
         keep = first_visit_mask(module.trainer, batch_idx, len(output), output.device, dataloader_idx).bool()
         if not keep.any():  # under DDP: an image the sampler repeated to even out the processes, scored elsewhere
             return
-        metrics = self.metrics[stage].to(output.device)
         metrics.update(dataloader_idx, output[keep].detach(), batch["hr"][keep], batch["bicubic"][keep])
         if batch_idx < self.num_strips and not module.trainer.sanity_checking:
             self.strips.append(strip(batch["bicubic"][0], output[0].detach(), batch["hr"][0]))
@@ -129,6 +131,15 @@ def strip(bicubic: Tensor, output: Tensor, hr: Tensor, side: int = 128) -> Tenso
     return torch.cat(crops, dim=-1)
 
 
+def check_residual(checkpoint: dict, residual: bool, source: str) -> None:
+    """Refuse a checkpoint whose `residual` setting (adding the bicubic upsampling to the output; absent in older
+    checkpoints: off) differs from the model's."""
+    saved = bool(checkpoint.get("hyper_parameters", {}).get("residual", False))
+    if saved != residual:
+        raise ConfigError(f"{source} was trained with residual={saved} but this model has residual={residual}; set "
+                          f"--model.residual {str(saved).lower()} to match it.")
+
+
 class SuperResolutionEvaluation:
     """Evaluation hooks every SR technique shares (mixed into its LightningModule next to `L.LightningModule`):
     `validate`/`test` score `self.upscale(batch)` per set with `self.evaluation` (an `SREvaluation`), `predict`
@@ -146,6 +157,10 @@ class SuperResolutionEvaluation:
 
     def setup(self, stage: str) -> None:
         self.check_scale()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # the bicubic skip has no weights, so a checkpoint trained without it would load and then be wrong
+        check_residual(checkpoint, self.hparams.get("residual", False), "the checkpoint")
 
     def mse_step(self, batch: dict) -> Tensor:
         """The training loss of the pixel-loss techniques (SRCNN, SRResNet): mean squared error of

@@ -30,7 +30,7 @@ from lightning_gen.nn.features import Backbone, FeatureNet, attach_frozen, check
 from lightning_gen.nn.sr import SRDiscriminator, SRResNet
 from lightning_gen.optim import adam
 from lightning_gen.runs import logs_this_step
-from lightning_gen.sr_metrics import SREvaluation, SuperResolutionEvaluation
+from lightning_gen.sr_metrics import SREvaluation, SuperResolutionEvaluation, check_residual
 
 DEFAULT_CONTENT_LAYER = {"vgg19": "relu5_4", "vgg16": "relu5_3", "mobilenet_v1": "conv_pw_11_relu"}
 
@@ -113,10 +113,6 @@ class SRGAN(SuperResolutionEvaluation, L.LightningModule):
             raise ConfigError(f"generator_ckpt {path} does not exist: train an SRResNet first "
                               "(configs/srresnet/...) and give its last.ckpt.") from None
         state = checkpoint["state_dict"]
-        residual = checkpoint.get("hyper_parameters", {}).get("residual", False)
-        if residual != self.hparams.residual:
-            raise ConfigError(f"generator_ckpt {path} was trained with residual={residual}; set "
-                              f"--model.residual {str(residual).lower()} to match it.")
         weights = {k.removeprefix("generator."): v for k, v in state.items() if k.startswith("generator.")}
         own = self.generator.state_dict()
         mismatched = [k for k in own if k not in weights or weights[k].shape != own[k].shape]
@@ -125,6 +121,7 @@ class SRGAN(SuperResolutionEvaluation, L.LightningModule):
             raise ConfigError(f"generator_ckpt {path} does not fit this generator (scale {self.hparams.scale}, "
                               f"{self.hparams.channels} channels, {self.hparams.num_blocks} blocks): "
                               f"{mismatched[:3]} differ. Use an SRResNet checkpoint with the same settings.")
+        check_residual(checkpoint, self.hparams.residual, f"generator_ckpt {path}")
         self.generator.load_state_dict(weights)
 
     def configure_optimizers(self) -> Any:

@@ -1,6 +1,7 @@
 """Real multi-process DDP on CPU (gloo), launched the way a user launches it: `--trainer.strategy ddp`."""
 
 import json
+import shutil
 import textwrap
 
 import torch
@@ -127,14 +128,22 @@ def test_ddp_trains_srgan_with_one_set_of_weights(tmp_path):
                       "--trainer.logger", "false", "--trainer.default_root_dir", "srgan", *QUIET], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     ckpt = tmp_path / "srgan" / "checkpoints" / "last.ckpt"
-    # on 2 processes the sampler pads Set5 to 6 images; the repeat is left out, so the metrics equal one process's
+    # on 2 processes the sampler pads Set5 to 6 images and a 1-image set to 2; the repeats are left out (process 1
+    # scores no image of the second set, and still syncs it), so the metrics equal one process's
+    single = tmp_path / "single"
+    single.mkdir()
+    shutil.copy(sorted((shared_data("sr") / "Set5").iterdir())[0], single)
     metrics = {}
     for devices in ("1", "2"):
         result = run_cli(["test", "--config", str(ROOT / "configs" / "srgan" / "tiny.yaml"), "--ckpt_path", str(ckpt),
+                          "--data.test_roots", f"[{shared_data('sr') / 'Set5'}, {single}]",
                           "--trainer.devices", devices, "--trainer.strategy", "ddp" if devices == "2" else "auto",
                           "--trainer.limit_test_batches", "1.0", "--trainer.callbacks+=tests.helpers.SaveTestMetrics",
-                          "--trainer.logger", "false", "--trainer.default_root_dir", f"test{devices}", *QUIET], tmp_path)
+                          "--trainer.logger", "false", "--trainer.default_root_dir", f"test{devices}", *QUIET],
+                         tmp_path)
         assert result.returncode == 0, result.stderr[-3000:]
         metrics[devices] = json.loads((tmp_path / f"test{devices}" / "test_metrics.json").read_text())
-    for key in ("test/Set5/psnr", "test/Set5/ssim", "test/Set5/bicubic_psnr", "test/Set5/bicubic_ssim"):
-        assert abs(metrics["1"][key] - metrics["2"][key]) < 1e-4, (key, metrics)
+    for name in ("Set5", "single"):
+        for key in ("psnr", "ssim", "bicubic_psnr", "bicubic_ssim"):
+            key = f"test/{name}/{key}"
+            assert abs(metrics["1"][key] - metrics["2"][key]) < 1e-4, (key, metrics)

@@ -97,6 +97,9 @@ def test_scikit_image_photos_are_offline_training_data():
     batch = next(iter(data.train_dataloader()))
     assert batch["hr"].shape == (4, 3, 64, 64) and batch["lr"].shape == (4, 3, 16, 16)
     assert batch["hr"].std() > 0.1  # photographs, not blank crops
+    with pytest.raises(DataError, match="set --data.crops_per_epoch"):  # 10 crops cannot fill a batch of 16
+        SuperResolution(root="skimage", scale=4, batch_size=16, test_roots=[str(shared_data("sr") / "Set5")]).setup(
+            "fit")
 
 
 def test_modcrop_and_degrade_sizes():
@@ -150,8 +153,20 @@ def test_bad_settings_are_refused_before_training(tmp_path):
     torch.save({"state_dict": {f"generator.{k}": v for k, v in residual.generator.state_dict().items()},
                 "hyper_parameters": dict(residual.hparams)}, ckpt)
     gan = SRGAN(scale=4, channels=4, num_blocks=1, backbone="mobilenet_v1", weights="random")
-    with pytest.raises(ConfigError, match="residual=True; set --model.residual true"):
+    with pytest.raises(ConfigError, match="residual=True but this model has residual=False; set --model.residual true"):
         gan.load_generator(str(ckpt))
+
+
+def test_a_checkpoint_of_the_other_residual_setting_is_refused():
+    # the bicubic skip has no weights: without the check an old checkpoint would load and give wrong images
+    plain = SRResNet(scale=4, channels=4, num_blocks=1)
+    checkpoint = {"state_dict": plain.state_dict(), "hyper_parameters": dict(plain.hparams)}
+    with pytest.raises(ConfigError, match="residual=False but this model has residual=True"):
+        SRResNet(scale=4, channels=4, num_blocks=1, residual=True).on_load_checkpoint(checkpoint)
+    del checkpoint["hyper_parameters"]["residual"]  # a checkpoint from before the option: no skip
+    with pytest.raises(ConfigError, match="residual=False"):
+        SRResNet(scale=4, channels=4, num_blocks=1, residual=True).on_load_checkpoint(checkpoint)
+    SRResNet(scale=4, channels=4, num_blocks=1).on_load_checkpoint(checkpoint)  # the same setting loads
 
 
 def test_srgan_starts_from_the_srresnet_checkpoint(tmp_path):
