@@ -179,9 +179,8 @@ class SuperResolution(L.LightningDataModule):
         if crop_size < scale or crop_size % scale:
             raise DataError(f"crop_size must be a multiple of the scale ({scale}); got {crop_size}. Try "
                             f"{max(scale, crop_size - crop_size % scale)}.")
-        if batch_size < 1 or (crops_per_epoch is not None and crops_per_epoch < batch_size):
-            raise DataError(f"need batch_size >= 1 and crops_per_epoch >= batch_size; got {batch_size}, "
-                            f"{crops_per_epoch}.")
+        if batch_size < 1:  # an epoch shorter than a batch is refused in setup, where its length is known
+            raise DataError(f"need batch_size >= 1; got {batch_size}.")
         self.root, self.scale, self.crop_size, self.augment = root, scale, crop_size, augment
         self.crops_per_epoch, self.half = crops_per_epoch, half
         self.val_roots, self.test_roots, self.predict_root = val_roots, test_roots, predict_root
@@ -214,8 +213,9 @@ class SuperResolution(L.LightningDataModule):
             self.train_set = RandomCrops(images, self.scale, self.crop_size, self.augment,
                                          self.crops_per_epoch or len(images))
             if len(self.train_set) < self.batch_size:  # drop_last would leave an epoch of no batches
-                raise DataError(f"an epoch holds {len(self.train_set)} crops (one per training image), fewer than "
-                                f"batch_size={self.batch_size}: set --data.crops_per_epoch (e.g. 1600).")
+                raise DataError(f"an epoch holds {len(self.train_set)} crops (crops_per_epoch; by default one per "
+                                f"training image), fewer than batch_size={self.batch_size}: set a larger "
+                                "--data.crops_per_epoch (e.g. 1600).")
         if stage in ("fit", "validate", None):
             self._eval("validate", self.val_roots or self.test_roots)
         if stage in ("test", None):

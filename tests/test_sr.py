@@ -1,6 +1,7 @@
 """Super-resolution: the data pipeline, the literature's metrics, SRCNN, SRResNet and SRGAN."""
 
 import math
+import sys
 
 import pytest
 import torch
@@ -88,7 +89,7 @@ def test_hr_and_lr_crops_stay_aligned(tmp_path):
             assert aligned < 0.4 * (moved - item["hr"])[inner].abs().mean()
 
 
-def test_scikit_image_photos_are_offline_training_data():
+def test_scikit_image_photos_are_offline_training_data(monkeypatch):
     pytest.importorskip("skimage")
     data = SuperResolution(root="skimage", scale=4, crop_size=64, batch_size=4, crops_per_epoch=8,
                            test_roots=[str(shared_data("sr") / "Set5")])
@@ -97,9 +98,16 @@ def test_scikit_image_photos_are_offline_training_data():
     batch = next(iter(data.train_dataloader()))
     assert batch["hr"].shape == (4, 3, 64, 64) and batch["lr"].shape == (4, 3, 16, 16)
     assert batch["hr"].std() > 0.1  # photographs, not blank crops
-    with pytest.raises(DataError, match="set --data.crops_per_epoch"):  # 10 crops cannot fill a batch of 16
+    with pytest.raises(DataError, match="set a larger --data.crops_per_epoch"):  # 10 crops cannot fill a batch of 16
         SuperResolution(root="skimage", scale=4, batch_size=16, test_roots=[str(shared_data("sr") / "Set5")]).setup(
             "fit")
+    with pytest.raises(DataError, match="set a larger --data.crops_per_epoch"):  # the same, set explicitly
+        SuperResolution(root="skimage", scale=4, batch_size=16, crops_per_epoch=8,
+                        test_roots=[str(shared_data("sr") / "Set5")]).setup("fit")
+    monkeypatch.setitem(sys.modules, "skimage", None)  # as if scikit-image were not installed
+    with pytest.raises(DataError, match=r"pip install 'lightning-gen\[sr\]'"):
+        SuperResolution(root="skimage", scale=4, crop_size=64, batch_size=4, crops_per_epoch=8,
+                        test_roots=[str(shared_data("sr") / "Set5")]).setup("fit")
 
 
 def test_modcrop_and_degrade_sizes():
