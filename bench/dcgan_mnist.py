@@ -28,7 +28,7 @@ def main() -> None:
     out = Path(args.out)
     if out.exists():
         shutil.rmtree(out)
-    cli = [sys.executable, "-m", "lightning_gen.cli"]
+    cli = [sys.executable, "-m", "lightning_gen.core.cli"]
     quiet = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]
     start = time.perf_counter()
     subprocess.run([*cli, "fit", "--config", str(ROOT / "configs/dcgan/mnist.yaml"), "--seed_everything",

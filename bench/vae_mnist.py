@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-CLI = [sys.executable, "-m", "lightning_gen.cli"]
+CLI = [sys.executable, "-m", "lightning_gen.core.cli"]
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
 

@@ -1,4 +1,12 @@
-"""lightning_gen: generative deep-learning techniques as Lightning modules. One technique per module."""
+"""lightning_gen: deep-learning techniques as Lightning modules, one technique per module.
+
+Listing `lightning_gen/*.py` lists the techniques (plus `losses.py`, the pure loss functions). The support code
+lives in sub-packages: `core/` (the technique skeleton, protocols, checks, runs, sampling, optimizers,
+distributed helpers, loggers, the CLI), `callbacks/`, `metrics/` and `nn/` (networks shared by techniques).
+"""
+
+import importlib as _importlib
+import sys as _sys
 
 from lightning_gen.a2c import A2C
 from lightning_gen.cgan import CGAN
@@ -19,3 +27,20 @@ __all__ = [
     "SRGAN", "SRResNet", "StyleTransfer", "VAE",
 ]
 __version__ = "0.1.0"
+
+# Module paths of release 0.1 that moved into sub-packages. Configs and imports that name them keep working for
+# one more release (`class_path: lightning_gen.loggers.AutoWandbLogger` still resolves); new code uses the new
+# paths. tests/test_layout.py checks every entry.
+MOVED_MODULES = {
+    "lightning_gen.checks": "lightning_gen.core.checks",
+    "lightning_gen.cli": "lightning_gen.core.cli",
+    "lightning_gen.cpu": "lightning_gen.core.cpu",
+    "lightning_gen.distributed": "lightning_gen.core.distributed",
+    "lightning_gen.loggers": "lightning_gen.core.loggers",
+    "lightning_gen.optim": "lightning_gen.core.optim",
+    "lightning_gen.runs": "lightning_gen.core.runs",
+    "lightning_gen.sampling": "lightning_gen.core.sampling",
+    "lightning_gen.sr_metrics": "lightning_gen.metrics.sr",
+}
+for _old, _new in MOVED_MODULES.items():
+    _sys.modules[_old] = _importlib.import_module(_new)

@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_gen.checks import ConfigError
-from lightning_gen.runs import logs_this_step, run_dir
+from lightning_gen.core.checks import ConfigError
+from lightning_gen.core.runs import logs_this_step, run_dir
 
 # ---- the estimators and losses (pure functions) -------------------------------------------------------------------
 

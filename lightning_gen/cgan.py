@@ -14,10 +14,10 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from lightning_gen.checks import ConfigError, check_labels, check_sample_classes, resolve_num_classes
+from lightning_gen.core.checks import ConfigError, check_labels, check_sample_classes, resolve_num_classes
 from lightning_gen.dcgan import DCGAN
 from lightning_gen.nn import DCGANDiscriminator, DCGANGenerator, dcgan_init
-from lightning_gen.sampling import class_file_names, class_of_index
+from lightning_gen.core.sampling import class_file_names, class_of_index
 
 
 class ConditionalGenerator(nn.Module):

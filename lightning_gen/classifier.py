@@ -17,11 +17,11 @@ import torch.nn.functional as F
 import torchmetrics
 from torch import Tensor
 
-from lightning_gen.checks import ConfigError, check_labels, resolve_image_shape, resolve_num_classes
-from lightning_gen.distributed import average_parameters, first_visit_mask
+from lightning_gen.core.checks import ConfigError, check_labels, resolve_image_shape, resolve_num_classes
+from lightning_gen.core.distributed import average_parameters, first_visit_mask
 from lightning_gen.nn import ClassifierArch, ClassifierNet
-from lightning_gen.optim import adam
-from lightning_gen.runs import logs_this_step
+from lightning_gen.core.optim import adam
+from lightning_gen.core.runs import logs_this_step
 
 
 def evaluate_accuracy(

@@ -1,30 +1,28 @@
 """DCGAN: Radford, Metz & Chintala, "Unsupervised Representation Learning with Deep Convolutional GANs" (2015).
 
 One training batch = one discriminator step, plus one generator step every `n_critic` batches. Manual
-optimization (two optimizers); under DDP each network's gradients are averaged for its own step only
-(see `lightning_gen.distributed`), so plain `--trainer.strategy ddp` works.
+optimization (two optimizers); under DDP each network's gradients are averaged for its own step only (see
+`Technique.optimizing`), so plain `--trainer.strategy ddp` works.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
 
-from lightning_gen.checks import ConfigError, resolve_image_shape
-from lightning_gen.cpu import FlushDenormals
-from lightning_gen.distributed import disable_ddp_gradient_sync, step_network
+from lightning_gen.core.checks import ConfigError, resolve_image_shape
+from lightning_gen.core.cpu import FlushDenormals
+from lightning_gen.core.optim import adam
+from lightning_gen.core.runs import logs_this_step
+from lightning_gen.core.sampling import fixed_noise
+from lightning_gen.core.technique import GenerativeTechnique, eval_mode
 from lightning_gen.losses import GANLoss, discriminator_loss, generator_loss
 from lightning_gen.nn import DCGANDiscriminator, DCGANGenerator
-from lightning_gen.optim import adam
-from lightning_gen.runs import logs_this_step, save_and_log_images
-from lightning_gen.sampling import fixed_noise, index_loader
 
 
-class DCGAN(FlushDenormals, L.LightningModule):
+class DCGAN(FlushDenormals, GenerativeTechnique):
     """Deep convolutional GAN for any square image size of the form b * 2^n (b in 4..7): 8, 28, 32, 64, ...
 
     Args:
@@ -73,138 +71,86 @@ class DCGAN(FlushDenormals, L.LightningModule):
             raise ConfigError("latent_dim, g_features, d_features and num_samples must be positive.")
         self.save_hyperparameters()
         self.automatic_optimization = False
-        self.generator: DCGANGenerator | None = None
-        self.discriminator: DCGANDiscriminator | None = None
-        if image_shape is not None:
-            self._build(tuple(image_shape))
 
-    def _build(self, image_shape: tuple[int, int, int]) -> None:
+    def build(self) -> None:
         hp = self.hparams
-        self.generator = DCGANGenerator(hp.latent_dim, image_shape, hp.g_features)
-        self.discriminator = DCGANDiscriminator(image_shape, hp.d_features)
-        self.hparams.image_shape = tuple(image_shape)
+        hp.image_shape = resolve_image_shape(hp.image_shape, self.datamodule, type(self).__name__)
+        self.generator = DCGANGenerator(hp.latent_dim, hp.image_shape, hp.g_features)
+        self.discriminator = DCGANDiscriminator(hp.image_shape, hp.d_features)
 
-    def setup(self, stage: str) -> None:
-        datamodule = self.trainer.datamodule if self._trainer is not None else None
-        shape = resolve_image_shape(self.hparams.image_shape, datamodule, "DCGAN")
-        if self.generator is None:
-            self._build(shape)
-
-    # ---- sampling ------------------------------------------------------------------------------------------
-    def noise_like(self, real: Tensor) -> Tensor:
-        """Fresh training noise for a batch of real images: (B, C, H, W) -> (B, latent_dim)."""
-        return torch.randn(real.shape[0], self.hparams.latent_dim, device=real.device)
-
-    def fixed_noise(self, indices: Tensor) -> Tensor:
-        """Reproducible noise: row i comes from seed `sample_seed + indices[i]`. (B,) -> (B, latent_dim)."""
-        return fixed_noise(indices, self.hparams.latent_dim, self.hparams.sample_seed, self.device)
-
-    def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
-        """(B, latent_dim) -> (B, C, H, W) images in [-1, 1]."""
-        return self.generate(z, labels)
-
-    # ---- the two networks; the conditional GAN passes labels through these ----------------------------------------
+    # ---- the two networks; the conditional GAN passes labels through these -------------------------------------
     def generate(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
-        """(B, latent_dim) [+ (B,) classes] -> (B, C, H, W). DCGAN ignores labels."""
+        """(B, latent_dim) [+ (B,) classes] -> (B, C, H, W) in [-1, 1]. DCGAN ignores labels."""
         return self.generator(z)
 
     def discriminate(self, images: Tensor, labels: Tensor | None = None) -> Tensor:
         """(B, C, H, W) [+ (B,) classes] -> (B,) real/fake logits. DCGAN ignores labels."""
         return self.discriminator(images)
 
+    def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        return self.generate(z, labels)
+
     def unpack(self, batch: Any, batch_idx: int) -> tuple[Tensor, Tensor | None]:
         """A batch -> (images in [-1, 1], labels or None). DCGAN does not use labels."""
         return (batch[0] if isinstance(batch, (list, tuple)) else batch), None
 
-    def default_labels(self, indices: Tensor) -> Tensor | None:
-        """Class of generated image i in sample grids, metrics and `predict` (None: unconditional)."""
-        return None
+    def noise_like(self, real: Tensor) -> Tensor:
+        """Fresh training noise for a batch of real images: (B, C, H, W) -> (B, latent_dim)."""
+        return torch.randn(real.shape[0], self.hparams.latent_dim, device=real.device)
 
-    # ---- training ------------------------------------------------------------------------------------------
+    # ---- training ------------------------------------------------------------------------------------------------
     def training_step(self, batch: Any, batch_idx: int) -> None:
         hp = self.hparams
         real, labels = self.unpack(batch, batch_idx)  # (B, C, H, W) in [-1, 1], (B,) classes or None
         opt_g, opt_d = self.optimizers()
-        disable_ddp_gradient_sync(self.trainer)  # gradients are averaged per network below
         train_g = (self.trainer.fit_loop.epoch_loop.total_batch_idx + 1) % hp.n_critic == 0
-
-        z = self.noise_like(real)
         with torch.set_grad_enabled(train_g):
-            fake = self.generate(z, labels)  # (B, latent_dim) -> (B, C, H, W); kept for the generator step
+            fake = self.generate(self.noise_like(real), labels)  # (B, C, H, W); kept for the generator step
 
-        # discriminator step: real vs detached fake
-        self.toggle_optimizer(opt_d)
-        real_logits = self.discriminate(real, labels)
-        fake_logits = self.discriminate(fake.detach(), labels)  # fakes are made for the real batch's classes
-        d_loss = discriminator_loss(real_logits, fake_logits, hp.loss, hp.label_smoothing)
-        step_network(self, opt_d, d_loss, self.discriminator)
-        self.untoggle_optimizer(opt_d)
-        logged = logs_this_step(self.trainer)
-        if logged:
-            self.log_dict({
-                "train/d_loss": d_loss.detach(),
-                "train/d_real": real_logits.detach().float().mean(),
-                "train/d_fake": fake_logits.detach().float().mean(),
-            }, prog_bar=True)
-
-        # generator step: the updated discriminator judges the same fakes
+        with self.optimizing(opt_d, self.discriminator) as step:  # D: real vs detached fake, of the same classes
+            real_logits, fake_logits = self.discriminate(real, labels), self.discriminate(fake.detach(), labels)
+            d_loss = discriminator_loss(real_logits, fake_logits, hp.loss, hp.label_smoothing)
+            step(d_loss)
+        if logged := logs_this_step(self.trainer):
+            self.log("train/d_loss", d_loss.detach(), prog_bar=True)
+            self.log_dict({"train/d_real": real_logits.detach().float().mean(),
+                           "train/d_fake": fake_logits.detach().float().mean(),
+                           "train/lr_g": opt_g.param_groups[0]["lr"], "train/lr_d": opt_d.param_groups[0]["lr"]})
         if train_g:
-            self.toggle_optimizer(opt_g)
-            g_loss = generator_loss(self.discriminate(fake, labels), hp.loss)
-            step_network(self, opt_g, g_loss, self.generator)
-            self.untoggle_optimizer(opt_g)
+            with self.optimizing(opt_g, self.generator) as step:  # G: the updated D judges the same fakes
+                g_loss = generator_loss(self.discriminate(fake, labels), hp.loss)
+                step(g_loss)
             if logged:
                 self.log("train/g_loss", g_loss.detach(), prog_bar=True)
-        if logged:
-            self.log_dict({"train/lr_g": opt_g.param_groups[0]["lr"], "train/lr_d": opt_d.param_groups[0]["lr"]})
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         hp = self.hparams
-        opt_g = adam(self, self.generator.parameters(), lr=hp.lr_g, betas=hp.betas)
-        opt_d = adam(self, self.discriminator.parameters(), lr=hp.lr_d, betas=hp.betas)
-        return [opt_g, opt_d]
+        return [adam(self, self.generator.parameters(), lr=hp.lr_g, betas=hp.betas),
+                adam(self, self.discriminator.parameters(), lr=hp.lr_d, betas=hp.betas)]
 
-    def on_train_epoch_end(self) -> None:
-        if self.trainer.is_global_zero:
-            save_and_log_images(self.trainer, "samples", *self.sample_grid())
-
-    def sample_grid(self) -> tuple[Tensor, int | None]:
-        """The `num_samples` images of the per-epoch grid and the images per row (None: square)."""
-        return self.sample(torch.arange(self.hparams.num_samples, device=self.device)), None
-
+    # ---- sampling: image i always from the noise of seed `sample_seed + i` ------------------------------------------
     @torch.no_grad()
     def sample(self, indices: Tensor) -> Tensor:
-        """Images from the fixed noise of `indices`, with the generator in eval mode. (B,) -> (B, C, H, W)."""
-        was_training = self.generator.training
-        self.generator.eval()
-        images = self.generate(self.fixed_noise(indices), self.default_labels(indices))
-        self.generator.train(was_training)
-        return images
+        """Images from the fixed noise of `indices`, generator in eval mode. (B,) -> (B, C, H, W)."""
+        z = fixed_noise(indices, self.hparams.latent_dim, self.hparams.sample_seed, self.device)
+        with eval_mode(self.generator):
+            return self.generate(z, self.default_labels(indices))
 
-    # ---- evaluation: how well the discriminator separates held-out real images from fresh fakes -------------
-    def _evaluate(self, batch: Any, prefix: str) -> None:
+    # ---- evaluation: how well D separates held-out real images from fresh fakes (each image counted once) ----------
+    def _evaluate(self, batch: Any, batch_idx: int, prefix: str) -> None:
         real, labels = self.unpack(batch, -1)
+        keep = self.first_visit(batch_idx, real.shape[0])  # DDP's repeated images out
+        real, labels = real[keep], (labels[keep] if labels is not None else None)
         fake = self.generate(self.noise_like(real), labels)
         real_logits, fake_logits = self.discriminate(real, labels), self.discriminate(fake, labels)
-        accuracy = 0.5 * ((real_logits > 0).float().mean() + (fake_logits < 0).float().mean())
-        self.log_dict(
-            {
-                f"{prefix}/d_loss": discriminator_loss(real_logits, fake_logits, self.hparams.loss),
-                f"{prefix}/g_loss": generator_loss(fake_logits, self.hparams.loss),
-                f"{prefix}/d_accuracy": accuracy,
-            },
-            sync_dist=True,
-        )
+        self.log_means(prefix, {
+            "d_loss": discriminator_loss(real_logits, fake_logits, self.hparams.loss),
+            "g_loss": generator_loss(fake_logits, self.hparams.loss),
+            "d_accuracy": 0.5 * ((real_logits > 0).float().mean() + (fake_logits < 0).float().mean()),
+        }, weight=len(real))
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._evaluate(batch, "val")
+        self._evaluate(batch, batch_idx, "val")
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._evaluate(batch, "test")
-
-    # ---- predict: `num_samples` images from the fixed noise, no data needed --------------------------------
-    def predict_dataloader(self) -> DataLoader:
-        return index_loader(self.hparams.num_samples)
-
-    def predict_step(self, batch: Tensor, batch_idx: int) -> dict[str, Tensor]:
-        return {"images": self.generate(self.fixed_noise(batch), self.default_labels(batch)), "index": batch}
+        self._evaluate(batch, batch_idx, "test")

@@ -29,7 +29,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from datamodules.files import ImageFiles, image_files
-from lightning_gen.checks import ConfigError
+from lightning_gen.core.checks import ConfigError
 from lightning_gen.nn.features import Backbone, FeatureNet, attach_frozen, check_layers, on_device
 
 DEFAULT_DREAM_LAYERS = {"vgg16": ["relu4_3"], "vgg19": ["relu4_4"], "mobilenet_v1": ["conv_pw_11_relu"]}

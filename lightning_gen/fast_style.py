@@ -29,10 +29,10 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from datamodules.files import ImageFiles, image_file, load_image
-from lightning_gen.checks import ConfigError
+from lightning_gen.core.checks import ConfigError
 from lightning_gen.nn.features import Backbone, attach_frozen, on_device
-from lightning_gen.optim import adam
-from lightning_gen.runs import logs_this_step, save_and_log_images
+from lightning_gen.core.optim import adam
+from lightning_gen.core.runs import logs_this_step, save_and_log_images
 from lightning_gen.style_transfer import check_style_config, perceptual_loss
 
 

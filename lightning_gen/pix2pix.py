@@ -28,15 +28,15 @@ from torch import Tensor, nn
 from torchmetrics import MeanAbsoluteError, MetricCollection
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
-from lightning_gen.checks import ConfigError, resolve_image_shape
-from lightning_gen.cpu import FlushDenormals
-from lightning_gen.distributed import disable_ddp_gradient_sync, step_network
+from lightning_gen.core.checks import ConfigError, resolve_image_shape
+from lightning_gen.core.cpu import FlushDenormals
+from lightning_gen.core.distributed import disable_ddp_gradient_sync, step_network
 from lightning_gen.losses import GANLoss, discriminator_loss, pix2pix_generator_loss
 from lightning_gen.metrics import InceptionFeatures, frechet_distance
 from lightning_gen.nn import PatchGAN, UNet, unet_depth
 from lightning_gen.nn.pix2pix import Norm, ReceptiveField
-from lightning_gen.optim import adam, scale_learning_rates
-from lightning_gen.runs import logs_this_step, save_and_log_images
+from lightning_gen.core.optim import adam, scale_learning_rates
+from lightning_gen.core.runs import logs_this_step, save_and_log_images
 
 
 @contextmanager

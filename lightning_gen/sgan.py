@@ -25,9 +25,9 @@ import torchmetrics
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from lightning_gen.checks import ConfigError, check_labels, resolve_image_shape, resolve_num_classes
+from lightning_gen.core.checks import ConfigError, check_labels, resolve_image_shape, resolve_num_classes
 from lightning_gen.classifier import evaluate_accuracy
-from lightning_gen.distributed import average_parameters, disable_ddp_gradient_sync, step_network
+from lightning_gen.core.distributed import average_parameters, disable_ddp_gradient_sync, step_network
 from lightning_gen.losses import (
     feature_matching_loss,
     sgan_generator_loss,
@@ -35,9 +35,9 @@ from lightning_gen.losses import (
     sgan_unsupervised_loss,
 )
 from lightning_gen.nn import ClassifierArch, ClassifierNet, DCGANGenerator
-from lightning_gen.optim import adam, scale_learning_rates
-from lightning_gen.runs import logs_this_step, save_and_log_images
-from lightning_gen.sampling import fixed_noise, index_loader
+from lightning_gen.core.optim import adam, scale_learning_rates
+from lightning_gen.core.runs import logs_this_step, save_and_log_images
+from lightning_gen.core.sampling import fixed_noise, index_loader
 
 
 class MLPGenerator(nn.Module):

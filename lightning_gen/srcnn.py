@@ -20,9 +20,9 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from lightning_gen.checks import ConfigError
-from lightning_gen.optim import adam
-from lightning_gen.sr_metrics import SREvaluation, SuperResolutionEvaluation
+from lightning_gen.core.checks import ConfigError
+from lightning_gen.core.optim import adam
+from lightning_gen.metrics.sr import SREvaluation, SuperResolutionEvaluation
 
 
 class SRCNN(SuperResolutionEvaluation, L.LightningModule):

@@ -10,7 +10,7 @@ optima) and a discriminator D (eight strided convolutions, dense layers, one log
   + `adversarial_weight` (1e-3) x the GAN loss of D(G(LR)) as real + `pixel_weight` x MSE (0 in the paper).
 
 Manual optimization, one Adam per network; under DDP each network's gradients are averaged for its own step
-(`lightning_gen.distributed`). `validate`/`test` report PSNR and SSIM per set beside bicubic's (an SRGAN's PSNR is
+(`lightning_gen.core.distributed`). `validate`/`test` report PSNR and SSIM per set beside bicubic's (an SRGAN's PSNR is
 lower than SRResNet's by design: it trades pixel agreement for texture), with (bicubic | SRGAN | HR) strips.
 """
 
@@ -23,14 +23,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_gen.checks import ConfigError
-from lightning_gen.distributed import disable_ddp_gradient_sync, step_network
+from lightning_gen.core.checks import ConfigError
+from lightning_gen.core.distributed import disable_ddp_gradient_sync, step_network
 from lightning_gen.losses import GANLoss, discriminator_loss, generator_loss
 from lightning_gen.nn.features import Backbone, FeatureNet, attach_frozen, check_layers, on_device
 from lightning_gen.nn.sr import SRDiscriminator, SRResNet
-from lightning_gen.optim import adam
-from lightning_gen.runs import logs_this_step
-from lightning_gen.sr_metrics import SREvaluation, SuperResolutionEvaluation, check_residual
+from lightning_gen.core.optim import adam
+from lightning_gen.core.runs import logs_this_step
+from lightning_gen.metrics.sr import SREvaluation, SuperResolutionEvaluation, check_residual
 
 DEFAULT_CONTENT_LAYER = {"vgg19": "relu5_4", "vgg16": "relu5_3", "mobilenet_v1": "conv_pw_11_relu"}
 

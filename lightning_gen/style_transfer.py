@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 
 from datamodules.base import Ticks
 from datamodules.files import image_file, load_image
-from lightning_gen.checks import ConfigError
+from lightning_gen.core.checks import ConfigError
 from lightning_gen.nn.features import (
     DEFAULT_CONTENT_LAYERS,
     DEFAULT_STYLE_LAYERS,
@@ -41,8 +41,8 @@ from lightning_gen.nn.features import (
     check_layers,
     on_device,
 )
-from lightning_gen.optim import adam
-from lightning_gen.runs import logs_this_step, run_dir, save_and_log_images
+from lightning_gen.core.optim import adam
+from lightning_gen.core.runs import logs_this_step, run_dir, save_and_log_images
 
 
 def perceptual_loss(backbone: Backbone, weights: str, content_layers: list[str] | None,

@@ -19,14 +19,14 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from torchmetrics import MeanMetric, SumMetric
 
-from lightning_gen.checks import (
+from lightning_gen.core.checks import (
     ConfigError,
     check_labels,
     check_sample_classes,
     resolve_image_shape,
     resolve_num_classes,
 )
-from lightning_gen.distributed import first_visit_mask
+from lightning_gen.core.distributed import first_visit_mask
 from lightning_gen.losses import (
     bernoulli_log_likelihood,
     gaussian_kl,
@@ -36,9 +36,9 @@ from lightning_gen.losses import (
     log_standard_normal,
 )
 from lightning_gen.nn import DCGANDiscriminator, DCGANGenerator
-from lightning_gen.optim import adam
-from lightning_gen.runs import logs_this_step, save_and_log_images
-from lightning_gen.sampling import class_file_names, class_of_index, fixed_noise, index_loader
+from lightning_gen.core.optim import adam
+from lightning_gen.core.runs import logs_this_step, save_and_log_images
+from lightning_gen.core.sampling import class_file_names, class_of_index, fixed_noise, index_loader
 
 Likelihood = Literal["bernoulli", "gaussian"]
 

@@ -22,12 +22,12 @@ def shared_data(*parts: str) -> Path:
 
 
 def run_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run `python -m lightning_gen.cli ARGS` in a subprocess (as a user would), project root on PYTHONPATH."""
+    """Run `python -m lightning_gen.core.cli ARGS` in a subprocess (as a user would), project root on PYTHONPATH."""
     full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     full_env.setdefault("WANDB_SILENT", "true")
     full_env.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "lightning_gen.cli", *args],
+        [sys.executable, "-m", "lightning_gen.core.cli", *args],
         cwd=cwd,
         env=full_env,
         capture_output=True,

@@ -28,10 +28,10 @@ class BatchNoiseDCGAN(DCGAN):
         proj = torch.randn(flat.shape[1], self.hparams.latent_dim, generator=torch.Generator().manual_seed(1234))
         return flat @ proj.to(flat.device) / math.sqrt(flat.shape[1])  # (B, latent_dim)
 
-    def _build(self, image_shape: tuple[int, int, int]) -> None:
+    def build(self) -> None:
         # BatchNorm normalises by per-process batch statistics, which differ from the global batch's by design
         # (SyncBatchNorm needs GPUs). Without it, DDP on k x B/k images must equal one process on B images.
-        super()._build(image_shape)
+        super().build()
         for net in (self.generator, self.discriminator):
             for name, child in list(net.named_modules()):
                 if isinstance(child, torch.nn.BatchNorm2d):

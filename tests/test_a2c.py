@@ -18,7 +18,7 @@ from lightning_gen.a2c import (
     gaussian_entropy,
     gaussian_log_prob,
 )
-from lightning_gen.checks import ConfigError
+from lightning_gen.core.checks import ConfigError
 from tests.conftest import QUIET, ROOT, run_cli
 
 TINY = str(ROOT / "configs" / "a2c" / "tiny.yaml")

@@ -6,7 +6,7 @@ import torch
 
 from datamodules import Digits, ImageFolder
 from lightning_gen import CGAN
-from lightning_gen.checks import ConfigError
+from lightning_gen.core.checks import ConfigError
 from tests.conftest import QUIET, ROOT, run_cli
 from tests.helpers import fp16_on_cpu
 

@@ -1,4 +1,4 @@
-"""The command line as a user runs it: subprocesses of `python -m lightning_gen.cli`."""
+"""The command line as a user runs it: subprocesses of `python -m lightning_gen.core.cli`."""
 
 import os
 import signal
@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from lightning_gen.cli import GenCLI
+from lightning_gen.core.cli import GenCLI
 from lightning_gen.nn.features import imagenet_url
 from tests.conftest import QUIET, ROOT, TINY, run_cli, shared_data
 
@@ -116,7 +116,7 @@ def test_interrupt_leaves_a_resumable_last_checkpoint(tmp_path, signum):
     args = ["fit", "--config", TINY, "--trainer.logger", "false", "--trainer.default_root_dir", "out",
             "--trainer.limit_train_batches", "1.0", "--trainer.max_epochs", "1000", *QUIET]
     env = {"PYTHONPATH": str(ROOT), "WANDB_SILENT": "true"}
-    proc = subprocess.Popen([sys.executable, "-m", "lightning_gen.cli", *args], cwd=tmp_path,
+    proc = subprocess.Popen([sys.executable, "-m", "lightning_gen.core.cli", *args], cwd=tmp_path,
                             env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     samples = tmp_path / "out" / "samples"
     deadline = time.monotonic() + 120

@@ -7,7 +7,7 @@ from lightning.pytorch.callbacks import Callback
 
 from datamodules import Digits
 from lightning_gen import DCGAN
-from lightning_gen.checks import ConfigError
+from lightning_gen.core.checks import ConfigError
 from tests.helpers import fp16_on_cpu
 
 SMALL = dict(latent_dim=8, g_features=4, d_features=4, num_samples=4)

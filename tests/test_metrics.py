@@ -7,7 +7,7 @@ import torch
 from datamodules import Digits
 from lightning_gen import CGAN, DCGAN, Classifier
 from lightning_gen.callbacks import GeneratorEMA
-from lightning_gen.checks import ConfigError
+from lightning_gen.core.checks import ConfigError
 from lightning_gen.metrics import SampleQuality, frechet_distance, kernel_distance
 from tests.conftest import QUIET, ROOT, run_cli
 

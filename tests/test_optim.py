@@ -4,7 +4,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from lightning_gen.optim import adam
+from lightning_gen.core.optim import adam
 
 
 def test_adam_is_fused_without_a_grad_scaler_and_matches_the_default_update():

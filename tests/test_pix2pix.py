@@ -11,7 +11,7 @@ from PIL import Image
 from datamodules import DataError, PairedImages
 from datamodules.paired import joint_transform
 from lightning_gen import Pix2Pix
-from lightning_gen.checks import ConfigError
+from lightning_gen.core.checks import ConfigError
 from lightning_gen.losses import generator_loss, pix2pix_generator_loss
 from lightning_gen.nn import PatchGAN, UNet, unet_depth
 from lightning_gen.pix2pix import batch_statistics

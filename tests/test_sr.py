@@ -10,10 +10,10 @@ from PIL import Image
 from datamodules import DataError, SuperResolution
 from datamodules.super_resolution import RandomCrops, degrade, modcrop
 from lightning_gen import SRCNN, SRGAN, SRResNet
-from lightning_gen.checks import ConfigError
+from lightning_gen.core.checks import ConfigError
 from lightning_gen.nn.sr import SRDiscriminator
 from lightning_gen.nn.sr import SRResNet as SRResNetNet
-from lightning_gen.sr_metrics import SRMetrics, rgb_to_y
+from lightning_gen.metrics.sr import SRMetrics, rgb_to_y
 from tests.conftest import QUIET, ROOT, run_cli, shared_data
 
 

@@ -11,7 +11,7 @@ from PIL import Image
 from datamodules import DataError
 from lightning_gen import DeepDream, FastStyleTransfer, StyleTransfer
 from lightning_gen.callbacks import same_size
-from lightning_gen.checks import ConfigError
+from lightning_gen.core.checks import ConfigError
 from lightning_gen.fast_style import TransformNet
 from lightning_gen.nn.features import MOBILENET_FILE, FeatureNet, layer_names, tf_same_pad
 from lightning_gen.style_transfer import perceptual_loss

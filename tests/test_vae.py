@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from datamodules import Digits
 from lightning_gen import CVAE, VAE
-from lightning_gen.checks import ConfigError
+from lightning_gen.core.checks import ConfigError
 from lightning_gen.losses import gaussian_kl
 from lightning_gen.vae import binarize_fixed, reparameterize
 from tests.conftest import QUIET, ROOT, run_cli
@@ -238,7 +238,7 @@ def test_cli_cvae_predict_writes_requested_classes(tmp_path):
 
 
 def test_help_documents_every_option_and_choices_are_checked(capsys):
-    from lightning_gen.cli import GenCLI
+    from lightning_gen.core.cli import GenCLI
 
     with pytest.raises(SystemExit):
         GenCLI(args=["fit", "--model.help", "CVAE"])

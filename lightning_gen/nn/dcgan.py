@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from lightning_gen.checks import ConfigError
+from lightning_gen.core.checks import ConfigError
 
 
 def dcgan_layout(height: int, width: int) -> tuple[int, int]:

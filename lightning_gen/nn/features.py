@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_gen.checks import ConfigError
+from lightning_gen.core.checks import ConfigError
 from lightning_gen.losses import content_loss, gram_matrix, style_loss, total_variation
 
 Backbone = Literal["vgg16", "vgg19", "mobilenet_v1"]

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from lightning_gen.checks import ConfigError
+from lightning_gen.core.checks import ConfigError
 
 CACHE_ENV = "LIGHTNING_GEN_CACHE"
 

@@ -22,12 +22,12 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 import datamodules
 import lightning_gen  # noqa: F401  (registers the techniques for short names)
 from lightning_gen.callbacks import ImageWriter, RunCheckpoint, SaveRunConfig
-from lightning_gen.checks import ConfigError
-from lightning_gen.loggers import AutoWandbLogger
+from lightning_gen.core.checks import ConfigError
+from lightning_gen.core.loggers import AutoWandbLogger
 from lightning_gen.metrics import SampleQuality  # noqa: F401  (short name for --trainer.callbacks+=SampleQuality)
-from lightning_gen.runs import run_dir
+from lightning_gen.core.runs import run_dir
 
-DEFAULT_LOGGER = {"class_path": "lightning_gen.loggers.AutoWandbLogger"}
+DEFAULT_LOGGER = {"class_path": "lightning_gen.core.loggers.AutoWandbLogger"}
 
 
 def find_last_checkpoint(roots: list[Path]) -> Path | None:

@@ -8,6 +8,8 @@ import lightning as L
 import torch
 from torch import nn
 
+from lightning_gen.core.lightning_private import attached_trainer
+
 
 def adam(
     module: L.LightningModule,
@@ -22,7 +24,7 @@ def adam(
     gradient clipping would see scaled gradients). On CPU the fused step is about 5 times faster than the default
     per-tensor loop: a tenth of a training step of the small MNIST networks."""
     params = list(params)
-    trainer = module._trainer
+    trainer = attached_trainer(module)
     scaled = trainer is not None and getattr(trainer.precision_plugin, "scaler", None) is not None
     fused = not scaled and bool(params) and all(
         p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params

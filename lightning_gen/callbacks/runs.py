@@ -1,9 +1,8 @@
-"""Callbacks: what the CLI adds to every run (checkpoints that survive interruption, the run's config in its own
-folder and in W&B, PNG output for `predict`), and the generator EMA."""
+"""What the CLI adds to every run: checkpoints that survive interruption, the run's config in its own folder and in
+W&B, PNG output for `predict`."""
 
 from __future__ import annotations
 
-import copy
 import signal
 import threading
 from pathlib import Path
@@ -12,14 +11,14 @@ from typing import Any
 import lightning as L
 import torch
 import torchvision
-from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from lightning_gen.checks import ConfigError
-from lightning_gen.runs import image_grid, run_dir, save_and_log_images
+from lightning_gen.core.checks import ConfigError
+from lightning_gen.core.runs import image_grid, run_dir, save_and_log_images
 
 
 class RunCheckpoint(ModelCheckpoint):
@@ -203,159 +202,3 @@ class ImageWriter(BasePredictionWriter):
             images = [image for batch in self._grid_images for image in batch]  # sizes may differ (style, dreams)
             torchvision.utils.save_image(image_grid(same_size(images)), folder / name)
         rank_zero_info(f"predict: wrote {self.written} images{' and a grid' if self.grid else ''} to {folder}")
-
-
-class GeneratorEMA(Callback):
-    """Exponential moving average of the generator's weights only (Lightning's `WeightAveraging` averages the
-    whole module, discriminator included, and assumes automatic optimization).
-
-    After every training batch: ema <- decay * ema + (1 - decay) * weights, for each parameter of
-    `pl_module.<attribute>`; buffers (batch-norm running statistics) are copied. With `use_for_eval`, the EMA
-    weights replace the live ones during validation, test and predict (so sample-quality metrics and written
-    images come from the EMA generator), and each epoch's grid is also drawn with them (`samples_ema`).
-    Checkpoints keep the live weights in the model and the EMA weights in this callback's state, so a resumed
-    run continues both, and `validate`/`test`/`predict --ckpt_path` use the EMA weights stored there.
-
-    Args:
-        decay: weight of the running average per update (0.999 averages over about the last 1000 updates).
-        attribute: name of the network to average: `generator` (the default), or another, e.g. the semi-supervised
-            GAN's `discriminator` (Salimans et al. evaluate with its running average) or a Classifier's `net`.
-        start_step: batches after the first during which the EMA copies the weights instead of averaging them
-            (the first batch is always copied, so a data-dependent initialisation in it is not averaged away).
-        use_for_eval: use the EMA weights in validation, test, predict and the extra sample grid.
-        bias_correction: average as if the EMA had started from zero and was divided by 1 - decay^n (Adam's bias
-            correction): the weights after update n are the decay^age-weighted mean of all n weights so far, so
-            a long average (decay 0.9999, about 10,000 updates) is usable from the start instead of being held
-            near the first weights. Salimans et al.'s SGAN evaluates with such an average.
-    """
-
-    def __init__(self, decay: float = 0.999, attribute: str = "generator", start_step: int = 0,
-                 use_for_eval: bool = True, bias_correction: bool = False) -> None:
-        if not 0.0 <= decay < 1.0:
-            raise ConfigError(f"GeneratorEMA decay must be in [0, 1), got {decay}.")
-        self.decay = decay
-        self.attribute = attribute
-        self.start_step = start_step
-        self.use_for_eval = use_for_eval
-        self.bias_correction = bias_correction
-        self.ema: torch.nn.Module | None = None
-        self.num_updates = 0
-        self._pending: dict | None = None
-        self._live: dict | None = None
-
-    @property
-    def state_key(self) -> str:
-        return self._generate_state_key(attribute=self.attribute)  # one EMA per network can share a run
-
-    # ---- the averaged copy --------------------------------------------------------------------------------
-    def _generator(self, pl_module: L.LightningModule) -> torch.nn.Module:
-        net = getattr(pl_module, self.attribute, None)
-        if not isinstance(net, torch.nn.Module):
-            children = [name for name, _ in pl_module.named_children()]
-            raise ConfigError(
-                f"GeneratorEMA: {type(pl_module).__name__} has no network `{self.attribute}`; set "
-                f"`attribute` to one of {children}."
-            )
-        return net
-
-    def _ensure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        net = self._generator(pl_module)
-        if self.ema is None:
-            self.ema = copy.deepcopy(net).requires_grad_(False)
-        if self._pending is None and trainer.state.fn != "fit" and trainer.ckpt_path:
-            state = torch.load(trainer.ckpt_path, map_location="cpu", weights_only=False).get("callbacks", {})
-            self._pending = state.get(self.state_key)
-            if self._pending is None:
-                rank_zero_warn(f"GeneratorEMA: {trainer.ckpt_path} holds no average of `{self.attribute}` (it was "
-                               "trained without this callback); evaluating with the live weights.")
-                self._pending = {}
-        if self._pending:
-            self.ema.load_state_dict(self._pending["ema"])
-            self.num_updates = int(self._pending["num_updates"])
-            self._pending = None
-        self.ema.to(pl_module.device)
-
-    @torch.no_grad()
-    def update(self, net: torch.nn.Module) -> None:
-        """One step of the running average towards `net`'s current weights."""
-        averaged = self.num_updates - self.start_step  # weights already in the average (copies count as one)
-        if averaged <= 0:
-            weight = 1.0  # copy first (after any data-dependent init)
-        elif self.bias_correction:  # the new weights' share of a zero-started EMA over 1 - decay^(averaged + 1)
-            weight = (1.0 - self.decay) / (1.0 - self.decay ** (averaged + 1))
-        else:
-            weight = 1.0 - self.decay
-        ema_params = [p for p in self.ema.parameters()]
-        live_params = [p.detach().to(ema_params[0].dtype) for p in net.parameters()]
-        torch._foreach_lerp_(ema_params, live_params, weight)
-        for ema_buf, live_buf in zip(self.ema.buffers(), net.buffers()):
-            ema_buf.copy_(live_buf)
-        self.num_updates += 1
-
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._ensure(trainer, pl_module)
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        self.update(self._generator(pl_module))
-
-    # ---- evaluation with the EMA weights ------------------------------------------------------------------
-    def _swap_in(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self.use_for_eval or self._live is not None:
-            return
-        self._ensure(trainer, pl_module)
-        net = self._generator(pl_module)
-        self._live = {k: v.detach().clone() for k, v in net.state_dict().items()}
-        net.load_state_dict(self.ema.state_dict())
-
-    def _swap_out(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._live is not None:
-            self._generator(pl_module).load_state_dict(self._live)
-            self._live = None
-
-    def on_validation_start(self, trainer, pl_module):
-        self._swap_in(trainer, pl_module)
-
-    def on_validation_end(self, trainer, pl_module):
-        self._swap_out(trainer, pl_module)
-
-    def on_test_start(self, trainer, pl_module):
-        self._swap_in(trainer, pl_module)
-
-    def on_test_end(self, trainer, pl_module):
-        self._swap_out(trainer, pl_module)
-
-    def on_predict_start(self, trainer, pl_module):
-        self._swap_in(trainer, pl_module)
-
-    def on_predict_end(self, trainer, pl_module):
-        self._swap_out(trainer, pl_module)
-
-    def on_exception(self, trainer, pl_module, exception):
-        self._swap_out(trainer, pl_module)
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        sample_grid = getattr(pl_module, "sample_grid", None)  # -> (images, images per row)
-        if not (self.use_for_eval and self.attribute == "generator" and callable(sample_grid) and trainer.is_global_zero):
-            return
-        self._swap_in(trainer, pl_module)
-        try:
-            save_and_log_images(trainer, "samples_ema", *sample_grid())
-        finally:
-            self._swap_out(trainer, pl_module)
-
-    # ---- checkpoints ----------------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        if self.ema is None:
-            return {}
-        return {"ema": {k: v.detach().cpu() for k, v in self.ema.state_dict().items()}, "num_updates": self.num_updates,
-                "attribute": self.attribute}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if state_dict:
-            self._pending = state_dict
-
-    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        if self._live is not None:  # saved while the EMA weights are swapped in: the model keeps its live weights
-            prefix = f"{self.attribute}."
-            for key, value in self._live.items():
-                checkpoint["state_dict"][prefix + key] = value.clone()

@@ -13,9 +13,9 @@ from torchmetrics import MeanMetric
 from torchmetrics.functional.image import peak_signal_noise_ratio
 from torchmetrics.image import StructuralSimilarityIndexMeasure
 
-from lightning_gen.checks import ConfigError
-from lightning_gen.distributed import first_visit_mask
-from lightning_gen.runs import logs_this_step, save_and_log_images
+from lightning_gen.core.checks import ConfigError
+from lightning_gen.core.distributed import first_visit_mask
+from lightning_gen.core.runs import logs_this_step, save_and_log_images
 
 # BT.601 luma of [0, 1] RGB, in [16, 235]: what MATLAB's rgb2ycbcr gives (the benchmarks' convention)
 Y_WEIGHTS = (65.481, 128.553, 24.966)

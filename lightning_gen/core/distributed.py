@@ -74,14 +74,15 @@ def first_visit_mask(
     """
     ones = torch.ones(batch_size, device=device)
     if trainer.testing:
-        combined = trainer.test_loop._combined_loader
-    elif trainer.state.fn == "validate":
-        combined = trainer.validate_loop._combined_loader
-    elif trainer.sanity_checking or trainer.validating:
-        combined = trainer.fit_loop.epoch_loop.val_loop._combined_loader
+        loaders = trainer.test_dataloaders
+    elif trainer.validating or trainer.sanity_checking:
+        loaders = trainer.val_dataloaders
     else:
         return ones
-    loaders = combined.flattened if combined is not None else []
+    if isinstance(loaders, dict):
+        loaders = list(loaders.values())
+    elif not isinstance(loaders, (list, tuple)):
+        loaders = [loaders] if loaders is not None else []
     loader = loaders[dataloader_idx] if dataloader_idx < len(loaders) else None
     sampler = getattr(loader, "sampler", None)
     if not isinstance(sampler, DistributedSampler) or sampler.drop_last:

@@ -17,6 +17,8 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
+from lightning_gen.core.lightning_private import should_update_logs
+
 
 def run_dir(trainer: L.Trainer) -> Path:
     """The folder of this run (same rule as ModelCheckpoint's default `dirpath`, without `checkpoints`)."""
@@ -66,15 +68,11 @@ def logs_this_step(trainer: L.Trainer) -> bool:
 
     Each `self.log` costs about 0.35 ms (Lightning moves its stored result to the value's device on every call),
     a tenth of a launch-bound GPU step at batch size 1, so the techniques skip their per-step training logs when
-    nobody would see them: in runs without a progress bar (batch jobs, benchmarks), between logging steps. Falls
-    back to `True` (log every step) if Lightning's logger connector changes.
+    nobody would see them: in runs without a progress bar (batch jobs, benchmarks), between logging steps.
     """
     if trainer.fast_dev_run:
         return True
     bar = trainer.progress_bar_callback
     if bar is not None and bar.is_enabled:
         return True
-    try:
-        return bool(trainer._logger_connector.should_update_logs)
-    except AttributeError:
-        return True
+    return should_update_logs(trainer)

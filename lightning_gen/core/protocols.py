@@ -1,0 +1,122 @@
+"""The contracts between datamodules, techniques, callbacks and the CLI, written down as `typing.Protocol`s.
+
+A datamodule or technique takes part in a contract by having the members below; nothing has to inherit from
+these classes. Code that depends on a contract asks `isinstance(obj, Protocol)` (they are runtime-checkable),
+never `hasattr`. A third-party datamodule plugs in by offering the members of the contracts its techniques need
+(see docs/contributing.md).
+
+Data side (what a datamodule offers):
+    ImageData        image_shape                 every image technique builds its networks from it
+    LabeledData      num_classes                 class-conditional and classifying techniques
+    SemiSupervisedData  num_labeled, reference_set  the semi-supervised GAN (labeled + unlabeled pools)
+    PairedData       input_channels              pix2pix (input and target images of one scene)
+    NamedEvalSets    set_names(stage)            evaluation on several named sets (Set5, Set14)
+    ReferenceImages  train_set, test_set         sample-quality metrics compare samples with these
+    Environments     make_actors(...)            reinforcement learning (gymnasium vector environments)
+
+Technique side (what a technique offers to callbacks and the CLI):
+    Generative       sample, default_labels, sample_grid   sample grids, EMA grids, SampleQuality, predict
+    RolloutTechnique updates_per_epoch           the environment datamodule sizes its epochs with it
+    OwnsPredictInputs owns_predict_inputs         predict reads the technique's own inputs, not the data's
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+from torch import Tensor
+from torch.utils.data import Dataset
+
+# ---- data side ------------------------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class ImageData(Protocol):
+    """Images of one shape. `image_shape` is (channels, height, width) of the images a batch carries (after the
+    datamodule's transforms), or None until the datamodule has looked at its files."""
+
+    image_shape: tuple[int, int, int] | None
+
+
+@runtime_checkable
+class LabeledData(Protocol):
+    """Images with class labels 0..num_classes-1. A datamodule without labels (a flat image folder) says
+    `num_classes = 1` or None."""
+
+    num_classes: int | None
+
+
+@runtime_checkable
+class SemiSupervisedData(Protocol):
+    """Training batches `{"labeled": (images, labels), "unlabeled": images}` drawn from a labeled pool of
+    `num_labeled` images and an unlabeled pool `reference_set` (what sample quality compares with)."""
+
+    num_labeled: int
+    reference_set: Dataset | None
+
+
+@runtime_checkable
+class PairedData(Protocol):
+    """Batches of (input, target) images of one scene; `input_channels` is the inputs' channel count (the
+    targets' shape is `image_shape`)."""
+
+    input_channels: int | None
+
+
+@runtime_checkable
+class NamedEvalSets(Protocol):
+    """Several evaluation sets, one dataloader each, with names used as metric suffixes (`val/psnr/Set5`)."""
+
+    def set_names(self, stage: str) -> list[str]: ...
+
+
+@runtime_checkable
+class ReferenceImages(Protocol):
+    """Real training and test images (items `image` or `(image, label)`, pixels in [-1, 1])."""
+
+    train_set: Dataset | None
+    test_set: Dataset | None
+
+
+@runtime_checkable
+class Environments(Protocol):
+    """Vectorised environments for on-policy reinforcement learning: `make_actors(...)` builds the training
+    actors; `env_id` names the environment."""
+
+    env_id: str
+
+    def make_actors(self, *args: Any, **kwargs: Any) -> Any: ...
+
+
+# ---- technique side -------------------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class Generative(Protocol):
+    """A technique that makes images from nothing but an index: image i always comes from the same noise.
+
+    `sample(indices)` -> (B, C, H, W) images in [-1, 1], networks in eval mode, no gradients;
+    `default_labels(indices)` -> the class image i is made in (None: unconditional);
+    `sample_grid()` -> (images, images per row or None for a square) for the per-epoch grid.
+    """
+
+    def sample(self, indices: Tensor) -> Tensor: ...
+
+    def default_labels(self, indices: Tensor) -> Tensor | None: ...
+
+    def sample_grid(self) -> tuple[Tensor, int | None]: ...
+
+
+@runtime_checkable
+class RolloutTechnique(Protocol):
+    """A technique that learns from environment rollouts: one epoch is `updates_per_epoch` updates."""
+
+    updates_per_epoch: int
+
+
+@runtime_checkable
+class OwnsPredictInputs(Protocol):
+    """A technique whose `predict` reads its own inputs (e.g. a style network's `predict_images`) when this is
+    True, so the CLI does not hand it the datamodule's."""
+
+    owns_predict_inputs: bool
