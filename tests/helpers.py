@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from datamodules import Digits
 from lightning_gen import DCGAN
+from lightning_gen.core.technique import Technique
 
 
 class BatchNoiseDCGAN(DCGAN):
@@ -70,6 +71,7 @@ class SaveTestMetrics(L.Callback):
     def on_test_end(self, trainer, pl_module):
         if trainer.is_global_zero:
             metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+            Path(trainer.default_root_dir).mkdir(parents=True, exist_ok=True)
             (Path(trainer.default_root_dir) / "test_metrics.json").write_text(json.dumps(metrics))
 
 
@@ -96,3 +98,45 @@ def write_image(path: Path, size: tuple[int, int], seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels).save(path)
     return path
+
+
+class SevenItems(L.LightningDataModule):
+    """Seven evaluation items, the numbers 0..6, in batches of 2: under DDP on 2 processes the sampler repeats one
+    item to make 8, so a naive mean is 21/8 and the mean that counts each item once is 3."""
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(torch.arange(7.0), batch_size=2)
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(torch.arange(7.0), batch_size=2)
+
+
+class MeanProbe(Technique):
+    """A technique that only evaluates: logs the mean of the items it sees, through `first_visit` + `log_means`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+
+    def build(self) -> None:
+        self.net = torch.nn.Linear(1, 1)
+
+    def _evaluate(self, batch: Tensor, batch_idx: int, prefix: str) -> None:
+        keep = self.first_visit(batch_idx, len(batch))
+        self.log_means(prefix, {"mean": batch[keep].mean() if keep.any() else batch.sum() * 0}, int(keep.sum()))
+
+    def validation_step(self, batch: Tensor, batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx, "val")
+
+    def test_step(self, batch: Tensor, batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx, "test")
+
+
+class SaveValidateMetrics(L.Callback):
+    """Writes the metrics of a `validate` run to `<default_root_dir>/validate_metrics.json`."""
+
+    def on_validation_end(self, trainer, pl_module):
+        if trainer.is_global_zero:
+            metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+            Path(trainer.default_root_dir).mkdir(parents=True, exist_ok=True)
+            (Path(trainer.default_root_dir) / "validate_metrics.json").write_text(json.dumps(metrics))
