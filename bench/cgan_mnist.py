@@ -2,7 +2,7 @@
 accuracy of CGAN samples.
 
 1. Trains the MNIST classifier (configs/classifier/mnist.yaml) unless its checkpoint exists, and tests it.
-2. Trains DCGAN (configs/dcgan/mnist.yaml, with a GeneratorEMA callback) and CGAN (configs/cgan/mnist.yaml) for
+2. Trains DCGAN (configs/dcgan/mnist.yaml, with an EMA callback) and CGAN (configs/cgan/mnist.yaml) for
    the same wall-time budget each (`--minutes`, Lightning's `max_time`).
 3. Evaluates each final checkpoint with `validate` + `SampleQuality` on `--samples` generated images: DCGAN with its
    live weights and with its EMA weights (the same run, so the same training time), CGAN with its EMA weights and
@@ -29,7 +29,7 @@ def quality(config: Path, ckpt: Path, samples: int, ema: bool) -> dict[str, floa
     """validate the checkpoint with SampleQuality, with or without the EMA generator."""
     callbacks = ["--trainer.callbacks=[]"]
     if ema:
-        callbacks += ["--trainer.callbacks+=lightning_gen.callbacks.GeneratorEMA"]
+        callbacks += ["--trainer.callbacks+=lightning_gen.callbacks.EMA"]
     callbacks += ["--trainer.callbacks+=lightning_gen.metrics.SampleQuality",
                   f"--trainer.callbacks.classifier_ckpt={CLASSIFIER}", f"--trainer.callbacks.num_samples={samples}"]
     return evaluate("validate", config, ckpt, "--trainer.limit_val_batches", "1", *callbacks)
@@ -58,9 +58,9 @@ def main() -> None:
     runs = {}
     for name, config, extra in [
         ("dcgan", ROOT / "configs" / "dcgan" / "mnist.yaml",
-         ["--trainer.callbacks+=lightning_gen.callbacks.GeneratorEMA", "--trainer.callbacks.decay=0.999"]),
+         ["--trainer.callbacks+=lightning_gen.callbacks.EMA", "--trainer.callbacks.decay=0.999"]),
         ("cgan", ROOT / "configs" / "cgan" / "mnist.yaml", ["--trainer.callbacks=[]",
-                                                              "--trainer.callbacks+=lightning_gen.callbacks.GeneratorEMA",
+                                                              "--trainer.callbacks+=lightning_gen.callbacks.EMA",
                                                               "--trainer.callbacks.decay=0.999"]),
     ]:
         folder = out / name

@@ -2,8 +2,9 @@
 recipe's validation L1 / PSNR / SSIM.
 
 1. Throughput: this project's `Pix2Pix` under `Trainer.fit` vs a plain-PyTorch loop running the same networks,
-   losses, optimizers (fused Adam) and DataLoader, at the size of `--throughput-config` (default: the CPU recipe); images/s over `--batches` steady-state
-   batches, median of `--repeats` interleaved repeats, ratio in one run (target: 0.95 or more).
+   losses, optimizers (fused Adam) and DataLoader, at the size of `--throughput-config` (default: the CPU recipe);
+   images/s over `--batches` steady-state batches, median of `--repeats` interleaved repeats, ratio in one run
+   (target: 0.95 or more).
 2. Quality: `lightning-gen fit --config configs/pix2pix/facades_cpu.yaml` (capped at 30 minutes), then `validate`
    on its last checkpoint; the untrained generator's figures beside it as the floor to beat. The triplet grid of
    the last validation is copied to docs/pix2pix_facades_cpu.png.
@@ -48,7 +49,9 @@ def plain_loop(model_args: dict, data: PairedImages, precision: str, warmup: int
     """The same pix2pix step written without Lightning: images/s over the timed batches. Under `16-mixed` a
     GradScaler updated after each optimizer step, as Lightning's precision plugin does."""
     torch.manual_seed(0)
-    model = Pix2Pix(**model_args, input_channels=data.input_channels, image_shape=data.image_shape).to(device)
+    model = Pix2Pix(**model_args, input_channels=data.input_channels, image_shape=data.image_shape)
+    model.configure_model()  # the networks, built from the shapes given (no trainer here)
+    model.to(device)
     g, d = model.generator.train(), model.discriminator.train()
     opt_g = torch.optim.Adam(g.parameters(), lr=model_args["lr"], betas=(0.5, 0.999), fused=precision != "16-mixed")
     opt_d = torch.optim.Adam(d.parameters(), lr=model_args["lr"], betas=(0.5, 0.999), fused=precision != "16-mixed")

@@ -1,14 +1,19 @@
 """Dataset plugins: LightningDataModules whose batches are `(images in [-1, 1], labels)`.
 
+Every image file is read by `read_image` (datamodules/images.py); every transform is `torchvision.transforms.v2`
+and every dataset a module-level class, so the loaders work with workers started by `fork`, `forkserver` or
+`spawn` (`--data.multiprocessing_context`).
+
 Third-party datamodules plug in by `class_path: their_pkg.TheirData`, or by short name (`--data TheirData`)
 when their package declares an entry point in the `lightning_gen.datamodules` group.
 """
 
-from datamodules.base import DATA_ENV, DataError, ImageDataModule, data_root
+from datamodules.base import DATA_ENV, DataError, ImageDataModule, data_root, make_loader
 from datamodules.digits import Digits
 from datamodules.files import ImageFiles, image_files, load_image
 from datamodules.folder import ImageFolder
 from datamodules.gym_env import GymEnv
+from datamodules.images import read_image, read_size
 from datamodules.paired import PairedImages
 from datamodules.semi_supervised import SemiSupervised
 from datamodules.super_resolution import SuperResolution
@@ -53,4 +58,7 @@ __all__ = [
     "image_files",
     "load_image",
     "load_plugins",
+    "make_loader",
+    "read_image",
+    "read_size",
 ]

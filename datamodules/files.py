@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
-from torchvision.transforms import functional as TF
+from torchvision.transforms import v2
 
-from datamodules.base import DataError, data_root
+from datamodules.base import DataError, data_root, to_signed
 from datamodules.folder import images_in
+from datamodules.images import read_image
 
 
 def image_files(path: str, what: str = "image") -> list[Path]:
@@ -39,23 +39,16 @@ def image_file(path: str, what: str = "image") -> Path:
 
 
 def load_image(path: Path | str, max_side: int | None = None, multiple_of: int = 1) -> Tensor:
-    """Read an image as a `(1, 3, H, W)` RGB tensor in [-1, 1]. With `max_side`, resize (keeping the aspect) so its
-    longer side is `max_side`; then trim to multiples of `multiple_of` pixels. Raises `DataError` for a file that
-    is missing or not an image."""
+    """Read an image (`read_image`: upright, RGB) as a `(1, 3, H, W)` tensor in [-1, 1]. With `max_side`, resize
+    (keeping the aspect) so its longer side is `max_side`; then trim to multiples of `multiple_of` pixels. Raises
+    `DataError` for a file that is missing or not an image."""
     path = Path(path)
-    try:
-        with Image.open(path) as im:
-            image = im.convert("RGB")
-    except FileNotFoundError:
-        raise DataError(f"image {path} does not exist.") from None
-    except Exception as err:  # PIL raises many types for bad files
-        raise DataError(f"cannot read {path} as an image ({type(err).__name__}: {err}). Give a PNG or JPEG file.") \
-            from None
+    image = read_image(path, "RGB")
     if max_side is not None:
         scale = max_side / max(image.size)
         size = (max(1, round(image.height * scale)), max(1, round(image.width * scale)))
-        image = TF.resize(image, list(size), antialias=True)
-    x = TF.to_tensor(image) * 2 - 1  # (3, H, W) in [-1, 1]
+        image = v2.functional.resize(image, list(size), antialias=True)
+    x = to_signed(v2.functional.pil_to_tensor(image))  # (3, H, W) in [-1, 1]
     h, w = (x.shape[1] // multiple_of) * multiple_of, (x.shape[2] // multiple_of) * multiple_of
     if h < 1 or w < 1:
         raise DataError(f"image {path} is {x.shape[1]}x{x.shape[2]}, smaller than {multiple_of} pixels.")

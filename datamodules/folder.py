@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from datamodules.base import DataError, ImageDataModule, data_root, to_signed_tensor
+from datamodules.images import Mode, mode_for, read_image, read_size
 
 
 def images_in(folder: Path) -> list[Path]:
@@ -49,17 +49,14 @@ def scan_image_folder(root: Path, classes: list[str] | None = None) -> tuple[lis
     return samples, names
 
 
-def check_images(samples: list[tuple[Path, int]], image_size: int | None) -> tuple[int, int]:
-    """Decode every image once; raise `DataError` for a corrupt file, or (without `image_size`) for sizes that
-    differ from the first image's. Returns the `(height, width)` of the first image."""
+def check_images(samples: list[tuple[Path, int]], image_size: int | None, decode: bool = True) -> tuple[int, int]:
+    """Read every image once: decoded (`read_image`, with `decode`) or its header only (`read_size`). Raise
+    `DataError` for a corrupt file, or (without `image_size`) for sizes that differ from the first image's.
+    Returns the `(height, width)` of the first image."""
     first: tuple[int, int] | None = None
     for path, _ in samples:
-        try:
-            with Image.open(path) as im:
-                im.load()
-                size = (im.height, im.width)
-        except Exception as err:  # PIL raises many types for bad files
-            raise DataError(f"cannot read image {path}: {err}. Remove or replace the file.") from None
+        width, height = read_image(path, "L").size if decode else read_size(path)
+        size = (height, width)
         if first is None:
             first = size
         elif image_size is None and size != first:
@@ -71,24 +68,33 @@ def check_images(samples: list[tuple[Path, int]], image_size: int | None) -> tup
     return first
 
 
-class _Files(Dataset):
-    def __init__(self, samples: list[tuple[Path, int]], transform: Any) -> None:
-        self.samples, self.transform = samples, transform
+class FolderImages(Dataset):
+    """`(image, label)` items of `(path, label)` samples: each file read by `read_image` in `mode`, then `transform`.
+
+    Args:
+        samples: `(path, class index)` pairs (`samples` is also what `dataset_labels` reads the labels from).
+        transform: PIL image -> tensor (a module-level, picklable transform, such as `to_signed_tensor`).
+        mode: `RGB` or `L`, the mode the files are read in.
+    """
+
+    def __init__(self, samples: list[tuple[Path, int]], transform: Any, mode: Mode = "RGB") -> None:
+        self.samples, self.transform, self.mode = samples, transform, mode
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[i]
-        with Image.open(path) as im:
-            return self.transform(im), label
+        return self.transform(read_image(path, self.mode)), label
 
 
 class ImageFolder(ImageDataModule):
     """Images from a folder: `root/<class>/*.png|jpg|...` (torchvision's ImageFolder layout) or `root/*.png`.
 
     Every image is decoded once in `setup()` (with `verify: true`), so a corrupt file or a stray size is
-    reported before training, not in the middle of it. With `image_size` every image is resized (shorter side)
+    reported before training, not in the middle of it; with `verify: false` and no `image_size`, the sizes are still
+    checked, from the files' headers. Files are read by `datamodules.images.read_image` (EXIF orientation applied,
+    16-bit greyscale scaled to 8 bits, transparency over white). With `image_size` every image is resized (shorter side)
     and centre-cropped to that side; without it, all images must have the same size.
 
     Args:
@@ -98,6 +104,9 @@ class ImageFolder(ImageDataModule):
         channels: 1 for greyscale, 3 for RGB.
         verify: decode every image in `setup()` to catch corrupt files and mismatched sizes early.
     """
+
+    class_names: list[str]
+    """The class of each label, in label order: the sub-folders' names (the folder's own name when flat)."""
 
     def __init__(
         self,
@@ -114,15 +123,14 @@ class ImageFolder(ImageDataModule):
         self.test_root = test_root
         self.channels = channels
         self.verify = verify
-        self.class_names: list[str] = []
+        self.class_names = []
 
     def _samples(self, root: str) -> list[tuple[Path, int]]:
         samples, names = scan_image_folder(data_root(root), self.classes)
-        if self.verify:
-            height, width = check_images(samples, self.image_size)
+        if self.verify or self.image_size is None:  # without verify, the sizes are checked from the headers
+            height, width = check_images(samples, self.image_size, decode=self.verify)
         else:
-            with Image.open(samples[0][0]) as im:
-                height, width = im.height, im.width
+            width, height = read_size(samples[0][0])
         if not self.class_names:
             self.class_names = names
             self.num_classes = len(names)
@@ -131,7 +139,7 @@ class ImageFolder(ImageDataModule):
         return samples
 
     def _load(self) -> tuple[Dataset, Dataset | None]:
-        transform = to_signed_tensor(self.image_size, channels=self.channels)
-        train = _Files(self._samples(self.root), transform)
-        test = _Files(self._samples(self.test_root), transform) if self.test_root else None
+        transform, mode = to_signed_tensor(self.image_size, channels=self.channels), mode_for(self.channels)
+        train = FolderImages(self._samples(self.root), transform, mode)
+        test = FolderImages(self._samples(self.test_root), transform, mode) if self.test_root else None
         return train, test

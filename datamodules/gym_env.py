@@ -14,6 +14,7 @@ clipped to their sign for training (episode returns are reported unclipped).
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
 from typing import Any, Literal
@@ -64,6 +65,16 @@ def check_env_id(env_id: str) -> None:
                         "print(list(gymnasium.registry))\"` lists the registered ones.")
 
 
+def first_episode(episode: int) -> bool:
+    """`RecordVideo`'s trigger: record episode 0 only."""
+    return episode == 0
+
+
+def sign_reward(reward: float) -> float:
+    """Atari training rewards clipped to their sign (-1, 0, 1)."""
+    return float(np.sign(reward))
+
+
 def make_env(env_id: str, env_kwargs: dict[str, Any], training: bool, video_dir: str | None = None) -> Any:
     """One environment with episode statistics (unclipped returns) and, for Atari, the standard preprocessing.
     With `video_dir`, the first episode is recorded there as MP4 (needs moviepy)."""
@@ -77,14 +88,14 @@ def make_env(env_id: str, env_kwargs: dict[str, Any], training: bool, video_dir:
         kwargs["render_mode"] = "rgb_array"
     env = gym.make(env_id, **kwargs)
     if video_dir is not None:
-        env = gym.wrappers.RecordVideo(env, str(video_dir), episode_trigger=lambda episode: episode == 0,
+        env = gym.wrappers.RecordVideo(env, str(video_dir), episode_trigger=first_episode,
                                        disable_logger=True)
     env = gym.wrappers.RecordEpisodeStatistics(env)
     if is_atari(env_id):
         env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84, grayscale_obs=True)
         env = gym.wrappers.FrameStackObservation(env, 4)  # (4, 84, 84) uint8
         if training:
-            env = gym.wrappers.TransformReward(env, lambda r: float(np.sign(r)))
+            env = gym.wrappers.TransformReward(env, sign_reward)
     return env
 
 
@@ -101,6 +112,17 @@ class GymEnv(L.LightningDataModule):
         seed: seed of the first training environment; the others and the other processes count up from it.
         eval_seed: seed of the first evaluation episode (episode i uses eval_seed + i).
     """
+
+    env_id: str
+    """The gymnasium id of the environment."""
+    num_envs: int
+    """Training environments per process (the actors)."""
+    eval_seed: int
+    """Seed of the first evaluation episode (episode i uses `eval_seed + i`)."""
+    observation_space: Any
+    """The environment's `gymnasium.spaces.Space` of observations (Atari: `Box(0, 255, (4, 84, 84), uint8)`)."""
+    action_space: Any
+    """The environment's `gymnasium.spaces.Discrete` or `Box` of actions."""
 
     def __init__(
         self,
@@ -132,11 +154,12 @@ class GymEnv(L.LightningDataModule):
         """The training environments' seeds on process `rank`: distinct across processes."""
         return [self.seed + rank * self.num_envs + i for i in range(self.num_envs)]
 
-    def make_actors(self, rank: int) -> Any:
+    def make_actors(self, rank: int) -> tuple[Any, np.ndarray]:
         """This process's vector of training environments, reset with its seeds. Returns (envs, first obs)."""
         gym = _gym()
+        # module-level function + partial, no lambdas: picklable for `async` environments under any start method
         fns: list[Callable[[], Any]] = [
-            lambda: make_env(self.env_id, self.env_kwargs, training=True) for _ in range(self.num_envs)
+            functools.partial(make_env, self.env_id, self.env_kwargs, training=True) for _ in range(self.num_envs)
         ]
         mode = gym.vector.AutoresetMode.SAME_STEP  # a finished episode's last observation comes in the info
         cls = gym.vector.SyncVectorEnv if self.vectorization == "sync" else gym.vector.AsyncVectorEnv

@@ -7,19 +7,19 @@ Two layouts under `root/<split>/` (split: train, val, test):
 
 from __future__ import annotations
 
-import random
+from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, random_split
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import functional as TF
+from torchvision import tv_tensors
+from torchvision.transforms import v2
 
-from datamodules.base import DataError, ImageDataModule, data_root
+from datamodules.base import DataError, ImageDataModule, data_root, signed_steps
 from datamodules.folder import images_in
+from datamodules.images import mode_for, read_image, read_size
 
 Pair = tuple[Path, Path | None]  # (A, B) files, or (the aligned file, None)
 
@@ -49,13 +49,39 @@ def scan_pairs(folder: Path, layout: Literal["aligned", "folders"]) -> list[Pair
     return pairs
 
 
-def read_image(path: Path, channels: int) -> Image.Image:
-    """Decode an image as greyscale (1) or RGB (3); raises `DataError` naming the file if it cannot be read."""
-    try:
-        with Image.open(path) as im:
-            return im.convert("L" if channels == 1 else "RGB")
-    except Exception as err:  # PIL raises many types for bad files
-        raise DataError(f"cannot read image {path}: {err}. Remove or replace the file.") from None
+def check_sizes(pairs: list[Pair], folder: Path, layout: Literal["aligned", "folders"]) -> tuple[int, int]:
+    """The `(width, height)` that the files of one split folder share, read from their headers only (nothing is
+    decoded). Raises `DataError` naming the file, its size, the folder's size and the fix for an aligned file of odd
+    width, an A and B of different sizes, or a file whose size differs from the folder's other pairs (a 300x300 photo
+    among 512x256 aligned pairs would otherwise be cut into two 150x300 halves and resized without a word)."""
+    sizes: dict[Path, tuple[int, int]] = {}
+    for first, second in pairs:
+        w, h = read_size(first)
+        if second is None and w % 2:
+            raise DataError(
+                f"{first} is {w}x{h}: an aligned pair holds A and B side by side, so its width must be even. "
+                "Is it a single image? Use layout: folders for separate A/ and B/ files."
+            )
+        if second is not None and read_size(second) != (w, h):
+            wb, hb = read_size(second)
+            raise DataError(f"{first} is {w}x{h} but its pair {second} is {wb}x{hb}. The two images of a pair must "
+                            "have the same size: resize one of them, or remove the pair.")
+        sizes[first] = (w, h)
+    (width, height), count = Counter(sizes.values()).most_common(1)[0]
+    strays = [(path, size) for path, size in sizes.items() if size != (width, height)]
+    if strays:
+        path, (w, h) = strays[0]
+        more = f" ({len(strays) - 1} more differ too, e.g. {strays[1][0].name})" if len(strays) > 1 else ""
+        if layout == "aligned":
+            what = f"aligned pairs (A | B side by side, each half {width // 2}x{height})"
+            fix = f"replace it with a {width}x{height} file holding A on the left and B on the right"
+        else:
+            what, fix = "pairs", f"resize both of its images to {width}x{height}"
+        raise DataError(
+            f"{path} is {w}x{h}, but the {what} in {folder} are {width}x{height} ({count} of {len(sizes)} "
+            f"files){more}. A file of another size is not a pair of this folder: remove it, or {fix}."
+        )
+    return width, height
 
 
 def load_pair(pair: Pair, channels: tuple[int, int]) -> tuple[Tensor, Tensor]:
@@ -63,7 +89,7 @@ def load_pair(pair: Pair, channels: tuple[int, int]) -> tuple[Tensor, Tensor]:
     an aligned file whose width cannot be halved, or A and B of different sizes."""
     first, second = pair
     if second is None:  # aligned: A | B side by side
-        whole = read_image(first, 3)
+        whole = read_image(first, "RGB")
         w, h = whole.size
         if w % 2:
             raise DataError(
@@ -73,50 +99,72 @@ def load_pair(pair: Pair, channels: tuple[int, int]) -> tuple[Tensor, Tensor]:
         halves = [whole.crop((0, 0, w // 2, h)), whole.crop((w // 2, 0, w, h))]
         a, b = [half.convert("L") if c == 1 else half for half, c in zip(halves, channels)]
     else:
-        a, b = read_image(first, channels[0]), read_image(second, channels[1])
+        a, b = read_image(first, mode_for(channels[0])), read_image(second, mode_for(channels[1]))
         if a.size != b.size:
             raise DataError(f"{first} is {a.size[0]}x{a.size[1]} but its pair {second} is {b.size[0]}x{b.size[1]}. "
                             "The two images of a pair must have the same size.")
-    return TF.pil_to_tensor(a), TF.pil_to_tensor(b)
+    return v2.functional.pil_to_tensor(a), v2.functional.pil_to_tensor(b)
+
+
+def jitter(size: int, crop: int | None = None, flip: bool = False) -> v2.Compose:
+    """uint8 `(C, H, W)` images -> `(C, crop, crop)` floats in [-1, 1]: resize to `size` x `size` (bicubic), then a
+    random `crop` x `crop` window (if `crop` < `size`) and a random horizontal flip (if `flip`). Called on several
+    `tv_tensors.Image`s at once, it draws one window and one flip for all of them (pix2pix's joint jitter)."""
+    steps: list[v2.Transform] = [v2.Resize((size, size), interpolation=v2.InterpolationMode.BICUBIC, antialias=True)]
+    if crop is not None and crop < size:
+        steps.append(v2.RandomCrop(crop))
+    if flip:
+        steps.append(v2.RandomHorizontalFlip())
+    return v2.Compose([*steps, *signed_steps()])
+
+
+def apply_jointly(transform: v2.Transform, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """`transform` applied to A and B as one sample of two `tv_tensors.Image`s: the same random crop and flip for
+    both (their sizes may differ in channels, not in height and width). Returns plain tensors."""
+    a, b = transform(tv_tensors.Image(a), tv_tensors.Image(b))
+    return a.as_subclass(Tensor), b.as_subclass(Tensor)
 
 
 def resize_crop_flip(x: Tensor, size: int, crop: int | None = None, flip: bool = False) -> Tensor:
-    """uint8 `(C, H, W)` -> `(C, crop, crop)` floats in [-1, 1]: resize to `size` x `size` (bicubic), then a random
-    `crop` x `crop` window (if `crop` < `size`) and a random horizontal flip (if `flip`)."""
-    x = TF.resize(x, [size, size], interpolation=InterpolationMode.BICUBIC, antialias=True)
-    if crop is not None and crop < size:
-        top, left = random.randint(0, size - crop), random.randint(0, size - crop)
-        x = x[:, top : top + crop, left : left + crop]
-    if flip and random.random() < 0.5:
-        x = x.flip(-1)
-    return x.float().div(127.5).sub(1.0)
+    """`jitter(size, crop, flip)` applied to one uint8 `(C, H, W)` image."""
+    return jitter(size, crop, flip)(tv_tensors.Image(x)).as_subclass(Tensor)
 
 
 def joint_transform(a: Tensor, b: Tensor, size: int, crop: int | None, flip: bool) -> tuple[Tensor, Tensor]:
-    """`resize_crop_flip` with one crop window and one flip for both images: they go through as one tensor (their
-    channels stacked), so they cannot come out misaligned."""
-    x = resize_crop_flip(torch.cat([a, b]), size, crop, flip)  # (C_a + C_b, crop, crop)
-    return x[: a.shape[0]], x[a.shape[0] :]
+    """`jitter(size, crop, flip)` with one crop window and one flip for both images, so they cannot come out
+    misaligned."""
+    return apply_jointly(jitter(size, crop, flip), a, b)
 
 
 class PairedDataset(Dataset):
-    """`(input, target)` pairs in [-1, 1]: `train` applies the random jitter, otherwise a plain resize."""
+    """`(input, target)` pairs in [-1, 1]: `train` applies the random jitter (one draw for both images), otherwise a
+    plain resize to `crop_size`."""
 
     def __init__(self, pairs: list[Pair], channels: tuple[int, int], swap: bool, load_size: int, crop_size: int,
                  train: bool, flip: bool) -> None:
         self.pairs, self.channels, self.swap = pairs, channels, swap
         self.load_size, self.crop_size, self.train, self.flip = load_size, crop_size, train, flip
+        self.transform = jitter(load_size, crop_size, flip) if train else jitter(crop_size)
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        a, b = load_pair(self.pairs[index], self.channels)
-        if self.train:
-            a, b = joint_transform(a, b, self.load_size, self.crop_size, self.flip)
-        else:
-            a, b = joint_transform(a, b, self.crop_size, None, False)
+        a, b = apply_jointly(self.transform, *load_pair(self.pairs[index], self.channels))
         return (b, a) if self.swap else (a, b)
+
+
+class Targets(Dataset):
+    """The target images of a `PairedDataset` alone: the real images of the kind the model makes."""
+
+    def __init__(self, pairs: Dataset) -> None:
+        self.pairs = pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> Tensor:
+        return self.pairs[index][1]
 
 
 class InputImages(Dataset):
@@ -125,6 +173,7 @@ class InputImages(Dataset):
 
     def __init__(self, files: list[Path], channels: int, crop_size: int, aligned: bool, swap: bool) -> None:
         self.files, self.channels, self.crop_size, self.aligned, self.swap = files, channels, crop_size, aligned, swap
+        self.transform = jitter(crop_size)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -135,8 +184,8 @@ class InputImages(Dataset):
             a, b = load_pair((path, None), (self.channels, self.channels))
             image = b if self.swap else a
         else:
-            image = TF.pil_to_tensor(read_image(path, self.channels))
-        return {"input": resize_crop_flip(image, self.crop_size), "name": path.name}
+            image = v2.functional.pil_to_tensor(read_image(path, mode_for(self.channels)))
+        return {"input": self.transform(tv_tensors.Image(image)).as_subclass(Tensor), "name": path.name}
 
 
 class PairedImages(ImageDataModule):
@@ -144,8 +193,9 @@ class PairedImages(ImageDataModule):
 
     Splits: `train/`, `val/` (else `val_fraction` of train is held out) and `test/` (else val) under `root`.
     Training jitter (Isola et al.): resize both images to `load_size`, then one random `crop_size` crop and one
-    random horizontal flip, the same for A and B. Evaluation: resize to `crop_size`. Every file is decoded in
-    `setup()` (with `verify: true`), so a corrupt, unpaired or mismatched file is reported before training.
+    random horizontal flip, the same for A and B. Evaluation: resize to `crop_size`. Before training, `setup()`
+    reads every file's header and refuses a file whose size differs from its folder's pairs (and an unpaired file);
+    with `verify: true` it also decodes every file, so a corrupt one is reported before training too.
 
     Args:
         root: folder holding `train/` (and `val/`, `test/`); `$VARS` and `~` are expanded
@@ -163,6 +213,13 @@ class PairedImages(ImageDataModule):
         verify: decode every pair in `setup()`.
         batch_size: pairs per batch (1 in the paper).
     """
+
+    input_channels: int
+    """Channels of the input images (A, or B with `direction: BtoA`): what the generator reads."""
+    image_shape: tuple[int, int, int]
+    """`(channels, crop_size, crop_size)` of the target images: what the generator makes."""
+    predict_set: Dataset | None
+    """The `predict` inputs, `{"input", "name"}` items, after `setup("predict")`."""
 
     def __init__(
         self,
@@ -196,13 +253,19 @@ class PairedImages(ImageDataModule):
         self.swap = direction == "BtoA"
         self.input_channels, target_channels = self.channels[::-1] if self.swap else self.channels
         self.image_shape = (target_channels, crop_size, crop_size)  # of the images the model makes
-        self.predict_set: Dataset | None = None
+        self.predict_set = None
+
+    @property
+    def reference_set(self) -> Dataset | None:
+        """The training targets alone (real images of the kind the model makes), for sample-quality metrics."""
+        return Targets(self.train_set) if self.train_set is not None else None
 
     def _split(self, name: str) -> list[Pair] | None:
         folder = data_root(self.root) / name
         if not folder.is_dir():
             return None
         pairs = scan_pairs(folder, self.layout)
+        check_sizes(pairs, folder, self.layout)  # headers only: a stray size is refused even without verify
         if self.verify:
             for pair in pairs:
                 load_pair(pair, self.channels)
@@ -260,4 +323,4 @@ class PairedImages(ImageDataModule):
         return self._loader(self.predict_set, train=False)
 
 
-__all__ = ["PairedImages", "joint_transform", "load_pair", "scan_pairs"]
+__all__ = ["PairedImages", "apply_jointly", "check_sizes", "jitter", "joint_transform", "load_pair", "scan_pairs"]

@@ -10,9 +10,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import Tensor
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler, Subset, TensorDataset
+from torch.utils.data import ConcatDataset, Dataset, DistributedSampler, Subset, TensorDataset
 
-from datamodules.base import DataError, ImageDataModule
+from datamodules.base import DataError, ImageDataModule, make_loader
 
 
 def dataset_labels(dataset: Dataset) -> Tensor:
@@ -122,7 +122,18 @@ class SemiSupervised(ImageDataModule):
         seed: seed of the choice of labeled images (runs with the same seed share the same labels).
         labeled_batch_size: labeled images per batch (default: the wrapped datamodule's batch size).
         with_unlabeled: include the unlabeled pool in the training batches.
+
+    The DataLoader workers (`num_workers`, `multiprocessing_context`) are the wrapped datamodule's.
     """
+
+    num_labeled: int
+    """Labeled training images in all (`num_labeled // num_classes` per class)."""
+    labeled_indices: Tensor | None
+    """Positions of the labeled images in the training pool (wrapped train + val), sorted; after `setup`."""
+    labeled_set: Dataset | None
+    """The labeled pool: `(image, label)` items; after `setup`."""
+    unlabeled_set: Dataset | None
+    """The unlabeled pool: images only (their labels cannot leak); after `setup`."""
 
     def __init__(
         self,
@@ -132,7 +143,8 @@ class SemiSupervised(ImageDataModule):
         labeled_batch_size: int | None = None,
         with_unlabeled: bool = True,
     ) -> None:
-        super().__init__(batch_size=data.batch_size, num_workers=data.num_workers, drop_last=True)
+        super().__init__(batch_size=data.batch_size, num_workers=data.num_workers, drop_last=True,
+                         multiprocessing_context=getattr(data, "multiprocessing_context", None))
         if num_labeled < 1:
             raise DataError(f"num_labeled must be positive, got {num_labeled}.")
         if labeled_batch_size is not None and labeled_batch_size < 1:
@@ -144,9 +156,14 @@ class SemiSupervised(ImageDataModule):
         self.with_unlabeled = with_unlabeled
         self.image_shape = data.image_shape  # known now for torchvision sets; image folders know them after setup
         self.num_classes = data.num_classes
-        self.labeled_indices: Tensor | None = None
-        self.labeled_set: Dataset | None = None
-        self.unlabeled_set: Dataset | None = None
+        self.labeled_indices = None
+        self.labeled_set = None
+        self.unlabeled_set = None
+
+    @property
+    def reference_set(self) -> Dataset | None:
+        """The unlabeled pool: what sample-quality metrics compare generated images with (images only)."""
+        return self.unlabeled_set
 
     def prepare_data(self) -> None:
         self.data.prepare_data()
@@ -170,7 +187,6 @@ class SemiSupervised(ImageDataModule):
         self.labeled_set = Subset(pool, self.labeled_indices.tolist())
         self.unlabeled_set = ImagesOnly(Subset(pool, torch.nonzero(~is_labeled).flatten().tolist()))
         self.train_set = self.labeled_set
-        self.reference_set = self.unlabeled_set  # what sample-quality metrics compare generated images with
         self.val_set = self.test_set = self.data.test_set
         if len(self.unlabeled_set) < self.batch_size:
             raise DataError(
@@ -186,13 +202,13 @@ class SemiSupervised(ImageDataModule):
     def train_dataloader(self) -> Any:
         # the stream's seed comes from the global generator, so `seed_everything` makes it reproducible
         seed = int(torch.empty((), dtype=torch.int64).random_(2**31).item())
-        labeled = DataLoader(
+        labeled = make_loader(
             self.labeled_set,
             batch_size=self.labeled_batch_size,
             sampler=PermutationStream(len(self.labeled_set), self.labeled_batch_size, self.batches_per_epoch(), seed),
             drop_last=True,
             num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+            multiprocessing_context=self.multiprocessing_context,
         )
         if not self.with_unlabeled:
             return labeled

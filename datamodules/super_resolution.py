@@ -7,12 +7,13 @@ SRCNN's input and every table's baseline row). Evaluation batches (one whole ima
 
 The LR image comes from PIL's bicubic resize (antialiased when shrinking: its kernel widens by the scale, as
 MATLAB's `imresize`, which made the published benchmarks, does); the HR image is first cropped to a multiple of the
-scale ("modcrop").
+scale ("modcrop"). Files are read by `datamodules.images.read_image` (EXIF orientation applied, 16-bit greyscale
+scaled to 8 bits, transparency over white). The training crop, flips and rotations (`torchvision.transforms.v2`) are
+drawn on the HR image, and the LR and bicubic images are made from that crop, so the three cannot disagree.
 """
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,10 +21,11 @@ import lightning as L
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms import functional as TF
+from torchvision.transforms import v2
 
-from datamodules.base import DataError, data_root
+from datamodules.base import DataError, StartMethod, check_start_method, data_root, make_loader, to_signed
 from datamodules.folder import scan_image_folder
+from datamodules.images import read_image
 
 
 def modcrop(image: Image.Image, scale: int) -> Image.Image:
@@ -48,15 +50,17 @@ def take_half(image: Image.Image, half: Literal["left", "right"] | None) -> Imag
 
 
 def signed(image: Image.Image) -> Tensor:
-    return TF.to_tensor(image) * 2 - 1  # (3, H, W) in [-1, 1]
+    """An 8-bit PIL image as a `(C, H, W)` float tensor in [-1, 1]."""
+    return to_signed(v2.functional.pil_to_tensor(image))
 
 
-def read_rgb(path: Path) -> Image.Image:
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except Exception as err:  # PIL raises many types for bad files
-        raise DataError(f"cannot read image {path}: {err}. Remove or replace the file.") from None
+def hr_crops(crop_size: int, augment: bool) -> v2.Compose:
+    """PIL image -> a random `crop_size` square of it; with `augment`, then a random horizontal flip, vertical flip
+    and 90-degree rotation (each with probability 1/2): the 8 symmetries of the square."""
+    steps: list[v2.Transform] = [v2.RandomCrop(crop_size)]
+    if augment:  # a 90-degree turn of a square PIL image is an exact transpose (no resampling)
+        steps += [v2.RandomHorizontalFlip(), v2.RandomVerticalFlip(), v2.RandomApply([v2.RandomRotation((90, 90))])]
+    return v2.Compose(steps)
 
 
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "camera", "coins", "brick", "grass",
@@ -84,22 +88,13 @@ class RandomCrops(Dataset):
             raise DataError(f"{len(small)} training images are smaller than crop_size={crop_size} (e.g. {small[0][0]} "
                             f"is {small[0][1][0]}x{small[0][1][1]}). Lower --data.crop_size or remove them.")
         self.scale, self.crop_size, self.augment, self.length = scale, crop_size, augment, length
+        self.transform = hr_crops(crop_size, augment)
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
-        image = self.images[index % len(self.images)]
-        c = self.crop_size
-        x, y = random.randint(0, image.width - c), random.randint(0, image.height - c)
-        hr = image.crop((x, y, x + c, y + c))
-        if self.augment:
-            if random.random() < 0.5:
-                hr = hr.transpose(Image.FLIP_LEFT_RIGHT)
-            if random.random() < 0.5:
-                hr = hr.transpose(Image.FLIP_TOP_BOTTOM)
-            if random.random() < 0.5:
-                hr = hr.transpose(Image.ROTATE_90)
+        hr = self.transform(self.images[index % len(self.images)])  # (crop_size, crop_size) PIL image
         lr, bicubic = degrade(hr, self.scale)
         return {"lr": signed(lr), "hr": signed(hr), "bicubic": signed(bicubic)}
 
@@ -110,7 +105,7 @@ class WholeImages(Dataset):
     def __init__(self, files: list[Path], scale: int) -> None:
         self.files, self.scale = files, scale
         for path in files:
-            image = read_rgb(path)
+            image = read_image(path, "RGB")
             if min(image.size) < scale:
                 raise DataError(f"image {path} ({image.width}x{image.height}) is smaller than the scale {scale}.")
 
@@ -118,7 +113,7 @@ class WholeImages(Dataset):
         return len(self.files)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        hr = modcrop(read_rgb(self.files[index]), self.scale)
+        hr = modcrop(read_image(self.files[index], "RGB"), self.scale)
         lr, bicubic = degrade(hr, self.scale)
         return {"lr": signed(lr), "hr": signed(hr), "bicubic": signed(bicubic), "name": self.files[index].stem + ".png"}
 
@@ -133,7 +128,7 @@ class LowResImages(Dataset):
         return len(self.files)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        lr = read_rgb(self.files[index])
+        lr = read_image(self.files[index], "RGB")
         bicubic = lr.resize((lr.width * self.scale, lr.height * self.scale), Image.BICUBIC)
         return {"lr": signed(lr), "bicubic": signed(bicubic), "name": self.files[index].stem + ".png"}
 
@@ -157,7 +152,17 @@ class SuperResolution(L.LightningDataModule):
         predict_root: folder (or file) of low-resolution images that `predict` upscales.
         batch_size: training crops per batch (evaluation runs one whole image at a time).
         num_workers: DataLoader worker processes.
+        multiprocessing_context: how the workers start: `spawn`, `forkserver` or `fork` (default: the platform's).
     """
+
+    scale: int
+    """The upscaling factor: HR sides are `scale` times the LR sides (models check theirs against it)."""
+    image_shape: tuple[int, int, int]
+    """`(3, crop_size, crop_size)`: the HR training crops (evaluation images keep their own sizes)."""
+    train_set: Dataset | None
+    """Training items `{"lr", "hr", "bicubic"}`, after `setup("fit")`."""
+    eval_sets: dict[str, list[Dataset]]
+    """Evaluation datasets per stage (`validate`, `test`), one per folder, in dataloader order."""
 
     def __init__(
         self,
@@ -172,8 +177,10 @@ class SuperResolution(L.LightningDataModule):
         predict_root: str | None = None,
         batch_size: int = 16,
         num_workers: int = 0,
+        multiprocessing_context: StartMethod | None = None,
     ) -> None:
         super().__init__()
+        check_start_method(multiprocessing_context)
         if scale not in (2, 3, 4):
             raise DataError(f"scale must be 2, 3 or 4; got {scale}.")
         if crop_size < scale or crop_size % scale:
@@ -184,10 +191,10 @@ class SuperResolution(L.LightningDataModule):
         self.root, self.scale, self.crop_size, self.augment = root, scale, crop_size, augment
         self.crops_per_epoch, self.half = crops_per_epoch, half
         self.val_roots, self.test_roots, self.predict_root = val_roots, test_roots, predict_root
-        self.batch_size, self.num_workers = batch_size, num_workers
+        self.batch_size, self.num_workers, self.multiprocessing_context = batch_size, num_workers, multiprocessing_context
         self.image_shape = (3, crop_size, crop_size)
-        self.train_set: Dataset | None = None
-        self.eval_sets: dict[str, list[WholeImages]] = {}
+        self.train_set = None
+        self.eval_sets = {}
         self.eval_names: dict[str, list[str]] = {}
 
     @staticmethod
@@ -208,7 +215,7 @@ class SuperResolution(L.LightningDataModule):
             if self.root == "skimage":
                 images = skimage_photos()
             else:  # decoded once and kept
-                images = {str(p): read_rgb(p) for p in self._files(self.root)}
+                images = {str(p): read_image(p, "RGB") for p in self._files(self.root)}
             images = {name: take_half(im, self.half) for name, im in images.items()}
             self.train_set = RandomCrops(images, self.scale, self.crop_size, self.augment,
                                          self.crops_per_epoch or len(images))
@@ -225,12 +232,15 @@ class SuperResolution(L.LightningDataModule):
         """Names of the evaluation sets (the folders' names, e.g. Set5, Set14), in dataloader order."""
         return self.eval_names.get(stage, [])
 
+    def _loader(self, dataset: Dataset, batch_size: int, train: bool = False) -> DataLoader:
+        return make_loader(dataset, batch_size, shuffle=train, drop_last=train, num_workers=self.num_workers,
+                           multiprocessing_context=self.multiprocessing_context)
+
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        return self._loader(self.train_set, self.batch_size, train=True)
 
     def _eval_loaders(self, stage: str) -> list[DataLoader]:
-        return [DataLoader(d, batch_size=1, num_workers=self.num_workers) for d in self.eval_sets[stage]]
+        return [self._loader(d, 1) for d in self.eval_sets[stage]]
 
     def val_dataloader(self) -> list[DataLoader]:
         return self._eval_loaders("validate")
@@ -243,4 +253,4 @@ class SuperResolution(L.LightningDataModule):
             raise DataError("predict upscales the images of --data.predict_root (a folder of low-resolution images).")
         path = data_root(self.predict_root)
         files = [path] if path.is_file() else self._files(self.predict_root)
-        return DataLoader(LowResImages(files, self.scale), batch_size=1)
+        return self._loader(LowResImages(files, self.scale), 1)

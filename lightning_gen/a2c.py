@@ -11,7 +11,7 @@ Episode ends: a terminated episode's next value is 0; a truncated one (a time li
 of the state where it was cut, added to its last reward (gymnasium hands that state over in the step's info).
 
 Under DDP every process runs its own environments with its own seeds (so `devices=k` multiplies the actors), and
-Lightning's DDP averages the gradients of the one loss. `validate`/`test` play `eval_episodes` episodes with the
+each update averages the gradients of the one loss over the processes (`Technique.optimizing`). `validate`/`test` play `eval_episodes` episodes with the
 deterministic (or sampled) policy and report the mean and std of their returns.
 """
 
@@ -20,72 +20,21 @@ from __future__ import annotations
 import importlib.util
 import math
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any, Literal
 
-import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.optim.lr_scheduler import LambdaLR
 
 from lightning_gen.core.checks import ConfigError
+from lightning_gen.core.protocols import Environments
 from lightning_gen.core.runs import logs_this_step, run_dir
-
-# ---- the estimators and losses (pure functions) -------------------------------------------------------------------
-
-
-def gae_advantages(
-    rewards: Tensor, values: Tensor, dones: Tensor, last_value: Tensor, gamma: float, lam: float
-) -> tuple[Tensor, Tensor]:
-    """Generalised advantage estimation over a rollout of T steps of N actors.
-
-    `rewards`, `values`, `dones`: (T, N); `dones[t]` is 1 where the episode ended at step t (truncated episodes
-    carry their bootstrap value in their last reward). `last_value`: (N,), the value of each actor's state after
-    the last step. delta_t = r_t + gamma * (1 - d_t) * V_{t+1} - V_t and A_t = sum_k (gamma * lam)^k delta_{t+k}
-    within the episode. Returns (advantages, returns = advantages + values), both (T, N). lam = 1 gives the n-step
-    returns minus the values.
-    """
-    steps = rewards.shape[0]
-    advantages = torch.zeros_like(rewards)
-    running = torch.zeros_like(last_value)
-    for t in reversed(range(steps)):
-        next_value = last_value if t == steps - 1 else values[t + 1]
-        nonterminal = 1.0 - dones[t]
-        delta = rewards[t] + gamma * nonterminal * next_value - values[t]
-        running = delta + gamma * lam * nonterminal * running
-        advantages[t] = running
-    return advantages, advantages + values
-
-
-def categorical_entropy(logits: Tensor) -> Tensor:
-    """Entropy of the categorical distributions given by `logits` (B, A) -> (B,), in nats."""
-    log_p = F.log_softmax(logits, dim=-1)
-    return -(log_p.exp() * log_p).sum(-1)
-
-
-def gaussian_log_prob(actions: Tensor, mean: Tensor, log_std: Tensor) -> Tensor:
-    """Log-density of `actions` (B, D) under the diagonal Gaussian N(mean, exp(log_std)^2), summed over D -> (B,)."""
-    z = (actions - mean) * torch.exp(-log_std)
-    return (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
-
-
-def gaussian_entropy(log_std: Tensor) -> Tensor:
-    """Entropy of a diagonal Gaussian with these log standard deviations (..., D) -> (...), in nats."""
-    return (log_std + 0.5 * (1.0 + math.log(2 * math.pi))).sum(-1)
-
-
-def a2c_loss(
-    log_prob: Tensor, entropy: Tensor, values: Tensor, advantages: Tensor, returns: Tensor, vf_coef: float,
-    ent_coef: float,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(total, policy loss, value loss, mean entropy): -mean(A * log pi(a|s)) + vf_coef * mean((R - V)^2) -
-    ent_coef * mean(H). Advantages and returns are targets (no gradient flows into them). All inputs (B,)."""
-    policy_loss = -(advantages.detach() * log_prob).mean()
-    value_loss = F.mse_loss(values, returns.detach())
-    mean_entropy = entropy.mean()
-    return policy_loss + vf_coef * value_loss - ent_coef * mean_entropy, policy_loss, value_loss, mean_entropy
-
+from lightning_gen.core.technique import LinearDecay, Technique, eval_mode
+from lightning_gen.losses import a2c_loss, categorical_entropy, gae_advantages, gaussian_entropy, gaussian_log_prob
 
 # ---- the network -------------------------------------------------------------------------------------------------
 
@@ -165,7 +114,7 @@ class ActorCritic(nn.Module):
 # ---- the technique -----------------------------------------------------------------------------------------------
 
 
-class A2C(L.LightningModule):
+class A2C(Technique):
     """Synchronous advantage actor-critic. Use with `datamodules.GymEnv`.
 
     Args:
@@ -231,54 +180,63 @@ class A2C(L.LightningModule):
             raise ConfigError('eval_video needs moviepy: pip install "lightning-gen[video]".')
         self.save_hyperparameters()
         self.automatic_optimization = False
-        self.net: ActorCritic | None = None
-        if observation_shape is not None and action_type is not None and action_dim is not None:
-            self._build(tuple(observation_shape), action_type, action_dim)
         self.envs = None
         self._obs: np.ndarray | None = None
         self._finished: list[tuple[float, int]] = []  # (return, length) of episodes ended since the last log
         self.env_steps = 0
 
-    def _build(self, observation_shape: tuple[int, ...], action_type: str, action_dim: int) -> None:
-        hp = self.hparams
-        self.net = ActorCritic(observation_shape, action_type, action_dim, list(hp.hidden), hp.activation,
-                               hp.share_trunk, hp.log_std_init)
-        hp.observation_shape, hp.action_type, hp.action_dim = tuple(observation_shape), action_type, action_dim
-
-    def _datamodule(self) -> Any:
-        dm = self.trainer.datamodule if self._trainer is not None else None
-        if dm is None or not hasattr(dm, "make_actors"):
+    # ---- the environments (an `Environments` datamodule such as GymEnv) and the network built for them ---------
+    def environments(self) -> Environments:
+        dm = self.datamodule
+        if not isinstance(dm, Environments):
             raise ConfigError("A2C plays gymnasium environments: use `--data datamodules.GymEnv --data.env_id "
                               "CartPole-v1` (see configs/a2c/cartpole.yaml).")
         return dm
 
-    def setup(self, stage: str) -> None:
-        dm = self._datamodule()
-        space = self._space = dm.action_space
-        continuous = hasattr(space, "low")
+    def resolve_spaces(self) -> None:
+        """The observation shape and the action type and count, from the environments when there are some (checked
+        against the model's own, e.g. a checkpoint's) and stored in the hyperparameters."""
+        hp = self.hparams
+        dm = self.datamodule
+        if not isinstance(dm, Environments):
+            if hp.observation_shape is None or hp.action_type is None or hp.action_dim is None:
+                self.environments()  # raises: nothing says what to build
+            return
+        space = dm.action_space
+        continuous = hasattr(space, "low")  # gymnasium's Box; Discrete has `n`
         spec = (tuple(dm.observation_space.shape), "continuous" if continuous else "discrete",
                 int(np.prod(space.shape)) if continuous else int(space.n))
-        if self.net is None:
-            self._build(*spec)
-        elif (tuple(self.hparams.observation_shape), self.hparams.action_type, self.hparams.action_dim) != spec:
+        if hp.observation_shape is not None and (tuple(hp.observation_shape), hp.action_type, hp.action_dim) != spec:
             raise ConfigError(
-                f"this A2C was built for observations {tuple(self.hparams.observation_shape)} and "
-                f"{self.hparams.action_dim} {self.hparams.action_type} actions, but {dm.env_id} has {spec[0]} and "
-                f"{spec[2]} {spec[1]} actions. Use the environment it was trained on."
+                f"this A2C was built for observations {tuple(hp.observation_shape)} and {hp.action_dim} "
+                f"{hp.action_type} actions, but {dm.env_id} has {spec[0]} and {spec[2]} {spec[1]} actions. Use the "
+                "environment it was trained on."
             )
-        if self._trainer is not None and getattr(self.trainer.precision_plugin, "scaler", None) is not None:
+        hp.observation_shape, hp.action_type, hp.action_dim = spec
+
+    def setup(self, stage: str) -> None:
+        self.action_space = self.environments().action_space  # `act` clips continuous actions to its bounds
+        self.resolve_spaces()
+        if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
             raise ConfigError("A2C does not run under 16-mixed (its gradient clipping needs unscaled gradients, and "
                               "float16 speeds up nothing in these small networks): use 32-true or bf16-mixed.")
 
+    def build(self) -> None:
+        self.resolve_spaces()
+        hp = self.hparams
+        self.net = ActorCritic(tuple(hp.observation_shape), hp.action_type, hp.action_dim, list(hp.hidden),
+                               hp.activation, hp.share_trunk, hp.log_std_init)
+
     # ---- data: `GymEnv`'s training loader yields one item per update ----------------------------------------
+    @property
     def updates_per_epoch(self) -> int:
         """Updates per epoch (on every process) that make about `env_steps_per_epoch` environment steps over all
-        actors and processes."""
-        per_update = self.hparams.n_steps * self._datamodule().num_envs * self.trainer.world_size
+        actors and processes (the `RolloutTechnique` protocol: GymEnv sizes its epochs with it)."""
+        per_update = self.hparams.n_steps * self.environments().num_envs * self.trainer.world_size
         return max(1, math.ceil(self.hparams.env_steps_per_epoch / per_update))
 
     def on_train_start(self) -> None:
-        self.envs, self._obs = self._datamodule().make_actors(self.global_rank)
+        self.envs, self._obs = self.environments().make_actors(self.global_rank)
 
     def on_train_end(self) -> None:
         if self.envs is not None:
@@ -296,9 +254,8 @@ class A2C(L.LightningModule):
         out, value = self.net(torch.as_tensor(obs, device=self.device))
         action = self.net.sample(out, deterministic)
         env_action = action.cpu().numpy()
-        space = self._space
         if self.net.continuous:  # the environment gets the action clipped to its bounds; the policy keeps its own
-            env_action = np.clip(env_action, space.low, space.high)
+            env_action = np.clip(env_action, self.action_space.low, self.action_space.high)
         return action, env_action, value
 
     @torch.no_grad()
@@ -344,21 +301,15 @@ class A2C(L.LightningModule):
         advantages, returns = flat(advantages), flat(returns)
         if hp.normalize_advantage and advantages.numel() > 1:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-        out, values = self.net(flat(rollout["obs"]))
-        log_prob, entropy = self.net.log_prob_entropy(out.float(), flat(rollout["actions"]))
-        loss, policy_loss, value_loss, mean_entropy = a2c_loss(log_prob, entropy, values.float(), advantages,
-                                                              returns, hp.vf_coef, hp.ent_coef)
         opt = self.optimizers()
-        opt.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        if hp.max_grad_norm > 0:
-            self.clip_gradients(opt, gradient_clip_val=hp.max_grad_norm, gradient_clip_algorithm="norm")
-        opt.step()
-        if hp.lr_schedule == "linear":
-            done = self.trainer.fit_loop.epoch_loop.total_batch_idx + 1
-            total = max(1, int(self.trainer.estimated_stepping_batches))
-            for group in opt.param_groups:
-                group["lr"] = hp.lr * max(0.0, 1.0 - done / total)
+        with self.optimizing(opt, self.net, clip_norm=hp.max_grad_norm) as step:
+            out, values = self.net(flat(rollout["obs"]))  # (T*N, A), (T*N,)
+            log_prob, entropy = self.net.log_prob_entropy(out.float(), flat(rollout["actions"]))
+            loss, policy_loss, value_loss, mean_entropy = a2c_loss(log_prob, entropy, values.float(), advantages,
+                                                                  returns, hp.vf_coef, hp.ent_coef)
+            step(loss)
+        if hp.lr_schedule == "linear":  # one scheduler step per update (Lightning steps none under manual optimization)
+            self.lr_schedulers().step()
         if logs_this_step(self.trainer):
             values_flat = flat(rollout["values"])
             explained = 1.0 - (returns - values_flat).var() / returns.var().clamp_min(1e-8)
@@ -372,12 +323,23 @@ class A2C(L.LightningModule):
                                "charts/episodic_length": float(np.mean(lengths))}, prog_bar=True)
                 self._finished.clear()
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self) -> Any:
         hp = self.hparams
         # foreach: one kernel per step over all the (small) tensors; PyTorch picks it only for CUDA by default
         if hp.optimizer == "rmsprop":
-            return torch.optim.RMSprop(self.parameters(), lr=hp.lr, alpha=0.99, eps=hp.optimizer_eps, foreach=True)
-        return torch.optim.Adam(self.parameters(), lr=hp.lr, eps=hp.optimizer_eps, foreach=True)
+            opt = torch.optim.RMSprop(self.parameters(), lr=hp.lr, alpha=0.99, eps=hp.optimizer_eps, foreach=True)
+        else:
+            opt = torch.optim.Adam(self.parameters(), lr=hp.lr, eps=hp.optimizer_eps, foreach=True)
+        if hp.lr_schedule == "constant":
+            return opt
+        # linear: after update u of U, lr * (1 - u / U), U the run's updates (max_steps, or max_epochs' worth)
+        updates = max(1, int(self.trainer.estimated_stepping_batches))
+        return [opt], [{"scheduler": LambdaLR(opt, LinearDecay(constant=0, decay=updates, offset=0)),
+                        "interval": "step"}]
+
+    def on_train_epoch_end(self) -> None:
+        """Instead of `Technique`'s scheduler step at each epoch's end: A2C's one schedule (`linear`) steps after
+        every update, in `training_step`."""
 
     # ---- checkpoints: the step counter travels with the weights ----------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -390,12 +352,9 @@ class A2C(L.LightningModule):
     def play(self, episodes: int, deterministic: bool, video_dir: Path | None = None) -> tuple[list[float], list[int]]:
         """Play `episodes` episodes on a fresh evaluation environment (episode i seeded eval_seed + i); returns their
         (unclipped) returns and lengths. Every process plays the same episodes, so every process reports the same."""
-        dm = self._datamodule()
-        env = dm.make_evaluator(video_dir=video_dir)
-        was_training = self.net.training
-        self.net.eval()
+        dm = self.environments()
         returns, lengths = [], []
-        try:
+        with closing(dm.make_evaluator(video_dir=video_dir)) as env, eval_mode(self.net):
             for i in range(episodes):
                 obs, _ = env.reset(seed=dm.eval_seed + i)
                 total, length, done = 0.0, 0, False
@@ -405,9 +364,6 @@ class A2C(L.LightningModule):
                     total, length, done = total + float(reward), length + 1, bool(terminated or truncated)
                 returns.append(total)
                 lengths.append(length)
-        finally:
-            env.close()
-            self.net.train(was_training)
         return returns, lengths
 
     def _evaluate(self, stage: str) -> None:

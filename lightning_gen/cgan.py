@@ -14,10 +14,16 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from lightning_gen.core.checks import ConfigError, check_labels, check_sample_classes, resolve_num_classes
+from lightning_gen.core.checks import (
+    ConfigError,
+    check_labels,
+    check_sample_classes,
+    resolve_image_shape,
+    resolve_num_classes,
+)
+from lightning_gen.core.sampling import class_of_index
 from lightning_gen.dcgan import DCGAN
 from lightning_gen.nn import DCGANDiscriminator, DCGANGenerator, dcgan_init
-from lightning_gen.core.sampling import class_file_names, class_of_index
 
 
 class ConditionalGenerator(nn.Module):
@@ -88,29 +94,24 @@ class CGAN(DCGAN):
             raise ConfigError(f"embed_dim must be positive, got {embed_dim}.")
         if sample_classes is not None and not sample_classes:
             raise ConfigError("sample_classes must name at least one class (or be left out for all classes).")
+        check_sample_classes(sample_classes, num_classes)
         super().__init__(**kwargs)
 
-    def _build(self, image_shape: tuple[int, int, int]) -> None:
+    def build(self) -> None:
         hp = self.hparams
-        if not hp.get("num_classes"):
-            raise ConfigError(
-                "CGAN needs the number of classes: give `--model.num_classes`, or use a labeled datamodule that "
-                "sets `num_classes` (MNIST, Digits, an ImageFolder with one sub-folder per class)."
-            )
+        # the classes come from the data in fit/validate/test; `predict` makes the checkpoint's classes, whatever
+        # datamodule is around
+        datamodule = self.datamodule if self.stage != "predict" else None
+        hp.num_classes = resolve_num_classes(hp.num_classes, datamodule, "CGAN", ", or the unconditional DCGAN")
         check_sample_classes(hp.sample_classes, hp.num_classes)
+        hp.image_shape = resolve_image_shape(hp.image_shape, self.datamodule, "CGAN")
         # each network owns its class embedding, so its gradient sync under DDP and the generator EMA include it
-        self.generator = ConditionalGenerator(hp.latent_dim, hp.num_classes, hp.embed_dim, image_shape, hp.g_features)
-        self.discriminator = ConditionalDiscriminator(hp.num_classes, image_shape, hp.d_features, hp.d_conditioning)
-        self.hparams.image_shape = tuple(image_shape)
+        self.generator = ConditionalGenerator(hp.latent_dim, hp.num_classes, hp.embed_dim, hp.image_shape,
+                                              hp.g_features)
+        self.discriminator = ConditionalDiscriminator(hp.num_classes, hp.image_shape, hp.d_features,
+                                                      hp.d_conditioning)
 
-    def setup(self, stage: str) -> None:
-        datamodule = self.trainer.datamodule if self._trainer is not None else None
-        if datamodule is not None and stage != "predict":
-            self.hparams.num_classes = resolve_num_classes(self.hparams.get("num_classes"), datamodule, "CGAN",
-                                                           ", or the unconditional DCGAN")
-        super().setup(stage)
-
-    # ---- conditioning --------------------------------------------------------------------------------------
+    # ---- conditioning -----------------------------------------------------------------------------------------
     def generate(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
         if labels is None:
             raise ValueError("CGAN.generate needs the class of every image")
@@ -131,11 +132,6 @@ class CGAN(DCGAN):
 
     def default_labels(self, indices: Tensor) -> Tensor:
         return class_of_index(indices, self.hparams.num_classes, self.hparams.get("sample_classes"))
-
-    def predict_step(self, batch: Tensor, batch_idx: int) -> dict[str, Any]:
-        classes = self.default_labels(batch)
-        images = self.generate(self.fixed_noise(batch), classes)
-        return {"images": images, "index": batch, "names": class_file_names(batch, classes), "labels": classes}
 
     def sample_grid(self) -> tuple[Tensor, int]:
         """One row per class: position (row r, column c) shows index c * N + r, whose class is r."""

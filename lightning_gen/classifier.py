@@ -8,42 +8,24 @@ torchmetrics, and loads by path: `Classifier.load_from_checkpoint(path)` or `loa
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 import torchmetrics
 from torch import Tensor
 
 from lightning_gen.core.checks import ConfigError, check_labels, resolve_image_shape, resolve_num_classes
-from lightning_gen.core.distributed import average_parameters, first_visit_mask
-from lightning_gen.nn import ClassifierArch, ClassifierNet
+from lightning_gen.core.distributed import average_parameters
+from lightning_gen.core.evaluation import evaluate_accuracy
 from lightning_gen.core.optim import adam
 from lightning_gen.core.runs import logs_this_step
+from lightning_gen.core.technique import Technique
+from lightning_gen.nn import ClassifierArch, ClassifierNet
+from lightning_gen.nn.classifier import classifier_checkpoint
 
 
-def evaluate_accuracy(
-    module: L.LightningModule, batch: tuple[Tensor, Tensor], batch_idx: int, metric: torchmetrics.Metric, prefix: str
-) -> None:
-    """Log `<prefix>/loss` and `<prefix>/accuracy` of `module(images)` (class logits) on a labeled batch. Under
-    DDP the images the distributed sampler repeats to even out the processes are left out, so every test image
-    counts once."""
-    images, labels = batch[0], batch[1]
-    logits = module(images)
-    if batch_idx == 0:
-        check_labels(labels, logits.shape[1], type(module).__name__)
-    keep = first_visit_mask(module.trainer, batch_idx, images.shape[0], images.device).bool()
-    metric.update(logits[keep], labels[keep])
-    kept = int(keep.sum())
-    if kept:  # a batch made only of the sampler's repeats adds nothing
-        module.log(f"{prefix}/loss", F.cross_entropy(logits[keep].float(), labels[keep]), sync_dist=True,
-                   batch_size=kept)
-    module.log(f"{prefix}/accuracy", metric, prog_bar=True)
-
-
-class Classifier(L.LightningModule):
+class Classifier(Technique):
     """Image classifier (a `ClassifierNet`), trained with cross-entropy and Adam.
 
     Args:
@@ -79,25 +61,17 @@ class Classifier(L.LightningModule):
         if lr <= 0 or not 0 < lr_decay <= 1:
             raise ConfigError(f"lr must be positive and lr_decay in (0, 1]; got lr={lr}, lr_decay={lr_decay}.")
         self.save_hyperparameters()
-        self.net: ClassifierNet | None = None
-        if image_shape is not None and num_classes is not None:
-            self._build(tuple(image_shape), num_classes)
 
-    def _build(self, image_shape: tuple[int, int, int], num_classes: int) -> None:
-        self.net = ClassifierNet(image_shape, num_classes, self.hparams.arch, self.hparams.noise)
-        self.hparams.image_shape, self.hparams.num_classes = tuple(image_shape), num_classes
-        self.val_acc = torchmetrics.Accuracy("multiclass", num_classes=num_classes)
-        self.test_acc = torchmetrics.Accuracy("multiclass", num_classes=num_classes)
-
-    def setup(self, stage: str) -> None:
-        datamodule = self.trainer.datamodule if self._trainer is not None else None
-        shape = resolve_image_shape(self.hparams.image_shape, datamodule, "Classifier")
-        num_classes = resolve_num_classes(self.hparams.num_classes, datamodule, "Classifier")
-        if self.hparams.data_name is None and datamodule is not None:
-            inner = getattr(datamodule, "data", datamodule)  # SemiSupervised wraps the named datamodule
-            self.hparams.data_name = getattr(inner, "dataset", None) or type(inner).__name__
-        if self.net is None:
-            self._build(shape, num_classes)
+    def build(self) -> None:
+        hp, dm = self.hparams, self.datamodule
+        hp.image_shape = resolve_image_shape(hp.image_shape, dm, "Classifier")
+        hp.num_classes = resolve_num_classes(hp.num_classes, dm, "Classifier")
+        if hp.data_name is None and dm is not None:
+            inner = getattr(dm, "data", dm)  # SemiSupervised wraps the named datamodule
+            hp.data_name = getattr(inner, "dataset", None) or type(inner).__name__
+        self.net = ClassifierNet(hp.image_shape, hp.num_classes, hp.arch, hp.noise)
+        self.val_acc = torchmetrics.Accuracy("multiclass", num_classes=hp.num_classes)
+        self.test_acc = torchmetrics.Accuracy("multiclass", num_classes=hp.num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)  # (B, C, H, W) -> (B, num_classes) logits
@@ -149,18 +123,10 @@ class Classifier(L.LightningModule):
 def load_classifier(path: str, map_location: str | torch.device = "cpu") -> Classifier:
     """A trained `Classifier` from its checkpoint, frozen and in eval mode. Raises `ConfigError` naming the fix
     when the file is missing or is not a Classifier checkpoint."""
-    if not Path(path).is_file():
-        raise ConfigError(
-            f"classifier checkpoint {path} does not exist. Train one first (for MNIST: "
-            "`lightning-gen fit --config configs/classifier/mnist.yaml`) and give the path to its .ckpt file."
-        )
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    hparams = ckpt.get("hyper_parameters", {})
-    if "arch" not in hparams or not any(k.startswith("net.") for k in ckpt.get("state_dict", {})):
-        raise ConfigError(f"{path} is not a lightning_gen Classifier checkpoint (no classifier network in it).")
+    classifier_checkpoint(path)  # the checks, with messages that name the fix
     model = Classifier.load_from_checkpoint(path, map_location=map_location)
     model.eval().requires_grad_(False)
     return model
 
 
-__all__ = ["Classifier", "evaluate_accuracy", "load_classifier"]
+__all__ = ["Classifier", "load_classifier"]

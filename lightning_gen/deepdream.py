@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
@@ -30,12 +29,13 @@ from torch.utils.data import DataLoader
 
 from datamodules.files import ImageFiles, image_files
 from lightning_gen.core.checks import ConfigError
+from lightning_gen.core.technique import Technique
 from lightning_gen.nn.features import Backbone, FeatureNet, attach_frozen, check_layers, on_device
 
 DEFAULT_DREAM_LAYERS = {"vgg16": ["relu4_3"], "vgg19": ["relu4_4"], "mobilenet_v1": ["conv_pw_11_relu"]}
 
 
-class DeepDream(L.LightningModule):
+class DeepDream(Technique):
     """DeepDream with octaves, detail re-injection, jitter and normalised gradient steps.
 
     Args:
@@ -76,7 +76,11 @@ class DeepDream(L.LightningModule):
             raise ConfigError(f"need octaves >= 1, steps >= 1, octave_scale > 1, step_size > 0 and jitter >= 0; got "
                               f"{octaves}, {steps}, {octave_scale}, {step_size}, {jitter}.")
         image_files(images, "images")  # a missing path is reported now, before the weights are read
-        attach_frozen(self, "features", FeatureNet(backbone, weights))
+
+    def build(self) -> None:
+        """The frozen feature network whose activations are raised (DeepDream trains nothing; kept out of
+        checkpoints and DDP by `attach_frozen`)."""
+        attach_frozen(self, "features", FeatureNet(self.hparams.backbone, self.hparams.weights))
 
     def setup(self, stage: str) -> None:
         if stage != "predict":

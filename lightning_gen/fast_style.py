@@ -4,14 +4,14 @@ Super-Resolution" (ECCV 2016), with Ulyanov et al.'s instance normalisation.
 An image-transformation network T (a 9x9 convolution, two stride-2 convolutions, residual blocks, two
 nearest-neighbour upsamplings each followed by a convolution (Odena et al.'s fix for checkerboard artefacts), a 9x9
 convolution to RGB and a tanh) is trained on a folder of content photos x against one style image s, with the
-perceptual loss of `StyleTransfer` (a frozen ImageNet network F):
+perceptual loss of `StyleTransfer` (`lightning_gen.nn.features.PerceptualLoss`, on a frozen ImageNet network F):
 
     content_weight * mean (F_c(T(x)) - F_c(x))^2 + style_weight * sum_l mean (G(F_l(T(x))) - G(F_l(s)))^2
   + tv_weight * TV(T(x))
 
 Then one forward pass stylises an image of any size (it is padded by reflection to a multiple of 4 and cropped
-back, so the output has the input's size). `validate` reports the loss terms on held-out photos and saves a grid of
-(photo | stylised) pairs; `predict` stylises the images of `predict_images` (a file or folder), one pass each, and
+back, so the output has the input's size). `validate` reports the loss terms on held-out photos (each photo counted
+once under DDP) and saves a grid of (photo | stylised) pairs; `predict` stylises the images of `predict_images` (a file or folder), one pass each, and
 writes them under their names.
 
 The training images are the first element of each batch: any image datamodule works (`ImageFolder` of photos, or
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -30,10 +29,10 @@ from torch.utils.data import DataLoader
 
 from datamodules.files import ImageFiles, image_file, load_image
 from lightning_gen.core.checks import ConfigError
-from lightning_gen.nn.features import Backbone, attach_frozen, on_device
 from lightning_gen.core.optim import adam
 from lightning_gen.core.runs import logs_this_step, save_and_log_images
-from lightning_gen.style_transfer import check_style_config, perceptual_loss
+from lightning_gen.core.technique import Technique
+from lightning_gen.nn.features import Backbone, attach_frozen, check_style_config, on_device, perceptual_loss
 
 
 class ConvNormReLU(nn.Sequential):
@@ -80,7 +79,7 @@ class TransformNet(nn.Module):
         return torch.tanh(self.net(x))[..., :h, :w]
 
 
-class FastStyleTransfer(L.LightningModule):
+class FastStyleTransfer(Technique):
     """Johnson et al.'s feed-forward style transfer: train a network to paint photos in one style.
 
     Args:
@@ -130,7 +129,11 @@ class FastStyleTransfer(L.LightningModule):
         check_style_config(backbone, content_layers, style_layers,
                            {"content_weight": content_weight, "style_weight": style_weight, "tv_weight": tv_weight})
         self.style_image = load_image(image_file(style, "style image"), style_size)  # (1, 3, h, w)
-        self.net = TransformNet(width, num_residual)
+
+    def build(self) -> None:
+        """The transformation network (it takes any image size, so this needs no data). The frozen loss network is
+        not part of the checkpoint: `setup` makes it where a loss is computed (not for `predict`)."""
+        self.net = TransformNet(self.hparams.width, self.hparams.num_residual)
 
     def forward(self, images: Tensor) -> Tensor:
         return self.net(images)
@@ -178,9 +181,14 @@ class FastStyleTransfer(L.LightningModule):
 
     def _evaluate(self, batch: Any, batch_idx: int, stage: str) -> None:
         photos = self.photos(batch)
-        stylised, terms = self.losses(photos)
-        self.log_dict({f"{stage}/{k}": v for k, v in terms.items()}, batch_size=len(photos), sync_dist=True)
-        if batch_idx == 0 and not self.trainer.sanity_checking:
+        keep = self.first_visit(batch_idx, len(photos))  # DDP's repeated photos out
+        seen = int(keep.sum())
+        if not seen:  # a batch of repeats only: evaluate one photo anyway, with weight 0 (every process logs alike)
+            keep[0] = True
+        photos = photos[keep]
+        stylised, terms = self.losses(photos)  # each term a mean over the batch's photos
+        self.log_means(stage, terms, weight=seen)
+        if batch_idx == 0 and seen and not self.trainer.sanity_checking:
             n = min(self.hparams.num_val_images, len(photos))
             pairs = torch.stack([photos[:n], stylised[:n]], 1).flatten(0, 1)  # photo, stylised, photo, ...
             save_and_log_images(self.trainer, f"{stage}/pairs", pairs, nrow=2)

@@ -1,5 +1,6 @@
 """Losses as pure tensor functions, each with a numerical test. Every GAN loss takes logits (never probabilities), so it
-is safe under autocast; the VAE densities are computed in float32."""
+is safe under autocast; the VAE densities are computed in float32. Also the actor-critic's estimators (GAE) and
+policy densities."""
 
 from __future__ import annotations
 
@@ -190,3 +191,56 @@ def total_variation(images: Tensor) -> Tensor:
     horizontal neighbours. `(B, C, H, W)` -> scalar."""
     x = images.float()
     return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., :, 1:] - x[..., :, :-1]).abs().mean()
+
+
+# ---- actor-critic reinforcement learning (Mnih et al. 2016; Schulman et al. 2016) --------------------------------
+def gae_advantages(
+    rewards: Tensor, values: Tensor, dones: Tensor, last_value: Tensor, gamma: float, lam: float
+) -> tuple[Tensor, Tensor]:
+    """Generalised advantage estimation over a rollout of T steps of N actors.
+
+    `rewards`, `values`, `dones`: (T, N); `dones[t]` is 1 where the episode ended at step t (truncated episodes
+    carry their bootstrap value in their last reward). `last_value`: (N,), the value of each actor's state after
+    the last step. delta_t = r_t + gamma * (1 - d_t) * V_{t+1} - V_t and A_t = sum_k (gamma * lam)^k delta_{t+k}
+    within the episode. Returns (advantages, returns = advantages + values), both (T, N). lam = 1 gives the n-step
+    returns minus the values.
+    """
+    steps = rewards.shape[0]
+    advantages = torch.zeros_like(rewards)
+    running = torch.zeros_like(last_value)
+    for t in reversed(range(steps)):
+        next_value = last_value if t == steps - 1 else values[t + 1]
+        nonterminal = 1.0 - dones[t]
+        delta = rewards[t] + gamma * nonterminal * next_value - values[t]
+        running = delta + gamma * lam * nonterminal * running
+        advantages[t] = running
+    return advantages, advantages + values
+
+
+def categorical_entropy(logits: Tensor) -> Tensor:
+    """Entropy of the categorical distributions given by `logits` (B, A) -> (B,), in nats."""
+    log_p = F.log_softmax(logits, dim=-1)
+    return -(log_p.exp() * log_p).sum(-1)
+
+
+def gaussian_log_prob(actions: Tensor, mean: Tensor, log_std: Tensor) -> Tensor:
+    """Log-density of `actions` (B, D) under the diagonal Gaussian N(mean, exp(log_std)^2), summed over D -> (B,)."""
+    z = (actions - mean) * torch.exp(-log_std)
+    return (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+def gaussian_entropy(log_std: Tensor) -> Tensor:
+    """Entropy of a diagonal Gaussian with these log standard deviations (..., D) -> (...), in nats."""
+    return (log_std + 0.5 * (1.0 + math.log(2 * math.pi))).sum(-1)
+
+
+def a2c_loss(
+    log_prob: Tensor, entropy: Tensor, values: Tensor, advantages: Tensor, returns: Tensor, vf_coef: float,
+    ent_coef: float,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(total, policy loss, value loss, mean entropy): -mean(A * log pi(a|s)) + vf_coef * mean((R - V)^2) -
+    ent_coef * mean(H). Advantages and returns are targets (no gradient flows into them). All inputs (B,)."""
+    policy_loss = -(advantages.detach() * log_prob).mean()
+    value_loss = F.mse_loss(values, returns.detach())
+    mean_entropy = entropy.mean()
+    return policy_loss + vf_coef * value_loss - ent_coef * mean_entropy, policy_loss, value_loss, mean_entropy

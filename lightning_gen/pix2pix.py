@@ -10,56 +10,34 @@ At test time the paper runs the generator as in training: dropout on and batch n
 images being translated (with batch size 1, instance normalisation). That is `test_time: as_training`, the default;
 `eval` gives the usual eval mode. `validate`/`test` report L1 (on [-1, 1] pixels, the training loss's scale), PSNR
 and SSIM (on [0, 1] pixels, averaged over images), and with `fid_network: inception` the Frechet distance between
-Inception features of the outputs and of the targets; a grid of (input | output | target) triplets is saved as PNG
-and sent to W&B. `predict` translates a folder of images (see `datamodules.PairedImages`) and writes the outputs
-under the inputs' names.
+Inception features of the outputs and of the targets (each pair counted once under DDP); a grid of (input | output |
+target) triplets is saved and sent to W&B. `predict` translates a folder of images and writes the outputs under
+the inputs' names.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import nullcontext
 from typing import Any, Literal
 
-import lightning as L
-from lightning.pytorch.utilities import rank_zero_warn
 import torch
-from torch import Tensor, nn
-from torchmetrics import MeanAbsoluteError, MetricCollection
-from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor
+from torchmetrics import CatMetric
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from lightning_gen.core.checks import ConfigError, resolve_image_shape
 from lightning_gen.core.cpu import FlushDenormals
-from lightning_gen.core.distributed import disable_ddp_gradient_sync, step_network
+from lightning_gen.core.optim import adam
+from lightning_gen.core.protocols import PairedData
+from lightning_gen.core.runs import logs_this_step, save_and_log_images
+from lightning_gen.core.technique import LinearDecay, Technique, batch_statistics, epoch_schedule
 from lightning_gen.losses import GANLoss, discriminator_loss, pix2pix_generator_loss
 from lightning_gen.metrics import InceptionFeatures, frechet_distance
-from lightning_gen.nn import PatchGAN, UNet, unet_depth
-from lightning_gen.nn.pix2pix import Norm, ReceptiveField
-from lightning_gen.core.optim import adam, scale_learning_rates
-from lightning_gen.core.runs import logs_this_step, save_and_log_images
+from lightning_gen.nn.pix2pix import Norm, PatchGAN, ReceptiveField, UNet, unet_depth
 
 
-@contextmanager
-def batch_statistics(net: nn.Module) -> Iterator[None]:
-    """Run `net` as in training (dropout on, batch norm normalising with the batch's own statistics) without
-    changing its running statistics."""
-    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None) for m in norms]
-    was_training = net.training
-    for m in norms:
-        m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch: unchanged
-    net.train()
-    try:
-        yield
-    finally:
-        for m, (momentum, tracked) in zip(norms, saved):
-            m.momentum = momentum
-            if tracked is not None:
-                m.num_batches_tracked.copy_(tracked)
-        net.train(was_training)
-
-
-class Pix2Pix(FlushDenormals, L.LightningModule):
+class Pix2Pix(FlushDenormals, Technique):
     """pix2pix: U-Net generator, conditional PatchGAN, GAN loss + L1. Use with `datamodules.PairedImages`.
 
     Args:
@@ -120,42 +98,23 @@ class Pix2Pix(FlushDenormals, L.LightningModule):
             raise ConfigError(f"gan_loss must be bce, lsgan or hinge; got {gan_loss!r}.")
         self.save_hyperparameters()
         self.automatic_optimization = False
-        self.generator: UNet | None = None
-        self.discriminator: PatchGAN | None = None
         self._fid: list[InceptionFeatures] = []  # in a list: a feature network, not part of the checkpoint
-        self.metrics = nn.ModuleDict({stage: MetricCollection({
-            "l1": MeanAbsoluteError(),
-            "psnr": PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3)),  # per image, then averaged
-            "ssim": StructuralSimilarityIndexMeasure(data_range=1.0),
-        }, prefix=f"{stage}/") for stage in ("val", "test")})
+        self.fid_features = CatMetric(nan_strategy="disable")  # (N, 2, F): features of (output, target), all processes
         self._triplets: list[Tensor] = []
-        self._fid_features: dict[str, list[Tensor]] = {"output": [], "target": []}
-        if input_channels is not None and image_shape is not None:
-            self._build(input_channels, tuple(image_shape))
 
-    def _build(self, input_channels: int, image_shape: tuple[int, int, int]) -> None:
-        hp = self.hparams
-        depth = unet_depth(image_shape[1], image_shape[2], hp.num_downs)
-        if min(PatchGAN.map_side(side, hp.receptive_field) for side in image_shape[1:]) < 1:
-            smallest = next(s for s in range(1, 1025) if PatchGAN.map_side(s, hp.receptive_field) >= 1)
-            raise ConfigError(
-                f"the {hp.receptive_field}x{hp.receptive_field} PatchGAN needs images of at least {smallest} pixels "
-                f"a side; these are {image_shape[1]}x{image_shape[2]}. Use a smaller `receptive_field` (16 or 1) "
-                "or larger images (`crop_size`)."
-            )
-        self.generator = UNet(input_channels, image_shape[0], depth, hp.g_features, hp.norm, hp.dropout)
-        self.discriminator = PatchGAN(input_channels + image_shape[0], hp.receptive_field, hp.d_features, hp.norm)
-        self.hparams.input_channels, self.hparams.image_shape = input_channels, tuple(image_shape)
-
-    def setup(self, stage: str) -> None:
-        datamodule = self.trainer.datamodule if self._trainer is not None else None
-        shape = resolve_image_shape(self.hparams.image_shape, datamodule, "Pix2Pix")
-        channels = self.hparams.input_channels or getattr(datamodule, "input_channels", None)
-        if channels is None:
+    def build(self) -> None:
+        hp, dm = self.hparams, self.datamodule
+        hp.image_shape = resolve_image_shape(hp.image_shape, dm, "Pix2Pix")  # (C_out, H, W) of the outputs
+        hp.input_channels = hp.input_channels or (dm.input_channels if isinstance(dm, PairedData) else None)
+        if hp.input_channels is None:
             raise ConfigError("Pix2Pix needs the number of input channels: use `datamodules.PairedImages` or set "
                               "`--model.input_channels`.")
-        if self.generator is None:
-            self._build(int(channels), shape)
+        (c_out, height, width), c_in = hp.image_shape, int(hp.input_channels)
+        PatchGAN.check_fits(height, width, hp.receptive_field)
+        self.generator = UNet(c_in, c_out, unet_depth(height, width, hp.num_downs), hp.g_features, hp.norm, hp.dropout)
+        self.discriminator = PatchGAN(c_in + c_out, hp.receptive_field, hp.d_features, hp.norm)
+
+    def setup(self, stage: str) -> None:
         if self.hparams.fid_network == "inception" and not self._fid and stage != "predict":
             self._fid.append(InceptionFeatures(self.hparams.inception_weights))  # a missing file fails here
 
@@ -166,10 +125,8 @@ class Pix2Pix(FlushDenormals, L.LightningModule):
 
     def translate(self, inputs: Tensor) -> Tensor:
         """The generator's output as `test_time` says (for validate/test/predict)."""
-        if self.hparams.test_time == "as_training":
-            with batch_statistics(self.generator):
-                return self.generator(inputs)
-        return self.generator(inputs)
+        with batch_statistics(self.generator) if self.hparams.test_time == "as_training" else nullcontext():
+            return self.generator(inputs)
 
     def pair(self, inputs: Tensor, outputs: Tensor) -> Tensor:
         """D's view: the input and an output side by side, (B, C_in + C_out, H, W) -> (B, 1, h, w) logits."""
@@ -177,24 +134,18 @@ class Pix2Pix(FlushDenormals, L.LightningModule):
 
     # ---- training -------------------------------------------------------------------------------------------
     def training_step(self, batch: Any, batch_idx: int) -> None:
-        inputs, targets = self._unpack(batch)
+        inputs, targets = self._unpack(batch)  # (B, C_in, H, W), (B, C_out, H, W) in [-1, 1]
         hp = self.hparams
         opt_g, opt_d = self.optimizers()
-        disable_ddp_gradient_sync(self.trainer)  # each network's gradients are averaged for its own step below
-        outputs = self.generator(inputs)
-
-        # discriminator: real pairs vs generated pairs, halved
-        self.toggle_optimizer(opt_d)
-        d_loss = 0.5 * discriminator_loss(self.pair(inputs, targets), self.pair(inputs, outputs.detach()), hp.gan_loss)
-        step_network(self, opt_d, d_loss, self.discriminator)
-        self.untoggle_optimizer(opt_d)
-
-        # generator: fool the updated discriminator, and stay close to the target in L1
-        self.toggle_optimizer(opt_g)
-        g_loss, g_gan, g_l1 = pix2pix_generator_loss(self.pair(inputs, outputs), outputs, targets, hp.gan_loss,
-                                                     hp.l1_weight)
-        step_network(self, opt_g, g_loss, self.generator)
-        self.untoggle_optimizer(opt_g)
+        outputs = self.generator(inputs)  # (B, C_out, H, W)
+        with self.optimizing(opt_d, self.discriminator) as step:  # D: real pairs vs generated pairs, halved
+            d_loss = 0.5 * discriminator_loss(self.pair(inputs, targets), self.pair(inputs, outputs.detach()),
+                                              hp.gan_loss)
+            step(d_loss)
+        with self.optimizing(opt_g, self.generator) as step:  # G: fool the updated D, stay close to y in L1
+            g_loss, g_gan, g_l1 = pix2pix_generator_loss(self.pair(inputs, outputs), outputs, targets, hp.gan_loss,
+                                                         hp.l1_weight)
+            step(g_loss)
         if logs_this_step(self.trainer):
             self.log_dict({"train/d_loss": d_loss.detach(), "train/g_loss": g_loss.detach()}, prog_bar=True)
             self.log_dict({"train/g_gan": g_gan.detach(), "train/g_l1": g_l1.detach()})
@@ -208,75 +159,60 @@ class Pix2Pix(FlushDenormals, L.LightningModule):
             raise ConfigError(
                 f"Pix2Pix was built for inputs of {want_in} channels and targets of shape {want_out}, but a batch has "
                 f"inputs {tuple(inputs.shape[1:])} and targets {tuple(targets.shape[1:])}. Match the datamodule's "
-                "crop_size and channels to the model (or train a new one)."
-            )
+                "crop_size and channels to the model (or train a new one).")
         return inputs, targets
 
+    @property
+    def lr_factor(self) -> LinearDecay:
+        """`lr_factor(e)`: the learning-rate factor of epoch e (0-based): 1 for `constant_epochs` epochs, then
+        `1 - (e + 1 - constant_epochs) / (decay_epochs + 1)`, down to 0."""
+        return LinearDecay(self.hparams.constant_epochs, self.hparams.decay_epochs, offset=1)
+
     def configure_optimizers(self) -> Any:
-        hp = self.hparams
-        return [adam(self, self.generator.parameters(), lr=hp.lr, betas=hp.betas),
-                adam(self, self.discriminator.parameters(), lr=hp.lr, betas=hp.betas)]
-
-    def lr_factor(self, epoch: int) -> float:
-        """The learning-rate factor of `epoch` (0-based): 1, then linear decay towards 0."""
-        hp = self.hparams
-        return 1.0 - max(0, epoch + 1 - hp.constant_epochs) / (hp.decay_epochs + 1)
-
-    def on_fit_start(self) -> None:
-        super().on_fit_start()  # flush denormals on CPU
         hp, max_epochs = self.hparams, self.trainer.max_epochs
         if max_epochs is not None and max_epochs > hp.constant_epochs + hp.decay_epochs:
             rank_zero_warn(f"max_epochs={max_epochs} is more than constant_epochs + decay_epochs = "
                            f"{hp.constant_epochs + hp.decay_epochs}: the epochs after those train at learning rate 0.")
+        optimizers = [adam(self, net.parameters(), lr=hp.lr, betas=hp.betas)
+                      for net in (self.generator, self.discriminator)]
+        return optimizers, [epoch_schedule(opt, self.lr_factor) for opt in optimizers]  # checkpointed: resumes too
 
-    def on_train_epoch_start(self) -> None:
-        # manual optimization: the schedule is applied here, from the epoch number (so resumes get it right too)
-        scale_learning_rates(self.optimizers(), [self.hparams.lr] * 2, max(0.0, self.lr_factor(self.current_epoch)))
-
-    # ---- evaluation -----------------------------------------------------------------------------------------
-    def _evaluate(self, batch: Any, batch_idx: int, stage: str) -> None:
+    # ---- evaluation: each pair counted once under DDP ---------------------------------------------------------
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        stage = "test" if self.stage == "test" else "val"
         inputs, targets = self._unpack(batch)
-        outputs = self.translate(inputs).float()
-        targets = targets.float()
-        self.metrics[stage].update(outputs.add(1).div(2).clamp(0, 1), targets.add(1).div(2))  # on [0, 1] pixels
-        if self._fid:
+        keep = self.first_visit(batch_idx, len(inputs))  # (B,) bool: DDP's repeated pairs out
+        outputs = self.translate(inputs).float()  # the whole batch, translated with its own statistics
+        out, target = outputs.add(1).div(2).clamp(0, 1), targets.float().add(1).div(2)  # [0, 1] pixels
+        per_image = {  # (B,) each, averaged over the kept pairs of every process
+            "l1": (out - target).abs().mean((1, 2, 3)) * 2,  # on the [-1, 1] scale of the training loss
+            "psnr": peak_signal_noise_ratio(out, target, data_range=1.0, reduction="none", dim=(1, 2, 3)),
+            "ssim": structural_similarity_index_measure(out, target, data_range=1.0, reduction="none"),
+        }
+        self.log_means(stage, {k: v[keep].mean() for k, v in per_image.items()}, int(keep.sum()), prog_bar=True)
+        inputs, outputs, targets = inputs[keep].float(), outputs[keep], targets[keep].float()
+        if self._fid and keep.any():
             net = self._fid[0].to(self.device)
-            self._fid_features["output"].append(net(outputs))
-            self._fid_features["target"].append(net(targets))
-        have = sum(len(t) for t in self._triplets) // 3  # triplets so far
-        if have < self.hparams.num_triplets:
-            take = self.hparams.num_triplets - have
-            rgb = [t[:take].expand(-1, 3, -1, -1) if t.shape[1] == 1 else t[:take]
-                   for t in (inputs.float(), outputs, targets)]
+            self.fid_features.update(torch.stack([net(outputs), net(targets)], dim=1).float())  # (B, 2, F)
+        if (take := self.hparams.num_triplets - sum(len(t) for t in self._triplets) // 3) > 0:  # triplets missing
+            rgb = [t[:take].expand(-1, 3, -1, -1) if t.shape[1] == 1 else t[:take] for t in (inputs, outputs, targets)]
             self._triplets.append(torch.stack(rgb, dim=1).flatten(0, 1).cpu())  # (take * 3, 3, H, W), row by row
 
-    def _finish(self, stage: str) -> None:
-        values = self.metrics[stage].compute()
-        values[f"{stage}/l1"] = values[f"{stage}/l1"] * 2  # [0, 1] pixels -> the [-1, 1] scale of the training loss
-        self.log_dict(values, prog_bar=True)
-        self.metrics[stage].reset()
-        if self._fid and self._fid_features["output"]:
-            net = self._fid[0]
-            outputs, targets = (self.all_gather(torch.cat(self._fid_features[k])).reshape(-1, net.num_features)
-                                for k in ("output", "target"))
-            if len(outputs) >= 2:
-                self.log(f"{stage}/{net.name}_fid", frechet_distance(targets.cpu(), outputs.cpu()), rank_zero_only=True)
-        self._fid_features = {"output": [], "target": []}
+    test_step = validation_step  # the same evaluation, logged under test/
+
+    def on_validation_epoch_end(self) -> None:
+        stage = "test" if self.stage == "test" else "val"
+        if self._fid:
+            features = self.fid_features.compute()  # (N, 2, F), gathered from every process
+            if len(features) >= 2 and self.trainer.is_global_zero:
+                fid = frechet_distance(features[:, 1].cpu(), features[:, 0].cpu())  # targets vs outputs
+                self.log(f"{stage}/{self._fid[0].name}_fid", fid, rank_zero_only=True)
+            self.fid_features.reset()
         if self._triplets and self.trainer.is_global_zero and not self.trainer.sanity_checking:
             save_and_log_images(self.trainer, f"{stage}/triplets", torch.cat(self._triplets), nrow=3)
         self._triplets = []
 
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        self._finish("val")
-
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._finish("test")
+    on_test_epoch_end = on_validation_epoch_end
 
     # ---- predict: translate a folder ---------------------------------------------------------------------------
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:

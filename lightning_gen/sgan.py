@@ -18,16 +18,19 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 import torchmetrics
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
 
 from lightning_gen.core.checks import ConfigError, check_labels, resolve_image_shape, resolve_num_classes
-from lightning_gen.classifier import evaluate_accuracy
-from lightning_gen.core.distributed import average_parameters, disable_ddp_gradient_sync, step_network
+from lightning_gen.core.distributed import average_parameters
+from lightning_gen.core.evaluation import evaluate_accuracy
+from lightning_gen.core.optim import adam
+from lightning_gen.core.protocols import SemiSupervisedData
+from lightning_gen.core.runs import logs_this_step
+from lightning_gen.core.sampling import fixed_noise
+from lightning_gen.core.technique import GenerativeTechnique, LinearDecay, epoch_schedule, eval_mode
 from lightning_gen.losses import (
     feature_matching_loss,
     sgan_generator_loss,
@@ -35,9 +38,6 @@ from lightning_gen.losses import (
     sgan_unsupervised_loss,
 )
 from lightning_gen.nn import ClassifierArch, ClassifierNet, DCGANGenerator
-from lightning_gen.core.optim import adam, scale_learning_rates
-from lightning_gen.core.runs import logs_this_step, save_and_log_images
-from lightning_gen.core.sampling import fixed_noise, index_loader
 
 
 class MLPGenerator(nn.Module):
@@ -57,7 +57,7 @@ class MLPGenerator(nn.Module):
         return self.net(z).view(z.shape[0], *self.image_shape)  # (B, latent_dim) -> (B, C, H, W)
 
 
-class SGAN(L.LightningModule):
+class SGAN(GenerativeTechnique):
     """Semi-supervised GAN with an (N+1)-class discriminator. Use with `datamodules.SemiSupervised`.
 
     Args:
@@ -107,35 +107,27 @@ class SGAN(L.LightningModule):
             raise ConfigError("latent_dim, g_features and num_samples must be positive.")
         self.save_hyperparameters()
         self.automatic_optimization = False
-        self.generator: nn.Module | None = None
-        self.discriminator: ClassifierNet | None = None
-        if image_shape is not None and num_classes is not None:
-            self._build(tuple(image_shape), num_classes)
 
-    def _build(self, image_shape: tuple[int, int, int], num_classes: int) -> None:
-        hp = self.hparams
+    def build(self) -> None:
+        hp, dm = self.hparams, self.datamodule
+        hp.image_shape = resolve_image_shape(hp.image_shape, dm, "SGAN")
+        hp.num_classes = resolve_num_classes(hp.num_classes, dm, "SGAN", ", wrapped in `datamodules.SemiSupervised`")
         if hp.generator == "mlp":
-            self.generator = MLPGenerator(hp.latent_dim, image_shape)
+            self.generator = MLPGenerator(hp.latent_dim, hp.image_shape)
         else:
-            self.generator = DCGANGenerator(hp.latent_dim, image_shape, hp.g_features)
-        outputs = num_classes + (1 if hp.fake_logit == "learned" else 0)
-        self.discriminator = ClassifierNet(image_shape, outputs, hp.arch)
-        self.hparams.image_shape, self.hparams.num_classes = tuple(image_shape), num_classes
-        self.val_acc = torchmetrics.Accuracy("multiclass", num_classes=num_classes)
-        self.test_acc = torchmetrics.Accuracy("multiclass", num_classes=num_classes)
+            self.generator = DCGANGenerator(hp.latent_dim, hp.image_shape, hp.g_features)
+        outputs = hp.num_classes + (1 if hp.fake_logit == "learned" else 0)
+        self.discriminator = ClassifierNet(hp.image_shape, outputs, hp.arch)
+        self.val_acc = torchmetrics.Accuracy("multiclass", num_classes=hp.num_classes)
+        self.test_acc = torchmetrics.Accuracy("multiclass", num_classes=hp.num_classes)
 
     def setup(self, stage: str) -> None:
-        datamodule = self.trainer.datamodule if self._trainer is not None else None
-        shape = resolve_image_shape(self.hparams.image_shape, datamodule, "SGAN")
-        num_classes = resolve_num_classes(self.hparams.num_classes, datamodule, "SGAN",
-                                          ", wrapped in `datamodules.SemiSupervised`")
-        if stage == "fit" and datamodule is not None and not hasattr(datamodule, "num_labeled"):
+        datamodule = self.datamodule
+        if stage == "fit" and datamodule is not None and not isinstance(datamodule, SemiSupervisedData):
             raise ConfigError(
                 f"SGAN trains on labeled + unlabeled batches: wrap {type(datamodule).__name__} in "
                 "`datamodules.SemiSupervised` (see configs/sgan/mnist_100.yaml)."
             )
-        if self.generator is None:
-            self._build(shape, num_classes)
 
     # ---- the (N+1)-class discriminator ------------------------------------------------------------------------
     def logits_and_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -167,33 +159,30 @@ class SGAN(L.LightningModule):
         if self.global_step == 0 and batch_idx == 0:  # a fresh run (not a resumed one)
             self.discriminator.initialise(torch.cat([images, unlabeled]))  # the labeled and unlabeled batches
             average_parameters(self.discriminator)
-        disable_ddp_gradient_sync(self.trainer)  # each network's gradients are averaged for its own step below
         with torch.no_grad():  # the discriminator's step needs no generator gradients
             fake = self.generator(self.noise(unlabeled.shape[0]))  # (B, latent_dim) -> (B, C, H, W)
 
         # discriminator: supervised loss on the labeled batch + unsupervised loss on unlabeled and fake batches.
         # One forward pass over the three batches together: without batch statistics this equals three passes.
-        self.toggle_optimizer(opt_d)
-        sizes = [images.shape[0], unlabeled.shape[0], fake.shape[0]]
-        logits, _ = self.logits_and_features(torch.cat([images, unlabeled, fake]))
-        labeled_logits, real_logits, fake_logits = logits.split(sizes)
-        loss_sup = sgan_supervised_loss(labeled_logits, labels)
-        loss_unsup = sgan_unsupervised_loss(real_logits, fake_logits)
-        d_loss = loss_sup + hp.unsupervised_weight * loss_unsup
-        step_network(self, opt_d, d_loss, self.discriminator)
-        self.untoggle_optimizer(opt_d)
+        with self.optimizing(opt_d, self.discriminator) as step:
+            sizes = [images.shape[0], unlabeled.shape[0], fake.shape[0]]
+            logits, _ = self.logits_and_features(torch.cat([images, unlabeled, fake]))  # (B_l + B_u + B_f, N+1)
+            labeled_logits, real_logits, fake_logits = logits.split(sizes)
+            loss_sup = sgan_supervised_loss(labeled_logits, labels)
+            loss_unsup = sgan_unsupervised_loss(real_logits, fake_logits)
+            d_loss = loss_sup + hp.unsupervised_weight * loss_unsup
+            step(d_loss)
 
         # generator: fresh samples, judged by the updated discriminator (beside the unlabeled batch, for its features)
-        self.toggle_optimizer(opt_g)
-        fake = self.generator(self.noise(unlabeled.shape[0]))
-        if hp.generator_loss == "feature_matching":
-            _, features = self.logits_and_features(torch.cat([fake, unlabeled]))
-            fake_features, real_features = features.split([fake.shape[0], unlabeled.shape[0]])
-            g_loss = feature_matching_loss(real_features.detach(), fake_features)
-        else:
-            g_loss = sgan_generator_loss(self.logits_and_features(fake)[0])
-        step_network(self, opt_g, g_loss, self.generator)
-        self.untoggle_optimizer(opt_g)
+        with self.optimizing(opt_g, self.generator) as step:
+            fake = self.generator(self.noise(unlabeled.shape[0]))
+            if hp.generator_loss == "feature_matching":
+                _, features = self.logits_and_features(torch.cat([fake, unlabeled]))  # (B_f + B_u, F)
+                fake_features, real_features = features.split([fake.shape[0], unlabeled.shape[0]])
+                g_loss = feature_matching_loss(real_features.detach(), fake_features)
+            else:
+                g_loss = sgan_generator_loss(self.logits_and_features(fake)[0])
+            step(g_loss)
 
         if not logs_this_step(self.trainer):
             return
@@ -208,6 +197,7 @@ class SGAN(L.LightningModule):
         self.log_dict({
             "train/d_loss_supervised": loss_sup.detach(), "train/d_loss_unsupervised": loss_unsup.detach(),
             "train/p_fake_on_real": p_fake_real, "train/p_fake_on_fake": p_fake_fake,
+            "train/lr_g": opt_g.param_groups[0]["lr"], "train/lr_d": opt_d.param_groups[0]["lr"],
         })
 
     def configure_optimizers(self) -> Any:
@@ -215,33 +205,20 @@ class SGAN(L.LightningModule):
         opt_g = adam(self, self.generator.parameters(), lr=hp.lr_g, betas=hp.betas)
         trainable = [p for p in self.discriminator.parameters() if p.requires_grad]  # not the fixed mlp scales
         opt_d = adam(self, trainable, lr=hp.lr_d, betas=hp.betas)
-        return [opt_g, opt_d]
+        if not hp.lr_decay_epochs:
+            return [opt_g, opt_d]
+        decay = LinearDecay(constant=0, decay=hp.lr_decay_epochs, offset=0)  # epoch e: max(0, 1 - e / decay_epochs)
+        return [opt_g, opt_d], [epoch_schedule(opt_g, decay), epoch_schedule(opt_d, decay)]
 
-    def on_train_epoch_start(self) -> None:
-        hp = self.hparams
-        if hp.lr_decay_epochs:  # manual optimization: the schedule is applied here, from the epoch (resumes too)
-            scale = max(0.0, 1.0 - self.current_epoch / hp.lr_decay_epochs)
-            scale_learning_rates(self.optimizers(), (hp.lr_g, hp.lr_d), scale)
-
-    def on_train_epoch_end(self) -> None:
-        if self.trainer.is_global_zero:
-            save_and_log_images(self.trainer, "samples", *self.sample_grid())
-
-    def sample_grid(self) -> tuple[Tensor, None]:
-        """The `num_samples` images of the per-epoch grid (square)."""
-        return self.sample(torch.arange(self.hparams.num_samples, device=self.device)), None
-
+    # ---- sampling: image i always from the noise of seed `sample_seed + i` ----------------------------------------
     @torch.no_grad()
     def sample(self, indices: Tensor) -> Tensor:
         """Images from the fixed noise of `indices`, generator in eval mode. (B,) -> (B, C, H, W) in [-1, 1]."""
         z = fixed_noise(indices, self.hparams.latent_dim, self.hparams.sample_seed, self.device)
         if self.hparams.generator == "mlp":
             z = torch.special.ndtr(z)  # N(0, 1) -> U(0, 1), the training distribution
-        was_training = self.generator.training
-        self.generator.eval()
-        images = self.generator(z)
-        self.generator.train(was_training)
-        return images
+        with eval_mode(self.generator):
+            return self.generator(z)
 
     # ---- evaluation: classification accuracy of the discriminator on the labeled test set --------------------
     def validation_step(self, batch: Any, batch_idx: int) -> None:
@@ -249,10 +226,3 @@ class SGAN(L.LightningModule):
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         evaluate_accuracy(self, batch, batch_idx, self.test_acc, "test")
-
-    # ---- predict: `num_samples` generated images, no data needed ---------------------------------------------
-    def predict_dataloader(self) -> DataLoader:
-        return index_loader(self.hparams.num_samples)
-
-    def predict_step(self, batch: Tensor, batch_idx: int) -> dict[str, Tensor]:
-        return {"images": self.sample(batch), "index": batch}

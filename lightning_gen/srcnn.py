@@ -16,16 +16,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-import lightning as L
 import torch
 from torch import Tensor, nn
 
 from lightning_gen.core.checks import ConfigError
 from lightning_gen.core.optim import adam
+from lightning_gen.core.technique import Technique
 from lightning_gen.metrics.sr import SREvaluation, SuperResolutionEvaluation
 
 
-class SRCNN(SuperResolutionEvaluation, L.LightningModule):
+class SRCNN(SuperResolutionEvaluation, Technique):
     """Dong et al.'s three-layer super-resolution network, on bicubic-upsampled input.
 
     Args:
@@ -53,13 +53,15 @@ class SRCNN(SuperResolutionEvaluation, L.LightningModule):
         if any(k % 2 == 0 or k < 1 for k in kernels) or min(features) < 1 or lr <= 0:
             raise ConfigError(f"kernels must be odd and positive, features positive and lr > 0; got {kernels}, "
                               f"{features}, {lr}.")
-        (k1, k2, k3), (f1, f2) = kernels, features
+        self.evaluation = SREvaluation(channel, border=scale, num_strips=num_strips)
+
+    def build(self) -> None:
+        (k1, k2, k3), (f1, f2) = self.hparams.kernels, self.hparams.features
         self.net = nn.Sequential(
             nn.Conv2d(3, f1, k1, padding=k1 // 2, padding_mode="replicate"), nn.ReLU(),
             nn.Conv2d(f1, f2, k2, padding=k2 // 2, padding_mode="replicate"), nn.ReLU(),
             nn.Conv2d(f2, 3, k3, padding=k3 // 2, padding_mode="replicate"),
         )
-        self.evaluation = SREvaluation(channel, border=scale, num_strips=num_strips)
 
     def forward(self, bicubic: Tensor) -> Tensor:
         """`(B, 3, H, W)` bicubic-upsampled image in [-1, 1] -> restored image of the same size."""

@@ -10,7 +10,7 @@ optima) and a discriminator D (eight strided convolutions, dense layers, one log
   + `adversarial_weight` (1e-3) x the GAN loss of D(G(LR)) as real + `pixel_weight` x MSE (0 in the paper).
 
 Manual optimization, one Adam per network; under DDP each network's gradients are averaged for its own step
-(`lightning_gen.core.distributed`). `validate`/`test` report PSNR and SSIM per set beside bicubic's (an SRGAN's PSNR is
+(`Technique.optimizing`). `validate`/`test` report PSNR and SSIM per set beside bicubic's (an SRGAN's PSNR is
 lower than SRResNet's by design: it trades pixel agreement for texture), with (bicubic | SRGAN | HR) strips.
 """
 
@@ -18,24 +18,23 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_gen.core.checks import ConfigError
-from lightning_gen.core.distributed import disable_ddp_gradient_sync, step_network
-from lightning_gen.losses import GANLoss, discriminator_loss, generator_loss
-from lightning_gen.nn.features import Backbone, FeatureNet, attach_frozen, check_layers, on_device
-from lightning_gen.nn.sr import SRDiscriminator, SRResNet
 from lightning_gen.core.optim import adam
 from lightning_gen.core.runs import logs_this_step
+from lightning_gen.core.technique import Technique
+from lightning_gen.losses import GANLoss, discriminator_loss, generator_loss
 from lightning_gen.metrics.sr import SREvaluation, SuperResolutionEvaluation, check_residual
+from lightning_gen.nn.features import Backbone, FeatureNet, attach_frozen, check_layers, on_device
+from lightning_gen.nn.sr import SRDiscriminator, SRResNet
 
 DEFAULT_CONTENT_LAYER = {"vgg19": "relu5_4", "vgg16": "relu5_3", "mobilenet_v1": "conv_pw_11_relu"}
 
 
-class SRGAN(SuperResolutionEvaluation, L.LightningModule):
+class SRGAN(SuperResolutionEvaluation, Technique):
     """Ledig et al.'s SRGAN: SRResNet generator, strided-conv discriminator, perceptual content loss + 1e-3 GAN loss.
 
     Args:
@@ -87,9 +86,15 @@ class SRGAN(SuperResolutionEvaluation, L.LightningModule):
                               f"{content_weight}, {adversarial_weight}, {pixel_weight}, {lr}.")
         self.content_layer = check_layers(backbone, [content_layer or DEFAULT_CONTENT_LAYER[backbone]],
                                           "content_layer")[0]
-        self.generator = SRResNet(scale, channels, num_blocks, residual=residual)
-        self.discriminator = SRDiscriminator(d_channels)
         self.evaluation = SREvaluation(channel, border=scale, num_strips=num_strips)
+
+    def build(self) -> None:
+        hp = self.hparams
+        self.generator = SRResNet(hp.scale, hp.channels, hp.num_blocks, residual=hp.residual)
+        self.discriminator = SRDiscriminator(hp.d_channels)
+        # a new fit starts G from the SRResNet checkpoint; a resumed fit or a loaded checkpoint has its own weights
+        if hp.generator_ckpt and self.stage == "fit" and self.trainer.ckpt_path is None:
+            self.load_generator(hp.generator_ckpt)
 
     def forward(self, lr: Tensor) -> Tensor:
         return self.generator(lr)
@@ -98,12 +103,9 @@ class SRGAN(SuperResolutionEvaluation, L.LightningModule):
         return self(batch["lr"])
 
     def setup(self, stage: str) -> None:
-        self.check_scale()
-        if stage != "fit":
-            return
-        attach_frozen(self, "features", FeatureNet(self.hparams.backbone, self.hparams.weights))
-        if self.hparams.generator_ckpt and self.trainer.ckpt_path is None:  # a resumed run has its own weights
-            self.load_generator(self.hparams.generator_ckpt)
+        super().setup(stage)  # the data's scale must be the model's
+        if stage == "fit":
+            attach_frozen(self, "features", FeatureNet(self.hparams.backbone, self.hparams.weights))
 
     def load_generator(self, path: str) -> None:
         """Copy the generator weights of an `SRResNet` (or SRGAN) checkpoint into this generator."""
@@ -139,21 +141,18 @@ class SRGAN(SuperResolutionEvaluation, L.LightningModule):
         hp = self.hparams
         lr_images, hr = batch["lr"], batch["hr"]
         opt_g, opt_d = self.optimizers()
-        disable_ddp_gradient_sync(self.trainer)  # each network's gradients are averaged for its own step below
-        sr = self.generator(lr_images)
+        sr = self.generator(lr_images)  # (B, 3, h, w) -> (B, 3, scale*h, scale*w)
 
-        self.toggle_optimizer(opt_d)
-        d_loss = discriminator_loss(self.discriminator(hr), self.discriminator(sr.detach()), hp.gan_loss)
-        step_network(self, opt_d, d_loss, self.discriminator)
-        self.untoggle_optimizer(opt_d)
+        with self.optimizing(opt_d, self.discriminator) as step:  # D: HR as real, G's upscaling as fake
+            d_loss = discriminator_loss(self.discriminator(hr), self.discriminator(sr.detach()), hp.gan_loss)
+            step(d_loss)
 
-        self.toggle_optimizer(opt_g)
-        content = self.content_loss(sr, hr)
-        adversarial = generator_loss(self.discriminator(sr), hp.gan_loss)
-        pixel = F.mse_loss(sr.float(), hr.float())
-        g_loss = hp.content_weight * content + hp.adversarial_weight * adversarial + hp.pixel_weight * pixel
-        step_network(self, opt_g, g_loss, self.generator)
-        self.untoggle_optimizer(opt_g)
+        with self.optimizing(opt_g, self.generator) as step:  # G: content + adversarial (+ pixel) loss
+            content = self.content_loss(sr, hr)
+            adversarial = generator_loss(self.discriminator(sr), hp.gan_loss)
+            pixel = F.mse_loss(sr.float(), hr.float())
+            g_loss = hp.content_weight * content + hp.adversarial_weight * adversarial + hp.pixel_weight * pixel
+            step(g_loss)
         if logs_this_step(self.trainer):
             n = len(hr)
             self.log_dict({"train/d_loss": d_loss.detach(), "train/g_loss": g_loss.detach()}, prog_bar=True,

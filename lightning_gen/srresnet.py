@@ -13,17 +13,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-import lightning as L
 import torch
 from torch import Tensor
 
 from lightning_gen.core.checks import ConfigError
-from lightning_gen.nn.sr import SRResNet as SRResNetNet
 from lightning_gen.core.optim import adam
+from lightning_gen.core.technique import Technique
 from lightning_gen.metrics.sr import SREvaluation, SuperResolutionEvaluation
+from lightning_gen.nn.sr import SRResNet as SRResNetNet
 
 
-class SRResNet(SuperResolutionEvaluation, L.LightningModule):
+class SRResNet(SuperResolutionEvaluation, Technique):
     """Ledig et al.'s SRResNet, trained with MSE.
 
     Args:
@@ -54,8 +54,11 @@ class SRResNet(SuperResolutionEvaluation, L.LightningModule):
         if channels < 1 or num_blocks < 0 or lr <= 0 or scale not in (2, 3, 4):
             raise ConfigError(f"need channels >= 1, num_blocks >= 0, lr > 0 and scale 2, 3 or 4; got {channels}, "
                               f"{num_blocks}, {lr}, {scale}.")
-        self.generator = SRResNetNet(scale, channels, num_blocks, batch_norm, residual)
         self.evaluation = SREvaluation(channel, border=scale, num_strips=num_strips)
+
+    def build(self) -> None:
+        hp = self.hparams
+        self.generator = SRResNetNet(hp.scale, hp.channels, hp.num_blocks, hp.batch_norm, hp.residual)
 
     def forward(self, lr: Tensor) -> Tensor:
         return self.generator(lr)  # (B, 3, h, w) -> (B, 3, scale*h, scale*w)

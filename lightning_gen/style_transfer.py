@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from torch import Tensor, nn
@@ -31,39 +30,13 @@ from torch.utils.data import DataLoader
 from datamodules.base import Ticks
 from datamodules.files import image_file, load_image
 from lightning_gen.core.checks import ConfigError
-from lightning_gen.nn.features import (
-    DEFAULT_CONTENT_LAYERS,
-    DEFAULT_STYLE_LAYERS,
-    Backbone,
-    FeatureNet,
-    PerceptualLoss,
-    attach_frozen,
-    check_layers,
-    on_device,
-)
 from lightning_gen.core.optim import adam
 from lightning_gen.core.runs import logs_this_step, run_dir, save_and_log_images
+from lightning_gen.core.technique import Technique
+from lightning_gen.nn.features import Backbone, attach_frozen, check_style_config, on_device, perceptual_loss
 
 
-def perceptual_loss(backbone: Backbone, weights: str, content_layers: list[str] | None,
-                    style_layers: list[str] | None, content_weight: float, style_weight: float,
-                    tv_weight: float) -> PerceptualLoss:
-    """The `PerceptualLoss` of a style technique's config (default layers per backbone)."""
-    return PerceptualLoss(FeatureNet(backbone, weights), content_layers or DEFAULT_CONTENT_LAYERS[backbone],
-                          style_layers or DEFAULT_STYLE_LAYERS[backbone], content_weight, style_weight, tv_weight)
-
-
-def check_style_config(backbone: Backbone, content_layers: list[str] | None, style_layers: list[str] | None,
-                       weights: dict[str, float]) -> None:
-    """Layer names and loss weights, checked before any weights file is read."""
-    check_layers(backbone, content_layers or DEFAULT_CONTENT_LAYERS[backbone], "content_layers")
-    check_layers(backbone, style_layers or DEFAULT_STYLE_LAYERS[backbone], "style_layers")
-    negative = {k: v for k, v in weights.items() if v < 0}
-    if negative:
-        raise ConfigError(f"loss weights must be 0 or more; got {negative}.")
-
-
-class StyleTransfer(L.LightningModule):
+class StyleTransfer(Technique):
     """Gatys et al.'s style transfer: optimise one image to the content of one picture and the style of another.
 
     Args:
@@ -117,11 +90,17 @@ class StyleTransfer(L.LightningModule):
         # Both images are read now, so a bad path stops the run before any weights are loaded.
         self.content_image = load_image(image_file(content, "content image"), image_size)  # (1, 3, H, W)
         self.style_image = load_image(image_file(style, "style image"), style_size or image_size)
-        start = self.content_image.clone()
-        if init == "noise":
-            start = torch.rand(start.shape, generator=torch.Generator().manual_seed(0)) * 2 - 1
-        self.image = nn.Parameter(start)  # (1, 3, H, W) in [-1, 1]: what `fit` optimises
         self.content_targets: dict[str, Tensor] = {}
+
+    def build(self) -> None:
+        """The one trained parameter: the image, of the content image's size (known from `__init__`, so this needs
+        no data). The frozen feature network of the loss is not part of the checkpoint: `setup` makes it for `fit`
+        only (`predict` writes the image and needs no weights file)."""
+        start = self.content_image.clone()
+        if self.hparams.init == "noise":
+            start = torch.rand(start.shape, generator=torch.Generator().manual_seed(0)) * 2 - 1
+        # (1, 3, H, W) in [-1, 1]: what `fit` optimises; contiguous, as L-BFGS flattens its gradient with `view`
+        self.image = nn.Parameter(start.contiguous())
 
     # ---- the loss -----------------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -161,6 +140,7 @@ class StyleTransfer(L.LightningModule):
 
     # ---- the made image -----------------------------------------------------------------------------------------
     def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
         save_and_log_images(self.trainer, "stylised", self.image.detach())
 
     @rank_zero_only

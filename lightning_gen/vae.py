@@ -13,11 +13,9 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Literal
 
-import lightning as L
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
-from torchmetrics import MeanMetric, SumMetric
+from torchmetrics import SumMetric
 
 from lightning_gen.core.checks import (
     ConfigError,
@@ -26,7 +24,11 @@ from lightning_gen.core.checks import (
     resolve_image_shape,
     resolve_num_classes,
 )
-from lightning_gen.core.distributed import first_visit_mask
+from lightning_gen.core.lightning_private import attached_trainer
+from lightning_gen.core.optim import adam
+from lightning_gen.core.runs import logs_this_step, save_and_log_images
+from lightning_gen.core.sampling import class_of_index, fixed_noise
+from lightning_gen.core.technique import GenerativeTechnique, eval_mode
 from lightning_gen.losses import (
     bernoulli_log_likelihood,
     gaussian_kl,
@@ -36,9 +38,6 @@ from lightning_gen.losses import (
     log_standard_normal,
 )
 from lightning_gen.nn import DCGANDiscriminator, DCGANGenerator
-from lightning_gen.core.optim import adam
-from lightning_gen.core.runs import logs_this_step, save_and_log_images
-from lightning_gen.core.sampling import class_file_names, class_of_index, fixed_noise, index_loader
 
 Likelihood = Literal["bernoulli", "gaussian"]
 
@@ -78,7 +77,7 @@ def binarize_fixed(probs: Tensor) -> Tensor:
     return out
 
 
-class VAE(L.LightningModule):
+class VAE(GenerativeTechnique):
     """Variational autoencoder with a convolutional encoder and decoder whose depth follows the image size.
 
     Args:
@@ -134,13 +133,8 @@ class VAE(L.LightningModule):
             raise ConfigError("enc_features, dec_features, num_samples and iw_chunk must be positive; "
                               "val_iw_samples and test_iw_samples 0 or more.")
         self.save_hyperparameters()
-        self.encoder: DCGANDiscriminator | None = None
-        self.decoder: DCGANGenerator | MLPDecoder | None = None
-        self.log_scale: nn.Parameter | None = None
-        self.metrics = nn.ModuleDict()
-        self._picture_batch: tuple[Tensor, Tensor] | None = None
-        if image_shape is not None:
-            self._build(tuple(image_shape))
+        self.images_seen = nn.ModuleDict({"val": SumMetric(), "test": SumMetric()})  # evaluation images, once each
+        self._picture_batch: tuple[Tensor, Tensor | None] | None = None
 
     # ---- networks ------------------------------------------------------------------------------------------
     @property
@@ -148,36 +142,30 @@ class VAE(L.LightningModule):
         """Classes the networks are conditioned on (0 for the plain VAE)."""
         return 0
 
-    def _build(self, image_shape: tuple[int, int, int]) -> None:
+    def resolve_data(self) -> None:
+        """The image shape (the CVAE: and the classes) from the datamodule, checked against the model's own and
+        stored in the hyperparameters. Runs in `build` and again in every `setup`, so a later datamodule that does
+        not fit the trained networks is refused."""
+        self.hparams.image_shape = resolve_image_shape(self.hparams.image_shape, self.datamodule, type(self).__name__)
+
+    def setup(self, stage: str) -> None:
+        self.resolve_data()
+
+    def build(self) -> None:
+        self.resolve_data()
         hp = self.hparams
-        channels, height, width = image_shape
+        channels, height, width = hp.image_shape
         cond = self.num_labels
         # encoder: (B, C + cond, H, W) -> (B, 2 * latent_dim): mean and log-variance
         self.encoder = DCGANDiscriminator((channels + cond, height, width), hp.enc_features, out_dim=2 * hp.latent_dim)
         # decoder: (B, latent_dim + cond) -> (B, C, H, W): Bernoulli logits, or the Gaussian's mean in [-1, 1]
         tanh = hp.likelihood == "gaussian"
         if hp.decoder == "mlp":
-            self.decoder = MLPDecoder(hp.latent_dim + cond, image_shape, 16 * hp.dec_features, tanh)
+            self.decoder = MLPDecoder(hp.latent_dim + cond, hp.image_shape, 16 * hp.dec_features, tanh)
         else:
-            self.decoder = DCGANGenerator(hp.latent_dim + cond, image_shape, hp.dec_features, tanh=tanh)
+            self.decoder = DCGANGenerator(hp.latent_dim + cond, hp.image_shape, hp.dec_features, tanh=tanh)
         if hp.likelihood == "gaussian":
             self.log_scale = nn.Parameter(torch.zeros(channels, 1, 1))  # per-channel log sigma
-        self.hparams.image_shape = tuple(image_shape)
-
-    def setup(self, stage: str) -> None:
-        datamodule = self.trainer.datamodule if self._trainer is not None else None
-        shape = resolve_image_shape(self.hparams.image_shape, datamodule, type(self).__name__)
-        self._check_labels(datamodule)
-        if self.encoder is None:
-            self._build(shape)
-        for prefix in ("val", "test"):
-            for name in ("nelbo", "recon", "kl", "nll_iw", "images"):
-                key = f"{prefix}_{name}"
-                if key not in self.metrics:
-                    self.metrics[key] = SumMetric() if name == "images" else MeanMetric()
-
-    def _check_labels(self, datamodule: Any) -> None:
-        """The CVAE needs to know the number of classes; the VAE needs nothing."""
 
     def condition(self, labels: Tensor | None) -> Tensor | None:
         """(B,) class labels -> (B, num_labels) one-hot, or None for the plain VAE."""
@@ -247,7 +235,7 @@ class VAE(L.LightningModule):
         hp = self.hparams
         if hp.kl_warmup_epochs <= 0:
             return hp.beta
-        batches = self.trainer.num_training_batches if self._trainer is not None else 1
+        batches = self.trainer.num_training_batches if attached_trainer(self) is not None else 1
         batches = int(batches) if 0 < batches < float("inf") else 1
         progress = (self.current_epoch + batch_idx / batches) / hp.kl_warmup_epochs
         return hp.beta * min(1.0, progress)
@@ -300,21 +288,22 @@ class VAE(L.LightningModule):
         images, labels = self.split_batch(batch)
         if batch_idx == 0:
             self.check_pixel_range(images)
+        keep = self.first_visit(batch_idx, images.shape[0], dataloader_idx)  # DDP's repeated images out
+        seen = int(keep.sum())
+        if not seen:  # a batch of repeats only: evaluate one image anyway, with weight 0 (every process logs alike)
+            keep[0] = True
+        images, labels = images[keep], (labels[keep] if labels is not None else None)
         target = self.targets(images, fixed=True)
         mu, logvar = self.encode(self.as_input(target), labels)
         recon = -self.log_likelihood(self.decode(reparameterize(mu, logvar), labels), target)  # (B,)
         kl = gaussian_kl(mu, logvar)
-        weight = first_visit_mask(self.trainer, batch_idx, images.shape[0], images.device, dataloader_idx)  # repeats -> 0
-        values = {"nelbo": recon + kl, "recon": recon, "kl": kl}
+        values = {"recon": recon.mean(), "kl": kl.mean()}
         if k > 0:
-            values["nll_iw"] = -self.iw_log_likelihood(target, labels, k)
-        for name, value in values.items():
-            metric = self.metrics[f"{prefix}_{name}"]
-            metric.update(value.float(), weight)
-            key = f"{prefix}/nll_iw{k}" if name == "nll_iw" else f"{prefix}/{name}"
-            self.log(key, metric, prog_bar=name == "nelbo")
-        self.metrics[f"{prefix}_images"].update(weight.sum())
-        self.log(f"{prefix}/images", self.metrics[f"{prefix}_images"])
+            values[f"nll_iw{k}"] = -self.iw_log_likelihood(target, labels, k).mean()
+        self.log_means(prefix, {"nelbo": (recon + kl).mean()}, weight=seen, prog_bar=True)
+        self.log_means(prefix, values, weight=seen)
+        self.images_seen[prefix].update(seen)
+        self.log(f"{prefix}/images", self.images_seen[prefix], metric_attribute=f"images_seen.{prefix}")
         if prefix == "val" and batch_idx == 0:
             self._picture_batch = (images[:32].detach(), None if labels is None else labels[:32].detach())
 
@@ -334,9 +323,13 @@ class VAE(L.LightningModule):
 
     @torch.no_grad()
     def pictures(self, images: Tensor, labels: Tensor | None) -> list[tuple[str, Tensor, int]]:
-        """(key, images, images per row) for each picture the run saves; everything decoded from means."""
-        was_training = self.training
-        self.eval()
+        """(key, images, images per row) for each picture the run saves besides the per-epoch sample grid;
+        everything decoded from means, networks in eval mode."""
+        with eval_mode(self):
+            out = self._pictures(images, labels)
+        return [(key, grid, nrow or None) for key, grid, nrow in out]
+
+    def _pictures(self, images: Tensor, labels: Tensor | None) -> list[tuple[str, Tensor, int]]:
         out = []
         n = min(8, images.shape[0])
         rows = images.shape[0] // n
@@ -347,7 +340,6 @@ class VAE(L.LightningModule):
         pairs = torch.stack([self.as_input(target).float().view(rows, n, *images.shape[1:]),
                              recon.view(rows, n, *images.shape[1:])], dim=1)  # (rows, 2, n, C, H, W)
         out.append(("reconstructions", pairs.flatten(0, 2), n))  # each input row is followed by its reconstruction
-        out.append(("samples", self.sample(torch.arange(self.hparams.num_samples)), 0))
         if self.hparams.latent_dim == 2:
             out.append(("manifold", self.manifold(), 15))
         steps = 10  # interpolate between consecutive pairs of encoded images
@@ -361,8 +353,7 @@ class VAE(L.LightningModule):
                 path_labels = lab[0 : 2 * pairs_n : 2].repeat_interleave(steps)
             out.append(("interpolation", self(path.flatten(0, 1), path_labels), steps))
         out.extend(self.extra_pictures())
-        self.train(was_training)
-        return [(key, grid, nrow or None) for key, grid, nrow in out]
+        return out
 
     def extra_pictures(self) -> list[tuple[str, Tensor, int]]:
         """More pictures (the CVAE's one row per class)."""
@@ -376,31 +367,19 @@ class VAE(L.LightningModule):
         labels = self.default_labels(torch.zeros(n * n, dtype=torch.long))  # the CVAE's: one class throughout
         return self(z, labels)
 
-    def default_labels(self, indices: Tensor) -> Tensor | None:
-        """Class of image i in samples and `predict` (None for the plain VAE)."""
-        return None
-
+    # ---- sampling (and data-free `predict`, by GenerativeTechnique): image i always from the same z -------------
     @torch.no_grad()
     def sample(self, indices: Tensor) -> Tensor:
-        """Decoded means of the fixed noise of `indices`, networks in eval mode. (B,) -> (B, C, H, W)."""
-        was_training = self.training
-        self.eval()
+        """Decoded means of the fixed noise of `indices`, decoder in eval mode. (B,) -> (B, C, H, W)."""
         z = fixed_noise(indices, self.hparams.latent_dim, self.hparams.sample_seed, self.device)
-        images = self(z, self.default_labels(indices))
-        self.train(was_training)
-        return images
-
-    # ---- predict: `num_samples` generated images, no data needed ---------------------------------------------
-    def predict_dataloader(self) -> DataLoader:
-        return index_loader(self.hparams.num_samples)
-
-    def predict_step(self, batch: Tensor, batch_idx: int) -> dict[str, Any]:
-        return {"images": self.sample(batch), "index": batch}
+        with eval_mode(self.decoder):
+            return self(z, self.default_labels(indices))
 
 
 class CVAE(VAE):
     """Conditional VAE: the encoder sees the image and its class (one image plane per class), the decoder z and
-    the one-hot class, so sampling can ask for a class. Sample grids have one row per class.
+    the one-hot class, so sampling can ask for a class. Image i of the sample grid and of `predict` is of class
+    `sample_classes[i % len]`; the `class_samples` picture has one row per class.
 
     Args:
         num_classes: number of classes; taken from the datamodule's `num_classes` when not given.
@@ -421,18 +400,10 @@ class CVAE(VAE):
     def num_labels(self) -> int:
         return self.hparams.num_classes or 0
 
-    def _build(self, image_shape: tuple[int, int, int]) -> None:
-        if not self.hparams.get("num_classes"):
-            raise ConfigError(
-                "CVAE needs the number of classes: give `--model.num_classes`, or use a labelled datamodule that "
-                "sets `num_classes` (MNIST, Digits, an ImageFolder with class sub-folders, ...)."
-            )
-        super()._build(image_shape)
-
-    def _check_labels(self, datamodule: Any) -> None:
-        if datamodule is not None or not self.hparams.num_classes:
-            self.hparams.num_classes = resolve_num_classes(self.hparams.num_classes, datamodule, "CVAE",
-                                                           ", or the unconditional `--model VAE`")
+    def resolve_data(self) -> None:
+        super().resolve_data()
+        self.hparams.num_classes = resolve_num_classes(self.hparams.num_classes, self.datamodule, "CVAE",
+                                                       ", or the unconditional `--model VAE`")
         check_sample_classes(self.hparams.sample_classes, self.hparams.num_classes)
 
     def condition(self, labels: Tensor | None) -> Tensor:
@@ -453,7 +424,3 @@ class CVAE(VAE):
         z = fixed_noise(torch.arange(cols), self.hparams.latent_dim, self.hparams.sample_seed, self.device)
         labels = torch.arange(n, device=self.device).repeat_interleave(cols)
         return [("class_samples", self(z.repeat(n, 1), labels), cols)]
-
-    def predict_step(self, batch: Tensor, batch_idx: int) -> dict[str, Any]:
-        classes = self.default_labels(batch)
-        return {"images": self.sample(batch), "index": batch, "names": class_file_names(batch, classes), "labels": classes}

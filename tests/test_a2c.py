@@ -8,17 +8,19 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from datamodules import DataError, GymEnv
 from lightning_gen import A2C
-from lightning_gen.a2c import (
+from lightning_gen.core.checks import ConfigError
+from lightning_gen.core.protocols import RolloutTechnique
+from lightning_gen.losses import (
     a2c_loss,
     categorical_entropy,
     gae_advantages,
     gaussian_entropy,
     gaussian_log_prob,
 )
-from lightning_gen.core.checks import ConfigError
 from tests.conftest import QUIET, ROOT, run_cli
 
 TINY = str(ROOT / "configs" / "a2c" / "tiny.yaml")
@@ -269,6 +271,23 @@ def test_linear_schedule_decays_the_learning_rate_to_zero(tmp_path):
     model = A2C(lr=1e-3, lr_schedule="linear", env_steps_per_epoch=80, eval_episodes=1)  # 4 updates per epoch
     trainer(tmp_path, max_epochs=2, limit_val_batches=0, callbacks=[Record()]).fit(model, GymEnv(num_envs=4))
     assert lrs == pytest.approx([1e-3 * (1 - k / 8) for k in range(1, 9)])
+    assert isinstance(model, RolloutTechnique) and model.updates_per_epoch == 4
+
+    # the schedule is a Lightning scheduler, saved in the checkpoint: a run stopped after its first epoch and
+    # resumed goes on where it was
+    class StopAfterFirstEpoch(L.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            trainer.should_stop = True
+
+    first = A2C(lr=1e-3, lr_schedule="linear", env_steps_per_epoch=80, eval_episodes=1)
+    saved = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    trainer(tmp_path, max_epochs=2, limit_val_batches=0, enable_checkpointing=True,
+            callbacks=[StopAfterFirstEpoch(), saved]).fit(first, GymEnv(num_envs=4))
+    lrs.clear()
+    trainer(tmp_path, max_epochs=2, limit_val_batches=0, callbacks=[Record()]).fit(
+        A2C(lr=1e-3, lr_schedule="linear", env_steps_per_epoch=80, eval_episodes=1), GymEnv(num_envs=4),
+        ckpt_path=saved.last_model_path)
+    assert lrs == pytest.approx([1e-3 * (1 - k / 8) for k in range(5, 9)])
 
 
 @pytest.mark.skipif(__import__("importlib").util.find_spec("moviepy") is None, reason="needs the video extra")

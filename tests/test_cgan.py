@@ -7,6 +7,7 @@ import torch
 from datamodules import Digits, ImageFolder
 from lightning_gen import CGAN
 from lightning_gen.core.checks import ConfigError
+from lightning_gen.core.sampling import fixed_noise
 from tests.conftest import QUIET, ROOT, run_cli
 from tests.helpers import fp16_on_cpu
 
@@ -24,7 +25,9 @@ def trainer(tmp_path, **kwargs) -> L.Trainer:
 @pytest.mark.parametrize("conditioning", ["projection", "concat"])
 def test_both_networks_see_the_class(conditioning):
     torch.manual_seed(0)
-    model = CGAN(**SMALL, d_conditioning=conditioning).eval()
+    model = CGAN(**SMALL, d_conditioning=conditioning)
+    model.configure_model()  # the networks are built lazily, here from num_classes and image_shape
+    model.eval()
     z = torch.randn(4, 8)
     a, b = model.generate(z, torch.zeros(4, dtype=torch.long)), model.generate(z, torch.full((4,), 3))
     assert a.shape == (4, 1, 8, 8) and not torch.allclose(a, b)
@@ -35,7 +38,9 @@ def test_both_networks_see_the_class(conditioning):
 
 def test_projection_adds_the_inner_product_with_the_class_embedding():
     torch.manual_seed(0)
-    model = CGAN(**SMALL).eval()
+    model = CGAN(**SMALL)
+    model.configure_model()
+    model.eval()
     x, y = torch.rand(3, 1, 8, 8), torch.tensor([1, 4, 7])
     features = model.discriminator.net.features(x)
     unconditional = model.discriminator.net.head(features).flatten()
@@ -45,11 +50,12 @@ def test_projection_adds_the_inner_product_with_the_class_embedding():
 
 def test_sample_grid_has_one_row_per_class():
     model = CGAN(**{**SMALL, "num_samples": 30})
+    model.configure_model()
     images, per_row = model.sample_grid()
     assert per_row == 3 and images.shape == (30, 1, 8, 8)
     # grid cell (row r, column c) shows sample index c * N + r, whose class is r: row 7, column 1 is index 17
     model.generator.eval()
-    expected = model.generate(model.fixed_noise(torch.tensor([17])), torch.tensor([7]))
+    expected = model.generate(fixed_noise(torch.tensor([17]), 8, model.hparams.sample_seed), torch.tensor([7]))
     assert torch.allclose(images[7 * 3 + 1], expected[0], atol=1e-6)
     assert torch.equal(model.default_labels(torch.arange(12)), torch.arange(12) % 10)
     chosen = CGAN(**SMALL, sample_classes=[2, 5])
@@ -95,3 +101,19 @@ def test_cgan_tiny_config_fit_and_predict_chosen_classes(tmp_path):
     assert pred.returncode == 0, pred.stderr[-3000:]
     written = sorted(p.name for p in (tmp_path / "out" / "predictions").glob("0*.png"))
     assert written == [f"{i:05d}_class4.png" for i in range(6)]
+
+
+def test_cgan_builds_lazily_and_loads_without_data(tmp_path):
+    # the classes come from the datamodule at fit, are stored in the hyperparameters, and rebuild the networks of a
+    # checkpoint without any data
+    model = CGAN(latent_dim=8, g_features=4, d_features=4, num_samples=20)
+    assert not model.networks_built
+    t = trainer(tmp_path, limit_val_batches=0)
+    t.fit(model, Digits(batch_size=32))
+    assert model.networks_built and model.hparams.num_classes == 10 and model.hparams.image_shape == (1, 8, 8)
+    t.save_checkpoint(tmp_path / "cgan.ckpt")
+    loaded = CGAN.load_from_checkpoint(tmp_path / "cgan.ckpt")
+    assert loaded.networks_built
+    assert torch.equal(loaded.sample(torch.arange(4)), model.sample(torch.arange(4)))
+    with pytest.raises(ConfigError, match="needs the number of classes"):
+        CGAN(latent_dim=8, image_shape=(1, 8, 8)).configure_model()

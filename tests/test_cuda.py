@@ -8,7 +8,7 @@ import torch
 
 from datamodules import Digits, PairedImages, SemiSupervised
 from lightning_gen import CGAN, CVAE, DCGAN, VAE, Classifier, Pix2Pix, SGAN
-from lightning_gen.callbacks import GeneratorEMA
+from lightning_gen.callbacks import EMA
 from tests.test_pix2pix import SMALL as PIX2PIX_SMALL
 from tests.test_pix2pix import make_pairs
 
@@ -49,7 +49,7 @@ def test_trains_and_evaluates_on_cuda(tmp_path, name, precision):
     L.seed_everything(0)
     model, data = CASES[name](tmp_path)
     probe = OnDevice()
-    callbacks = [probe] + ([GeneratorEMA()] if name in ("dcgan", "cgan") else [])
+    callbacks = [probe] + ([EMA()] if name in ("dcgan", "cgan") else [])
     t = L.Trainer(accelerator="gpu", devices=1, precision=precision, max_epochs=2, limit_train_batches=4,
                   limit_val_batches=2, limit_test_batches=2, logger=False, enable_checkpointing=False,
                   enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,

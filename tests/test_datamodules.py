@@ -162,3 +162,86 @@ def test_real_cifar10_birds_image_folder():
     assert len(dm.train_set) + len(dm.val_set) == 5000 and dm.image_shape == (3, 32, 32)
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (16, 3, 32, 32) and torch.all(y == 0)
+
+
+# ---- paired folders: a file of another size is refused in setup, from the headers --------------------------------
+def make_aligned(folder, n=4, size=(32, 16)):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.new("RGB", size, (i * 50, 0, 0)).save(folder / f"{i}.png")
+    return folder
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_paired_folder_refuses_a_file_of_another_size_before_training(tmp_path, monkeypatch, verify):
+    from PIL import ImageFile
+
+    from datamodules import PairedImages
+
+    make_aligned(tmp_path / "pairs" / "train")
+    Image.new("RGB", (30, 30)).save(tmp_path / "pairs" / "train" / "photo.png")  # a photo, not an A | B pair
+    dm = PairedImages(root=str(tmp_path / "pairs"), load_size=18, crop_size=16, batch_size=2, verify=verify)
+
+    def no_decoding(self):
+        raise AssertionError("decoded the pixels")
+
+    if not verify:  # the check reads the headers only
+        monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    with pytest.raises(DataError) as err:
+        dm.setup("fit")
+    message = str(err.value)
+    assert "photo.png is 30x30" in message and "are 32x16 (4 of 5 files)" in message
+    assert "each half 16x16" in message and "remove it, or replace it with a 32x16 file" in message
+
+
+def test_paired_folders_layout_refuses_a_pair_of_another_size(tmp_path):
+    from datamodules import PairedImages
+
+    for side in ("A", "B"):
+        make_aligned(tmp_path / "pairs" / "train" / side, size=(16, 16))
+        Image.new("RGB", (20, 20)).save(tmp_path / "pairs" / "train" / side / "big.png")
+    with pytest.raises(DataError, match=r"big\.png is 20x20, but the pairs in .* are 16x16.*resize both of its images"):
+        PairedImages(root=str(tmp_path / "pairs"), layout="folders", load_size=18, crop_size=16, batch_size=2,
+                     verify=False).setup("fit")
+
+
+def test_real_facades_pass_the_size_check_and_targets_are_the_reference():
+    from datamodules import PairedImages
+
+    root = shared_data("facades")
+    dm = PairedImages(root=str(root), direction="BtoA", load_size=36, crop_size=32, batch_size=4, verify=False)
+    dm.setup("fit")
+    assert len(dm.train_set) == 400 and len(dm.val_set) == 100 and dm.input_channels == 3
+    torch.manual_seed(0)
+    x, y = dm.train_set[0]
+    assert x.shape == y.shape == (3, 32, 32)
+    torch.manual_seed(0)  # the same jitter draw
+    assert torch.equal(dm.reference_set[0], y)  # sample quality compares with the targets (photos), not the inputs
+
+
+# ---- options shared by the image datamodules -----------------------------------------------------------------------
+def test_multiprocessing_context_is_checked_and_reaches_the_loaders():
+    import multiprocessing
+
+    with pytest.raises(DataError, match="multiprocessing_context='threads' is not available"):
+        Digits(multiprocessing_context="threads")
+    dm = Digits(batch_size=8, num_workers=1, multiprocessing_context="spawn")
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    assert loader.multiprocessing_context is multiprocessing.get_context("spawn") and loader.persistent_workers
+    plain = Digits(batch_size=8, multiprocessing_context="spawn")  # no workers: the context is not passed on
+    plain.setup("fit")
+    assert plain.train_dataloader().multiprocessing_context is None
+
+
+def test_transforms_are_torchvision_v2_and_picklable():
+    import pickle
+
+    from torchvision.transforms import v2
+
+    for size, channels in ((None, 1), (8, 3), (None, None)):
+        transform = to_signed_tensor(size, channels)
+        assert isinstance(transform, v2.Compose)
+        again = pickle.loads(pickle.dumps(transform))
+        image = Image.new("RGB", (10, 12), (255, 0, 0))
+        assert torch.equal(again(image), transform(image))

@@ -1,4 +1,4 @@
-"""Sample-quality metrics (Frechet distance, KID, class accuracy) and the generator EMA."""
+"""Sample-quality metrics (Frechet distance, KID, class accuracy) and the EMA callback."""
 
 import lightning as L
 import pytest
@@ -6,7 +6,7 @@ import torch
 
 from datamodules import Digits
 from lightning_gen import CGAN, DCGAN, Classifier
-from lightning_gen.callbacks import GeneratorEMA
+from lightning_gen.callbacks import EMA, GeneratorEMA
 from lightning_gen.core.checks import ConfigError
 from lightning_gen.metrics import SampleQuality, frechet_distance, kernel_distance
 from tests.conftest import QUIET, ROOT, run_cli
@@ -191,49 +191,80 @@ def test_ddp_gives_the_same_fid_as_one_process(tmp_path, digits_classifier):
     assert values[0] == pytest.approx(values[1], rel=1e-4)
 
 
-# ---- generator EMA ---------------------------------------------------------------------------------------------------
+# ---- the EMA callback (one network's weight average) ------------------------------------------------------------------
 class RecordGenerator(L.Callback):
+    """The generator's parameters and batch-norm buffers after every training batch."""
+
     def __init__(self):
-        self.history = []
+        self.history, self.buffers = [], []
 
     def on_train_batch_end(self, trainer, pl_module, *args):
         self.history.append([p.detach().clone() for p in pl_module.generator.parameters()])
+        self.buffers.append({k: v.detach().clone() for k, v in pl_module.generator.named_buffers()})
 
 
-def test_ema_weights_equal_the_running_average(tmp_path):
+def fit_with_ema(tmp_path, ema, batches):
     L.seed_everything(0)
-    record, ema = RecordGenerator(), GeneratorEMA(decay=0.8)
-    model = DCGAN(**SMALL)
-    trainer(tmp_path, limit_train_batches=5, limit_val_batches=0, callbacks=[record, ema]).fit(model, Digits(batch_size=32))
-    expected = record.history[0]  # the first update copies
-    for weights in record.history[1:]:
+    record, model = RecordGenerator(), DCGAN(**SMALL)
+    trainer(tmp_path, limit_train_batches=batches, limit_val_batches=0, callbacks=[record, ema]).fit(
+        model, Digits(batch_size=32))
+    return record, model
+
+
+@pytest.mark.parametrize("start_step", [0, 2])
+def test_ema_weights_equal_the_running_average(tmp_path, start_step):
+    record, model = fit_with_ema(tmp_path, ema := EMA(decay=0.8, start_step=start_step), batches=6)
+    expected = record.history[start_step]  # the first start_step + 1 updates copy
+    for weights in record.history[start_step + 1:]:
         expected = [0.8 * e + 0.2 * w for e, w in zip(expected, weights)]
     for got, want in zip(ema.ema.parameters(), expected):
         assert torch.allclose(got, want, atol=1e-6)
-    assert ema.num_updates == 5
+    assert ema.num_updates == 6
     assert not torch.allclose(next(ema.ema.parameters()), next(model.generator.parameters()))  # it lags behind
     assert all(not p.requires_grad for p in ema.ema.parameters())
 
 
-def test_bias_corrected_ema_is_the_decay_weighted_mean_of_all_weights(tmp_path):
-    # sum_k d^(n-k) w_k / sum_k d^(n-k): with d close to 1 every update so far counts about equally, unlike a plain
-    # EMA started from the first weights, which would stay within about 1 - d^n of them
-    L.seed_everything(0)
+@pytest.mark.parametrize("start_step", [0, 2])
+def test_bias_corrected_ema_is_the_decay_weighted_mean_of_all_weights(tmp_path, start_step):
+    # sum_k d^(n-k) w_k / sum_k d^(n-k) over the weights since the last copy: with d close to 1 every update so far
+    # counts about equally, unlike a plain EMA started from the first weights, which would stay within about 1 - d^n
+    # of them
     decay = 0.9
-    record, ema = RecordGenerator(), GeneratorEMA(decay=decay, bias_correction=True)
-    model = DCGAN(**SMALL)
-    trainer(tmp_path, limit_train_batches=6, limit_val_batches=0, callbacks=[record, ema]).fit(model, Digits(batch_size=32))
-    n = len(record.history)
+    record, _ = fit_with_ema(tmp_path, ema := EMA(decay=decay, bias_correction=True, start_step=start_step), 6)
+    history = record.history[start_step:]  # the copies count as one: the last of them
+    n = len(history)
     weights = [decay ** (n - 1 - k) for k in range(n)]
     for i, got in enumerate(ema.ema.parameters()):
-        want = sum(w * h[i] for w, h in zip(weights, record.history)) / sum(weights)
+        want = sum(w * h[i] for w, h in zip(weights, history)) / sum(weights)
         assert torch.allclose(got, want, atol=1e-6)
-    assert ema.num_updates == n == 6
+    assert ema.num_updates == len(record.history) == 6
+
+
+def test_ema_averages_or_copies_the_batch_norm_statistics(tmp_path):
+    # `average`: the running statistics of the average are the EMA of the live ones after every batch (the first
+    # copied); `copy`: they are the live network's. The batch counters are copied either way.
+    record, model = fit_with_ema(tmp_path, averaged := EMA(decay=0.7), batches=4)
+    names = [k for k in record.buffers[0] if k.endswith(("running_mean", "running_var"))]
+    assert names
+    ema_buffers = dict(averaged.ema.named_buffers())
+    for name in names:
+        want = record.buffers[0][name]
+        for step in record.buffers[1:]:
+            want = 0.7 * want + 0.3 * step[name]
+        assert torch.allclose(ema_buffers[name], want, atol=1e-6), name
+        assert not torch.allclose(ema_buffers[name], record.buffers[-1][name], atol=1e-6)  # not the live ones
+    for name, value in model.generator.named_buffers():
+        if name.endswith("num_batches_tracked"):
+            assert torch.equal(ema_buffers[name], value)
+    record, model = fit_with_ema(tmp_path, copied := EMA(decay=0.7, buffers="copy"), batches=4)
+    live = dict(model.generator.named_buffers())
+    for name, value in copied.ema.named_buffers():
+        assert torch.equal(value, live[name]), name
 
 
 def test_ema_is_used_in_evaluation_and_checkpoints_keep_both(tmp_path):
     L.seed_everything(0)
-    ema = GeneratorEMA(decay=0.9)
+    ema = EMA(decay=0.9)
 
     class Probe(L.Callback):
         def on_validation_epoch_end(self, trainer, pl_module):
@@ -253,19 +284,24 @@ def test_ema_is_used_in_evaluation_and_checkpoints_keep_both(tmp_path):
     assert ckpt["callbacks"][ema.state_key]["num_updates"] == 4 and "attribute" in ema.state_key
     assert (tmp_path / "samples" / "samples_ema_epoch0000.png").is_file()
     # resumed: the average continues from the checkpoint's
-    resumed = GeneratorEMA(decay=0.9)
+    resumed = EMA(decay=0.9)
     trainer(tmp_path, max_epochs=2, limit_train_batches=4, callbacks=[resumed]).fit(
         DCGAN(**SMALL), Digits(batch_size=32), ckpt_path=str(ckpt_path))
     assert resumed.num_updates == 8
 
 
+def averaged_weights(state: dict) -> dict:
+    """The averaged network's state dict from an `EMA` checkpoint state (AveragedModel keeps it under `module.`)."""
+    return {k.removeprefix("module."): v for k, v in state["averaged"].items() if k.startswith("module.")}
+
+
 def test_ema_predict_from_checkpoint_uses_the_average(tmp_path):
     config = str(ROOT / "configs" / "dcgan" / "tiny.yaml")
     base = ["--config", config, "--trainer.logger", "false", "--trainer.default_root_dir", "out",
-            "--trainer.callbacks+=lightning_gen.callbacks.GeneratorEMA", "--trainer.callbacks.decay=0.5", *QUIET]
+            "--trainer.callbacks+=lightning_gen.callbacks.EMA", "--trainer.callbacks.decay=0.5", *QUIET]
     assert run_cli(["fit", *base], tmp_path).returncode == 0
     ckpt = torch.load(tmp_path / "out" / "checkpoints" / "last.ckpt", weights_only=False)
-    ema_state = ckpt["callbacks"][GeneratorEMA(decay=0.5).state_key]["ema"]
+    ema_state = averaged_weights(ckpt["callbacks"][EMA(decay=0.5).state_key])
     model = DCGAN.load_from_checkpoint(tmp_path / "out" / "checkpoints" / "last.ckpt")
     model.generator.load_state_dict(ema_state)
     expected = model.sample(torch.arange(2))
@@ -279,6 +315,42 @@ def test_ema_predict_from_checkpoint_uses_the_average(tmp_path):
     assert (written.int() - want.int()).abs().max() <= 1
 
 
+def test_deprecated_generator_ema_warns_and_loads_its_old_checkpoints(tmp_path):
+    with pytest.warns(DeprecationWarning, match="renamed EMA"):
+        old = GeneratorEMA(decay=0.9)
+    assert isinstance(old, EMA)
+    # a checkpoint as release 0.1's GeneratorEMA wrote it: the averaged network's state dict and the update count
+    L.seed_everything(0)
+    model = DCGAN(**SMALL)
+    t = trainer(tmp_path, limit_train_batches=3, limit_val_batches=0, callbacks=[EMA(decay=0.9)])
+    t.fit(model, Digits(batch_size=32))
+    ckpt_path = tmp_path / "old.ckpt"
+    t.save_checkpoint(ckpt_path)
+    ckpt = torch.load(ckpt_path, weights_only=False)
+    torch.manual_seed(1)
+    averaged = {k: v + 0.01 * torch.randn_like(v) if v.is_floating_point() else v
+                for k, v in model.generator.state_dict().items()}  # unlike the live weights
+    ckpt["callbacks"] = {"GeneratorEMA{'attribute': 'generator'}": {"ema": averaged, "num_updates": 7}}
+    torch.save(ckpt, ckpt_path)
+    assert old.state_key == "GeneratorEMA{'attribute': 'generator'}"
+
+    class Probe(L.Callback):
+        def on_validation_epoch_end(self, trainer, pl_module):
+            self.seen = {k: v.detach().clone() for k, v in pl_module.generator.state_dict().items()}
+
+    probe = Probe()
+    trainer(tmp_path, limit_val_batches=1, callbacks=[old, probe]).validate(DCGAN(**SMALL), Digits(batch_size=32),
+                                                                          ckpt_path=str(ckpt_path), verbose=False)
+    assert all(torch.equal(probe.seen[k], v) for k, v in averaged.items())  # evaluated with the old average
+    assert old.num_updates == 7
+    # and a resumed run continues that average
+    with pytest.warns(DeprecationWarning):
+        resumed = GeneratorEMA(decay=0.9)
+    trainer(tmp_path, max_epochs=2, limit_train_batches=3, limit_val_batches=0, callbacks=[resumed]).fit(
+        DCGAN(**SMALL), Digits(batch_size=32), ckpt_path=str(ckpt_path))
+    assert resumed.num_updates == 7 + 3 and int(resumed.averaged.n_averaged) == 7 + 3
+
+
 def test_ema_names_a_missing_network(tmp_path):
     with pytest.raises(ConfigError, match="has no network `gen`"):
-        trainer(tmp_path, callbacks=[GeneratorEMA(attribute="gen")]).fit(DCGAN(**SMALL), Digits(batch_size=32))
+        trainer(tmp_path, callbacks=[EMA(attribute="gen")]).fit(DCGAN(**SMALL), Digits(batch_size=32))

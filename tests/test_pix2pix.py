@@ -12,9 +12,9 @@ from datamodules import DataError, PairedImages
 from datamodules.paired import joint_transform
 from lightning_gen import Pix2Pix
 from lightning_gen.core.checks import ConfigError
+from lightning_gen.core.technique import batch_statistics
 from lightning_gen.losses import generator_loss, pix2pix_generator_loss
 from lightning_gen.nn import PatchGAN, UNet, unet_depth
-from lightning_gen.pix2pix import batch_statistics
 from tests.conftest import QUIET, ROOT, run_cli, shared_data
 from tests.helpers import fp16_on_cpu
 
@@ -173,7 +173,9 @@ def test_paired_data_errors_name_the_problem(tmp_path):
 # ---- the module ------------------------------------------------------------------------------------------------
 def test_batch_statistics_leave_running_statistics_alone_and_keep_dropout_on():
     torch.manual_seed(0)
-    model = Pix2Pix(**SMALL, input_channels=3, image_shape=(3, 256, 256)).eval()  # 256: dropout at depths 4-6
+    model = Pix2Pix(**SMALL, input_channels=3, image_shape=(3, 256, 256))  # 256: dropout at depths 4-6
+    model.configure_model()  # the networks, from the shapes given
+    model.eval()
     before = {k: v.clone() for k, v in model.generator.state_dict().items()}
     x = torch.randn(2, 3, 256, 256)
     with torch.no_grad():
@@ -189,12 +191,35 @@ def test_batch_statistics_leave_running_statistics_alone_and_keep_dropout_on():
         assert model.generator.training
 
 
-def test_learning_rate_is_constant_then_decays_linearly(tmp_path):
+class LearningRates(L.Callback):
+    """Records the learning rates of both optimizers that each training epoch runs with."""
+
+    def __init__(self) -> None:
+        self.seen: dict[int, list[float]] = {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.seen[trainer.current_epoch] = [opt.param_groups[0]["lr"] for opt in trainer.optimizers]
+
+
+def test_learning_rate_is_constant_then_decays_linearly_also_after_a_resume(tmp_path):
     model = Pix2Pix(**{**SMALL, "constant_epochs": 2, "decay_epochs": 2})
     assert [model.lr_factor(e) for e in range(4)] == pytest.approx([1, 1, 2 / 3, 1 / 3])
-    t = trainer(tmp_path, max_epochs=4, limit_train_batches=1, limit_val_batches=0)
-    t.fit(model, paired(make_pairs(tmp_path)))
-    assert [opt.param_groups[0]["lr"] for opt in t.optimizers] == pytest.approx([2e-4 / 3] * 2)
+    # the paper's schedule: epoch e (0-based) runs at lr * (1 - max(0, e + 1 - constant) / (decay + 1))
+    expected = [[2e-4 * (1 - max(0, e + 1 - 2) / 3)] * 2 for e in range(4)]
+    dm = paired(make_pairs(tmp_path))
+    lrs = LearningRates()
+    trainer(tmp_path, max_epochs=4, limit_train_batches=1, limit_val_batches=0, callbacks=[lrs]).fit(model, dm)
+    assert [lrs.seen[e] for e in range(4)] == [pytest.approx(lr) for lr in expected]
+    assert lrs.seen[3] == pytest.approx([2e-4 / 3] * 2)
+    # stopped after 2 epochs (checkpoint at the end of the validation) and resumed: the same rates
+    first = trainer(tmp_path / "a", max_epochs=2, limit_train_batches=1, limit_val_batches=1,
+                    enable_checkpointing=True)
+    first.fit(Pix2Pix(**{**SMALL, "constant_epochs": 2, "decay_epochs": 2}), dm)
+    lrs = LearningRates()
+    resumed = trainer(tmp_path / "b", max_epochs=4, limit_train_batches=1, limit_val_batches=1, callbacks=[lrs])
+    resumed.fit(Pix2Pix(**{**SMALL, "constant_epochs": 2, "decay_epochs": 2}), dm,
+                ckpt_path=first.checkpoint_callback.best_model_path)
+    assert sorted(lrs.seen) == [2, 3] and [lrs.seen[e] for e in (2, 3)] == [pytest.approx(lr) for lr in expected[2:]]
 
 
 def test_pix2pix_learns_a_translation(tmp_path):
@@ -224,8 +249,8 @@ def test_pix2pix_trains_under_each_precision(tmp_path, precision):
 
 
 def test_too_small_images_for_the_patchgan_are_refused():
-    with pytest.raises(ConfigError, match="70x70 PatchGAN needs images of at least 24 pixels.*smaller `receptive_field`"):
-        Pix2Pix(receptive_field=70, input_channels=3, image_shape=(3, 16, 16))
+    with pytest.raises(ConfigError, match="70x70 PatchGAN needs images of at least 24 pixels.*smaller `receptive_fi"):
+        Pix2Pix(receptive_field=70, input_channels=3, image_shape=(3, 16, 16)).configure_model()
 
 
 def test_wrong_channels_are_refused_before_a_step(tmp_path):
@@ -273,9 +298,10 @@ def test_inception_fid_is_reported_and_kept_out_of_the_checkpoint(tmp_path, monk
     from lightning_gen.metrics import InceptionFeatures
 
     with pytest.raises(ConfigError, match="Inception v3 weights not found"):  # before any evaluation
-        trainer(tmp_path).validate(Pix2Pix(**SMALL, fid_network="inception", inception_weights=str(tmp_path / "no.pth")),
+        missing = str(tmp_path / "no.pth")
+        trainer(tmp_path).validate(Pix2Pix(**SMALL, fid_network="inception", inception_weights=missing),
                                    paired(make_pairs(tmp_path / "a")))
-    monkeypatch.setattr(module, "InceptionFeatures", lambda path: InceptionFeatures(pretrained=False))  # no weights here
+    monkeypatch.setattr(module, "InceptionFeatures", lambda path: InceptionFeatures(pretrained=False))  # no weights
     model = Pix2Pix(**SMALL, fid_network="inception")
     t = trainer(tmp_path, limit_val_batches=2)
     metrics = t.validate(model, paired(make_pairs(tmp_path / "b", n=4)), verbose=False)[0]
@@ -289,3 +315,37 @@ def test_triplet_grid_has_one_row_per_triplet(tmp_path):
     t.validate(model, paired(make_pairs(tmp_path / "data"), batch_size=1), verbose=False)
     (grid,) = (tmp_path / "samples").glob("val_triplets_*.png")
     assert Image.open(grid).size == (3 * 34 + 2, 3 * 34 + 2)  # 3 x 3 tiles of 16 px shown at 32 px, 2 px apart
+
+
+class TinyFeatures(torch.nn.Module):
+    """A cheap stand-in for the Inception features: 3 fixed random projections of each image, the same everywhere."""
+
+    name = "tiny"
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, 3)
+        projection = torch.randn(images[0].numel(), 3, generator=torch.Generator().manual_seed(0))
+        return images.flatten(1).float() @ projection.to(images.device)
+
+
+class TinyFeaturesPix2Pix(Pix2Pix):
+    """Pix2Pix whose Frechet distance is on `TinyFeatures` (random Inception weights would take minutes on a CPU)."""
+
+    def setup(self, stage: str) -> None:
+        if self.hparams.fid_network == "inception" and not self._fid:
+            self._fid.append(TinyFeatures())
+
+
+def test_ddp_validation_counts_each_pair_once(tmp_path):
+    # 5 pairs on 2 processes: the sampler pads them to 6 by repeating pair 0, which process 1 gets alone in its last
+    # batch; left out, every figure equals one process's, the Frechet distance's features included (batch norm on
+    # running statistics, so a pair's output does not depend on its batch)
+    L.seed_everything(0)
+    model = TinyFeaturesPix2Pix(**{**SMALL, "test_time": "eval", "fid_network": "inception"})
+    dm = paired(make_pairs(tmp_path, n=5), load_size=16)
+    runs = {}
+    for devices, strategy in ((1, "auto"), (2, "ddp_spawn")):
+        t = trainer(tmp_path, devices=devices, strategy=strategy, limit_val_batches=None)
+        runs[devices] = t.validate(model, dm, verbose=False)[0]
+    assert set(runs[1]) == {"val/l1", "val/psnr", "val/ssim", "val/tiny_fid"}
+    for key, value in runs[1].items():
+        assert runs[2][key] == pytest.approx(value, rel=1e-5), (key, runs)

@@ -192,7 +192,9 @@ def test_data_dependent_init_standardises_every_layer_with_its_noise():
 
 @pytest.mark.parametrize("fake_logit, outputs", [("zero", 10), ("learned", 11)])
 def test_sgan_discriminator_has_n_plus_one_logits(fake_logit, outputs):
-    model = SGAN(**SMALL, fake_logit=fake_logit, num_classes=10, image_shape=(1, 8, 8)).eval()
+    model = SGAN(**SMALL, fake_logit=fake_logit, num_classes=10, image_shape=(1, 8, 8))
+    model.configure_model()  # the networks are built lazily, here from num_classes and image_shape
+    model.eval()
     x = torch.randn(4, 1, 8, 8)
     logits, features = model.logits_and_features(x)
     assert logits.shape == (4, 11) and features.shape == (4, 128)
@@ -230,6 +232,60 @@ def test_sgan_needs_semi_supervised_data(tmp_path):
         trainer(tmp_path).fit(SGAN(**SMALL), Digits(batch_size=32))
 
 
+class RecordLearningRates(L.Callback):
+    """The learning rate of each optimizer during each training epoch, by epoch."""
+
+    def __init__(self):
+        self.lrs = {}
+
+    def on_train_batch_start(self, trainer, pl_module, *args):
+        self.lrs[trainer.current_epoch] = [opt.param_groups[0]["lr"] for opt in trainer.optimizers]
+
+
+def test_linear_decay_is_the_sgan_formula():
+    from lightning_gen.core.technique import LinearDecay
+
+    for decay_epochs in (1, 3, 10):
+        decay = LinearDecay(0, decay_epochs, offset=0)
+        for epoch in range(2 * decay_epochs + 2):  # past the end of the decay too
+            assert decay(epoch) == pytest.approx(max(0.0, 1.0 - epoch / decay_epochs), abs=1e-12)
+
+
+def test_sgan_lr_decay_per_epoch_and_after_resume(tmp_path):
+    # epoch e trains at lr * max(0, 1 - e / lr_decay_epochs); a resumed run continues the schedule
+    def expected(epoch):
+        return [lr * max(0.0, 1.0 - epoch / 3) for lr in (2e-3, 1e-3)]
+
+    options = dict(**SMALL, lr_g=2e-3, lr_d=1e-3, lr_decay_epochs=3)
+    record = RecordLearningRates()
+    t = trainer(tmp_path, max_epochs=2, limit_train_batches=1, limit_val_batches=0, callbacks=[record])
+    t.fit(SGAN(**options), semi())
+    t.save_checkpoint(tmp_path / "epoch1.ckpt")
+    resumed = RecordLearningRates()
+    trainer(tmp_path, max_epochs=5, limit_train_batches=1, limit_val_batches=0, callbacks=[resumed]).fit(
+        SGAN(**options), semi(), ckpt_path=str(tmp_path / "epoch1.ckpt"))
+    lrs = {**record.lrs, **resumed.lrs}
+    assert sorted(record.lrs) == [0, 1] and sorted(resumed.lrs) == [2, 3, 4]
+    for epoch, got in lrs.items():
+        assert got == pytest.approx(expected(epoch), abs=1e-12), epoch
+    assert lrs[3] == lrs[4] == [0.0, 0.0]
+
+
+def test_sgan_builds_lazily_and_loads_without_data(tmp_path):
+    model = SGAN(**SMALL)
+    assert not model.networks_built
+    t = trainer(tmp_path, limit_val_batches=0)
+    t.fit(model, semi())
+    assert model.hparams.num_classes == 10 and model.hparams.image_shape == (1, 8, 8)
+    t.save_checkpoint(tmp_path / "sgan.ckpt")
+    loaded = SGAN.load_from_checkpoint(tmp_path / "sgan.ckpt")
+    x = torch.randn(3, 1, 8, 8)
+    model.eval()
+    loaded.eval()
+    assert torch.equal(loaded(x), model(x))
+    assert torch.equal(loaded.sample(torch.arange(3)), model.sample(torch.arange(3)))
+
+
 def test_sgan_tiny_config_fit_test_predict(tmp_path):
     args = ["--config", TINY_SGAN, "--trainer.logger", "false", "--trainer.default_root_dir", "out", *QUIET]
     fit = run_cli(["fit", *args], tmp_path)
@@ -259,6 +315,13 @@ def test_classifier_learns_digits_and_loads_by_path(tmp_path, arch):
     model.eval()
     assert torch.allclose(loaded(x), model(x), atol=1e-5)
     assert not any(p.requires_grad for p in loaded.parameters())
+
+
+def test_classifier_lr_decay_per_epoch(tmp_path):
+    record = RecordLearningRates()
+    trainer(tmp_path, max_epochs=3, limit_train_batches=1, limit_val_batches=0, callbacks=[record]).fit(
+        Classifier(lr=2e-3, lr_decay=0.5), Digits(batch_size=32))
+    assert record.lrs == {e: [pytest.approx(2e-3 * 0.5**e, abs=1e-12)] for e in range(3)}
 
 
 def test_classifier_on_the_same_labels_as_sgan(tmp_path):

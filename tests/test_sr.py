@@ -11,10 +11,16 @@ from datamodules import DataError, SuperResolution
 from datamodules.super_resolution import RandomCrops, degrade, modcrop
 from lightning_gen import SRCNN, SRGAN, SRResNet
 from lightning_gen.core.checks import ConfigError
+from lightning_gen.metrics.sr import SRMetrics, rgb_to_y
 from lightning_gen.nn.sr import SRDiscriminator
 from lightning_gen.nn.sr import SRResNet as SRResNetNet
-from lightning_gen.metrics.sr import SRMetrics, rgb_to_y
 from tests.conftest import QUIET, ROOT, run_cli, shared_data
+
+
+def built(model):
+    """`model` with its networks built from its hyperparameters (what a trainer or `load_from_checkpoint` does)."""
+    model.configure_model()
+    return model
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])
@@ -38,7 +44,9 @@ def test_residual_generator_starts_as_bicubic_and_learns_a_correction():
 
 
 def test_srcnn_keeps_the_size_and_discriminator_takes_any_crop():
-    assert SRCNN(scale=3, features=(8, 4))(torch.rand(1, 3, 19, 23)).shape == (1, 3, 19, 23)
+    srcnn = SRCNN(scale=3, features=(8, 4))
+    srcnn.configure_model()  # the network, from the hyperparameters
+    assert srcnn(torch.rand(1, 3, 19, 23)).shape == (1, 3, 19, 23)
     d = SRDiscriminator(channels=4)
     assert d(torch.rand(2, 3, 32, 32)).shape == (2,) and d(torch.rand(2, 3, 96, 80)).shape == (2,)
 
@@ -149,25 +157,25 @@ def test_bad_settings_are_refused_before_training(tmp_path):
     data = SuperResolution(root=str(tmp_path / "nowhere"), scale=4, crop_size=32)
     with pytest.raises(DataError, match="does not exist"):
         data.setup("fit")
-    srresnet = SRResNet(scale=4, channels=4, num_blocks=1)
+    srresnet = built(SRResNet(scale=4, channels=4, num_blocks=1))
     ckpt = tmp_path / "x4.ckpt"
     torch.save({"state_dict": {f"generator.{k}": v for k, v in srresnet.generator.state_dict().items()}}, ckpt)
-    gan = SRGAN(scale=2, channels=4, num_blocks=1, backbone="mobilenet_v1", weights="random")
+    gan = built(SRGAN(scale=2, channels=4, num_blocks=1, backbone="mobilenet_v1", weights="random"))
     with pytest.raises(ConfigError, match="does not fit this generator"):
         gan.load_generator(str(ckpt))
     with pytest.raises(ConfigError, match="not layers of mobilenet_v1"):
         SRGAN(backbone="mobilenet_v1", weights="random", content_layer="relu5_4")
-    residual = SRResNet(scale=4, channels=4, num_blocks=1, residual=True)
+    residual = built(SRResNet(scale=4, channels=4, num_blocks=1, residual=True))
     torch.save({"state_dict": {f"generator.{k}": v for k, v in residual.generator.state_dict().items()},
                 "hyper_parameters": dict(residual.hparams)}, ckpt)
-    gan = SRGAN(scale=4, channels=4, num_blocks=1, backbone="mobilenet_v1", weights="random")
+    gan = built(SRGAN(scale=4, channels=4, num_blocks=1, backbone="mobilenet_v1", weights="random"))
     with pytest.raises(ConfigError, match="residual=True but this model has residual=False; set --model.residual true"):
         gan.load_generator(str(ckpt))
 
 
 def test_a_checkpoint_of_the_other_residual_setting_is_refused():
     # the bicubic skip has no weights: without the check an old checkpoint would load and give wrong images
-    plain = SRResNet(scale=4, channels=4, num_blocks=1)
+    plain = built(SRResNet(scale=4, channels=4, num_blocks=1))
     checkpoint = {"state_dict": plain.state_dict(), "hyper_parameters": dict(plain.hparams)}
     with pytest.raises(ConfigError, match="residual=False but this model has residual=True"):
         SRResNet(scale=4, channels=4, num_blocks=1, residual=True).on_load_checkpoint(checkpoint)
@@ -178,10 +186,10 @@ def test_a_checkpoint_of_the_other_residual_setting_is_refused():
 
 
 def test_srgan_starts_from_the_srresnet_checkpoint(tmp_path):
-    srresnet = SRResNet(scale=4, channels=4, num_blocks=1)
+    srresnet = built(SRResNet(scale=4, channels=4, num_blocks=1))
     ckpt = tmp_path / "srresnet.ckpt"
     torch.save({"state_dict": {f"generator.{k}": v for k, v in srresnet.generator.state_dict().items()}}, ckpt)
-    gan = SRGAN(scale=4, channels=4, num_blocks=1, backbone="mobilenet_v1", weights="random")
+    gan = built(SRGAN(scale=4, channels=4, num_blocks=1, backbone="mobilenet_v1", weights="random"))
     gan.load_generator(str(ckpt))
     for (name, a), b in zip(gan.generator.state_dict().items(), srresnet.generator.state_dict().values()):
         assert torch.equal(a, b), name

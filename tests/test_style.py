@@ -13,8 +13,7 @@ from lightning_gen import DeepDream, FastStyleTransfer, StyleTransfer
 from lightning_gen.callbacks import same_size
 from lightning_gen.core.checks import ConfigError
 from lightning_gen.fast_style import TransformNet
-from lightning_gen.nn.features import MOBILENET_FILE, FeatureNet, layer_names, tf_same_pad
-from lightning_gen.style_transfer import perceptual_loss
+from lightning_gen.nn.features import MOBILENET_FILE, FeatureNet, layer_names, perceptual_loss, tf_same_pad
 from tests.conftest import QUIET, ROOT, run_cli, shared_data
 from tests.helpers import write_image
 
@@ -116,6 +115,7 @@ def test_style_transfer_lowers_the_loss_and_writes_the_image(tmp_path):
     data = shared_data("style")
     model = StyleTransfer(content=str(data / "content" / "chelsea.png"), style=str(data / "style" / "the_scream.jpg"),
                           image_size=64, weights=mobilenet_weights(), steps_per_epoch=15)
+    model.configure_model()  # the image being optimised (a trainer would make it itself)
     loss = perceptual_loss("mobilenet_v1", mobilenet_weights(), None, None, 1.0, 1e5, 10.0)
     loss.set_style(model.style_image)
     targets = loss.content_targets(model.content_image)
@@ -135,6 +135,7 @@ def test_style_transfer_adam_under_mixed_precision_and_lbfgs_refused(tmp_path, p
     content, style = pictures
     model = StyleTransfer(content=str(content), style=str(style), image_size=32, weights="random",
                           optimizer="adam", lr=0.05, steps_per_epoch=4)
+    model.configure_model()
     start = model.image.detach().clone()
     trainer(tmp_path, max_epochs=1, precision="bf16-mixed").fit(model)
     assert not torch.equal(model.image.detach(), start) and torch.isfinite(model.image).all()
@@ -245,6 +246,7 @@ def test_deepdream_octaves_reinject_detail(pictures):
     content, _ = pictures
     model = DeepDream(images=str(content), weights="random", layers=["conv_pw_3_relu"], octaves=3, steps=3, jitter=0,
                       step_size=0.05)
+    model.configure_model()  # the feature network (a trainer would load it itself)
     image = model.predict_dataloader().dataset[0]["image"].unsqueeze(0)
     dreamt = model.dream(image)
     one_scale = DeepDream(images=str(content), weights="random", layers=["conv_pw_3_relu"], octaves=1, steps=3,

@@ -138,6 +138,7 @@ def test_mixed_precision_trains_and_evaluates(tmp_path, precision):
         if module.training:
             dtypes.add(output.dtype)
 
+    model.configure_model()  # the networks, for the hook (a trainer would build them itself)
     model.decoder.register_forward_hook(record)
     t.fit(model, Digits(batch_size=32))
     assert dtypes == {torch.float16 if precision == "16-mixed" else torch.bfloat16}  # training ran under autocast
@@ -177,6 +178,7 @@ def test_bad_input_is_reported_before_training(tmp_path):
         VAE(beta=-1.0)
     # Bernoulli on data outside [-1, 1] -> [0, 1]: refused at the first batch, before any weight changes
     model = VAE(**SMALL, image_shape=(1, 8, 8))
+    model.configure_model()
     before = [p.detach().clone() for p in model.parameters()]
     raw = DataLoader(TensorDataset(torch.full((8, 1, 8, 8), 255.0), torch.zeros(8, dtype=torch.long)), batch_size=4)
     with pytest.raises(ConfigError, match=r"\[0, 1\]"):

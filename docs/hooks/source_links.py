@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import ast
 import importlib
+import inspect
 import logging
 import posixpath
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +38,7 @@ LINE_ANCHOR = "L"  # line n of a source page has the anchor #L-n
 
 # [text](src:path) or [text](src:path:Symbol.attr); the text may hold `code` but no brackets
 SRC_LINK = re.compile(r"\[(?P<text>[^\]\n]*)\]\(src:(?P<target>[^)\s]+)\)")
-OPTIONS_MARKER = re.compile(r"^<!--\s*options:\s*(?P<cls>[\w.]+)\s*-->[ \t]*$", re.MULTILINE)
+OPTIONS_MARKER = re.compile(r"^<!--\s*options:\s*(?P<cls>[\w.]+)(?P<own>\s+own)?\s*-->[ \t]*$", re.MULTILINE)
 INCLUDE_MARKER = re.compile(r"^<!--\s*include:\s*(?P<path>[^\s>]+)\s*-->[ \t]*$", re.MULTILINE)
 # fenced code blocks and inline code spans: src: links inside them are examples, not links
 CODE = re.compile(r"^(?P<fence>```|~~~)[^\n]*\n.*?^(?P=fence)[ \t]*$|`[^`\n]+`", re.MULTILINE | re.DOTALL)
@@ -161,22 +163,22 @@ def source_page_uri(path: str) -> str:
     return f"{SOURCE_DIR}/{path}.md"
 
 
-def _outside_code(markdown: str) -> list[tuple[int, int]]:
-    """(start, end) spans of `markdown` that are not code."""
-    spans, last = [], 0
-    for match in CODE.finditer(markdown):
-        spans.append((last, match.start()))
-        last = match.end()
-    spans.append((last, len(markdown)))
-    return spans
+def _mask_code(markdown: str) -> str:
+    """`markdown` with every code block and code span blanked out (same length, newlines kept), so that a
+    `[text](src:...)` shown as an example in code is not taken for a link, while a link whose text is code
+    (`` [`DCGAN`](src:...) ``) still is."""
+    return CODE.sub(lambda m: re.sub(r"[^\n]", "x", m.group(0)), markdown)
+
+
+def _links(markdown: str) -> list[tuple[int, int, str, str]]:
+    """(start, end, text, target) of every `src:` link outside code."""
+    return [(m.start(), m.end(), markdown[m.start("text"):m.end("text")], m.group("target"))
+            for m in SRC_LINK.finditer(_mask_code(markdown))]
 
 
 def link_targets(markdown: str) -> list[str]:
     """Every `src:` link target of a page, outside code."""
-    found = []
-    for start, end in _outside_code(markdown):
-        found += [m.group("target") for m in SRC_LINK.finditer(markdown, start, end)]
-    return found
+    return [target for _, _, _, target in _links(markdown)]
 
 
 def rewrite_links(markdown: str, page_uri: str, root: Path) -> tuple[str, list[str]]:
@@ -184,24 +186,20 @@ def rewrite_links(markdown: str, page_uri: str, root: Path) -> tuple[str, list[s
     anchor of its source page. Returns the new markdown and one error message per broken link, each naming the page
     and the link; broken links are left as they were."""
     errors: list[str] = []
-    page_dir = posixpath.dirname(page_uri)
-
-    def replace(match: re.Match) -> str:
-        target = match.group("target")
+    page_dir = posixpath.dirname(page_uri) or "."
+    pieces, last = [], 0
+    for start, end, text, target in _links(markdown):
+        pieces.append(markdown[last:start])
+        last = end
         try:
             found = resolve(root, target)
         except SourceLinkError as err:
-            errors.append(f"{page_uri}: broken source link [{match.group('text')}](src:{target}): {err}")
-            return match.group(0)
-        href = posixpath.relpath(source_page_uri(found.path), page_dir or ".")
+            errors.append(f"{page_uri}: broken source link [{text}](src:{target}): {err}")
+            pieces.append(markdown[start:end])
+            continue
+        href = posixpath.relpath(source_page_uri(found.path), page_dir)
         anchor = f"#{LINE_ANCHOR}-{found.line}" if found.line > 1 else ""
-        return f"[{match.group('text')}]({href}{anchor})"
-
-    pieces, last = [], 0
-    for start, end in _outside_code(markdown):
-        pieces.append(markdown[last:start])
-        pieces.append(SRC_LINK.sub(replace, markdown[start:end]))
-        last = end
+        pieces.append(f"[{text}]({href}{anchor})")
     pieces.append(markdown[last:])
     return "".join(pieces), errors
 
@@ -224,7 +222,8 @@ def source_page(root: Path, path: str) -> str:
     formatter = HtmlFormatter(linenos="inline", lineanchors=LINE_ANCHOR, linespans="line", anchorlinenos=True,
                               wrapcode=True, cssclass="highlight source-code")
     body = highlight(code, lexer, formatter)
-    return (f"# {path}\n\n"
+    return ("---\nsearch:\n  exclude: true\nhide:\n  - toc\n---\n\n"  # material: no search index, no empty toc
+            f"# {path}\n\n"
             f"<p class=\"source-note\">The file as it is in this version of the project, generated when the site was "
             f"built.</p>\n\n{body}\n")
 
@@ -249,14 +248,17 @@ def _cell(text: str) -> str:
     return "".join(p if p.startswith("`") else p.replace("|", "\\|") for p in parts)
 
 
-def options_table(class_path: str) -> str:
-    """A markdown table of `class_path`'s init arguments as LightningCLI sees them: name, type, default, meaning."""
+def options_table(class_path: str, own_only: bool = False) -> str:
+    """A markdown table of `class_path`'s init arguments as LightningCLI sees them: name, type, default, meaning.
+
+    `own_only`: only the arguments the class's own `__init__` names, not those its `**kwargs` pass on to a parent
+    (for a subclass of a third-party class whose docstring is not written for this table)."""
     from jsonargparse import ArgumentParser
 
-    try:
-        from jsonargparse._typehints import ActionTypeHint, type_to_str
-    except ImportError:  # older or newer jsonargparse: fall back to the type's repr
-        ActionTypeHint, type_to_str = None, None
+    try:  # how `--help` writes a type (a private name: fall back to the type's repr if it moves)
+        from jsonargparse._typehints import type_to_str
+    except ImportError:
+        type_to_str = None
 
     module_name, _, name = class_path.rpartition(".")
     try:
@@ -265,10 +267,13 @@ def options_table(class_path: str) -> str:
         raise SourceLinkError(f"cannot import {class_path}: {err}") from None
     parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(cls, "x", fail_untyped=False)
+    own = set(inspect.signature(cls.__init__).parameters) if own_only else None
     rows = ["| option | type | default | meaning |", "|---|---|---|---|"]
     for action in parser._actions:
         dest = getattr(action, "dest", "")
         if not dest.startswith("x.") or action.help is None or dest.count(".") > 1:
+            continue
+        if own is not None and dest[2:] not in own:
             continue
         typehint = getattr(action, "_typehint", None) or action.type
         if typehint is None:
@@ -279,7 +284,8 @@ def options_table(class_path: str) -> str:
             type_str = str(typehint)
         default = "required" if action.required else f"`{_format_default(action.default)}`"
         help_text = action.help if action.help != "==SUPPRESS==" else ""
-        type_cell = f"`{' '.join(type_str.split())}`" if type_str else ""
+        type_str = re.sub(r"<class '(?:[\w.]+\.)?(\w+)'>", r"\1", " ".join(type_str.split()))
+        type_cell = f"`{type_str}`" if type_str else ""
         rows.append(f"| `{dest[2:]}` | {type_cell} | {default} | {_cell(help_text)} |")
     if len(rows) == 2:
         raise SourceLinkError(f"{class_path} has no documented init arguments")
@@ -291,7 +297,8 @@ def include_block(root: Path, path: str) -> str:
     file = root / path
     if not file.is_file():
         raise SourceLinkError(f"no file {path}")
-    language = {".yaml": "yaml", ".yml": "yaml", ".py": "python", ".toml": "toml", ".sh": "bash"}.get(file.suffix, "text")
+    languages = {".yaml": "yaml", ".yml": "yaml", ".py": "python", ".toml": "toml", ".sh": "bash"}
+    language = languages.get(file.suffix, "text")
     code = file.read_text(encoding="utf-8").rstrip("\n")
     indented = "\n".join(("    " + line) if line else "" for line in code.splitlines())
     return f'??? example "{path}"\n\n    ```{language}\n{indented}\n    ```\n'
@@ -303,7 +310,7 @@ def expand_markers(markdown: str, page_uri: str, root: Path) -> tuple[str, list[
 
     def options(match: re.Match) -> str:
         try:
-            return options_table(match.group("cls"))
+            return options_table(match.group("cls"), own_only=bool(match.group("own")))
         except Exception as err:  # an import error in the package must name the page, not crash the build
             errors.append(f"{page_uri}: options table of {match.group('cls')}: {err}")
             return match.group(0)
@@ -327,6 +334,8 @@ _root: Path | None = None
 def on_config(config: Any) -> Any:
     global _root
     _root = Path(config.config_file_path).resolve().parent
+    if str(_root) not in sys.path:  # the option tables import the project's packages, installed or not
+        sys.path.insert(0, str(_root))
     return config
 
 
@@ -338,9 +347,10 @@ def on_files(files: Any, config: Any) -> Any:
     wanted: set[str] = set()
     for file in files.documentation_pages():
         for target in link_targets(file.content_string):
-            path = target.partition(":")[0].strip("/")
-            if (_root / path).is_file():
-                wanted.add(Path(path).as_posix())
+            try:  # the page of the file where the symbol is defined (a re-export may point to another file)
+                wanted.add(resolve(_root, target).path)
+            except SourceLinkError:
+                pass  # reported, with the page's name, by on_page_markdown
     for path in sorted(wanted):
         files.append(File.generated(config, source_page_uri(path), content=source_page(_root, path),
                                     inclusion=InclusionLevel.NOT_IN_NAV))

@@ -24,6 +24,7 @@ import lightning_gen  # noqa: F401  (registers the techniques for short names)
 from lightning_gen.callbacks import ImageWriter, RunCheckpoint, SaveRunConfig
 from lightning_gen.core.checks import ConfigError
 from lightning_gen.core.loggers import AutoWandbLogger
+from lightning_gen.core.protocols import OwnsPredictInputs
 from lightning_gen.metrics import SampleQuality  # noqa: F401  (short name for --trainer.callbacks+=SampleQuality)
 from lightning_gen.core.runs import run_dir
 
@@ -132,7 +133,7 @@ class GenCLI(LightningCLI):
         dm = self.datamodule
         model_inputs = is_overridden("predict_dataloader", self.model, LightningModule)
         if dm is not None and model_inputs and (
-            getattr(self.model, "owns_predict_inputs", False)  # e.g. a style network's `predict_images`
+            (isinstance(self.model, OwnsPredictInputs) and self.model.owns_predict_inputs)  # e.g. `predict_images`
             or not is_overridden("predict_dataloader", dm, LightningDataModule)
         ):
             self.datamodule = None

@@ -14,8 +14,9 @@ from torchmetrics.functional.image import peak_signal_noise_ratio
 from torchmetrics.image import StructuralSimilarityIndexMeasure
 
 from lightning_gen.core.checks import ConfigError
-from lightning_gen.core.distributed import first_visit_mask
+from lightning_gen.core.protocols import NamedEvalSets
 from lightning_gen.core.runs import logs_this_step, save_and_log_images
+from lightning_gen.core.technique import Technique
 
 # BT.601 luma of [0, 1] RGB, in [16, 235]: what MATLAB's rgb2ycbcr gives (the benchmarks' convention)
 Y_WEIGHTS = (65.481, 128.553, 24.966)
@@ -97,22 +98,23 @@ class SREvaluation:
         self.metrics: dict[str, SRMetrics] = {}
         self.strips: list[Tensor] = []
 
-    def step(self, module, stage: str, output: Tensor, batch: dict, batch_idx: int, dataloader_idx: int) -> None:
+    def step(self, module: Technique, stage: str, output: Tensor, batch: dict, batch_idx: int,
+             dataloader_idx: int) -> None:
         if stage not in self.metrics:
-            dm = module.trainer.datamodule
-            names = dm.set_names("validate" if stage == "val" else stage) if hasattr(dm, "set_names") else []
+            dm = module.datamodule
+            names = dm.set_names("validate" if stage == "val" else stage) if isinstance(dm, NamedEvalSets) else []
             loaders = module.trainer.val_dataloaders if stage == "val" else module.trainer.test_dataloaders
             count = len(loaders) if isinstance(loaders, (list, tuple)) else 1
             self.metrics[stage] = SRMetrics(names or [f"set{i}" for i in range(count)], self.channel, self.border)
         metrics = self.metrics[stage].to(output.device)
-        keep = first_visit_mask(module.trainer, batch_idx, len(output), output.device, dataloader_idx).bool()
+        keep = module.first_visit(batch_idx, len(output), dataloader_idx)  # (B,) bool: DDP's repeated images out
         if not keep.any():  # under DDP: an image the sampler repeated to even out the processes, scored elsewhere
             return
         metrics.update(dataloader_idx, output[keep].detach(), batch["hr"][keep], batch["bicubic"][keep])
         if batch_idx < self.num_strips and not module.trainer.sanity_checking:
             self.strips.append(strip(batch["bicubic"][0], output[0].detach(), batch["hr"][0]))
 
-    def epoch_end(self, module, stage: str) -> None:
+    def epoch_end(self, module: Technique, stage: str) -> None:
         if stage not in self.metrics:
             return
         values = self.metrics[stage].compute()
@@ -141,16 +143,16 @@ def check_residual(checkpoint: dict, residual: bool, source: str) -> None:
 
 
 class SuperResolutionEvaluation:
-    """Evaluation hooks every SR technique shares (mixed into its LightningModule next to `L.LightningModule`):
-    `validate`/`test` score `self.upscale(batch)` per set with `self.evaluation` (an `SREvaluation`), `predict`
-    writes the upscaled images under their names, and `setup` refuses a datamodule of another scale. The technique
-    keeps its own `training_step` (the MSE ones call `mse_step`)."""
+    """Evaluation hooks every SR technique shares (mixed in before `Technique`: `class SRCNN(SuperResolutionEvaluation,
+    Technique)`): `validate`/`test` score `self.upscale(batch)` per set with `self.evaluation` (an `SREvaluation`),
+    `predict` writes the upscaled images under their names, and `setup` refuses a datamodule of another scale. The
+    technique keeps its own `build` and `training_step` (the MSE ones call `mse_step`)."""
 
     def upscale(self, batch: dict) -> Tensor:
         raise NotImplementedError
 
     def check_scale(self) -> None:
-        scale = getattr(self.trainer.datamodule, "scale", None)
+        scale = getattr(self.datamodule, "scale", None)  # no protocol: any datamodule may say its scale
         if scale is not None and scale != self.hparams.scale:
             raise ConfigError(f"the model's scale is {self.hparams.scale} but the data's is {scale}; set both "
                               f"(--model.scale {scale} or --data.scale {self.hparams.scale}).")

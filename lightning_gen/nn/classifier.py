@@ -8,8 +8,8 @@ whose statistics differ, and batch statistics would let it tell them apart by th
 training mode.
 
 - `mlp`: Salimans et al. (2016)'s MNIST discriminator: 1000-500-250-250-250 ReLU units, weight-normalised
-  linear layers with data-dependent initialisation (the hidden layers' scales then stay fixed), Gaussian noise on the input (std 0.3, pixels in [0, 1]) and
-  on every hidden layer (std 0.5).
+  linear layers with data-dependent initialisation (the hidden layers' scales then stay fixed), Gaussian noise on
+  the input (std 0.3, pixels in [0, 1]) and on every hidden layer (std 0.5).
 - `cnn`: a small all-convolutional network for 28x28 and 32x32 images (any size works): 3x3 convolutions with
   LeakyReLU(0.2), two stride-2 downsamplings, dropout, global average pooling to 128 features.
 """
@@ -17,12 +17,15 @@ training mode.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
+
+from lightning_gen.core.checks import ConfigError
 
 ClassifierArch = Literal["cnn", "mlp"]
 
@@ -136,7 +139,8 @@ class ClassifierNet(nn.Module):
         super().__init__()
         if arch == "mlp":
             self.features, self.num_features = _mlp_features(tuple(image_shape), noise)
-            self.head = nn.Sequential(GaussianNoise(0.5 if noise else 0.0), _weight_normed_linear(self.num_features, num_outputs))
+            self.head = nn.Sequential(GaussianNoise(0.5 if noise else 0.0),
+                                      _weight_normed_linear(self.num_features, num_outputs))
         elif arch == "cnn":
             self.features, self.num_features = _cnn_features(tuple(image_shape), 0.3 if noise else 0.0)
             self.head = nn.Linear(self.num_features, num_outputs)
@@ -161,4 +165,37 @@ class ClassifierNet(nn.Module):
         return self.head(features), features
 
 
-__all__ = ["ClassifierArch", "ClassifierNet", "GaussianNoise", "data_dependent_init"]
+# ---- a trained classifier's network, read from its checkpoint ------------------------------------------------
+def classifier_checkpoint(path: str) -> dict[str, Any]:
+    """The contents of a `lightning_gen.Classifier` checkpoint (tensors on the CPU), after checking that it is one.
+    Raises `ConfigError` naming the fix when the file is missing or holds no classifier network."""
+    if not Path(path).is_file():
+        raise ConfigError(
+            f"classifier checkpoint {path} does not exist. Train one first (for MNIST: "
+            "`lightning-gen fit --config configs/classifier/mnist.yaml`) and give the path to its .ckpt file."
+        )
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    hparams = ckpt.get("hyper_parameters", {})
+    if "arch" not in hparams or not any(k.startswith("net.") for k in ckpt.get("state_dict", {})):
+        raise ConfigError(f"{path} is not a lightning_gen Classifier checkpoint (no classifier network in it).")
+    return ckpt
+
+
+def classifier_net_from_checkpoint(path: str) -> tuple[ClassifierNet, dict[str, Any]]:
+    """The `ClassifierNet` of a Classifier checkpoint, rebuilt from the hyperparameters it saved (`arch`,
+    `image_shape`, `num_classes`, `noise`), frozen and in eval mode, on the CPU; and those hyperparameters."""
+    ckpt = classifier_checkpoint(path)
+    hp = ckpt["hyper_parameters"]
+    net = ClassifierNet(tuple(hp["image_shape"]), int(hp["num_classes"]), hp["arch"], hp.get("noise", True))
+    net.load_state_dict({k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")})
+    return net.eval().requires_grad_(False), dict(hp)
+
+
+__all__ = [
+    "ClassifierArch",
+    "ClassifierNet",
+    "GaussianNoise",
+    "classifier_checkpoint",
+    "classifier_net_from_checkpoint",
+    "data_dependent_init",
+]

@@ -1,5 +1,5 @@
-"""Frozen ImageNet feature networks that return named activations: the perceptual side of style transfer,
-DeepDream and (later) SRGAN's perceptual loss.
+"""Frozen ImageNet feature networks that return named activations, and the perceptual loss on them: the perceptual
+side of style transfer, fast style transfer, DeepDream and SRGAN's perceptual loss.
 
 Backbones:
 
@@ -338,6 +338,24 @@ class PerceptualLoss(nn.Module):
         terms["total"] = (self.content_weight * terms["content"] + self.style_weight * terms["style"]
                           + self.tv_weight * terms["tv"])
         return terms
+
+
+def perceptual_loss(backbone: Backbone, weights: str, content_layers: list[str] | None,
+                    style_layers: list[str] | None, content_weight: float, style_weight: float,
+                    tv_weight: float) -> PerceptualLoss:
+    """The `PerceptualLoss` of a style technique's config (default layers per backbone)."""
+    return PerceptualLoss(FeatureNet(backbone, weights), content_layers or DEFAULT_CONTENT_LAYERS[backbone],
+                          style_layers or DEFAULT_STYLE_LAYERS[backbone], content_weight, style_weight, tv_weight)
+
+
+def check_style_config(backbone: Backbone, content_layers: list[str] | None, style_layers: list[str] | None,
+                       weights: dict[str, float]) -> None:
+    """A style technique's layer names and loss weights, checked before any weights file is read."""
+    check_layers(backbone, content_layers or DEFAULT_CONTENT_LAYERS[backbone], "content_layers")
+    check_layers(backbone, style_layers or DEFAULT_STYLE_LAYERS[backbone], "style_layers")
+    negative = {k: v for k, v in weights.items() if v < 0}
+    if negative:
+        raise ConfigError(f"loss weights must be 0 or more; got {negative}.")
 
 
 def attach_frozen(owner: nn.Module, name: str, net: nn.Module) -> None:

@@ -157,5 +157,16 @@ class PatchGAN(nn.Module):
             return side
         return side // 2 ** PATCH_LAYERS[receptive_field] - 2
 
+    @staticmethod
+    def check_fits(height: int, width: int, receptive_field: int) -> None:
+        """Raise `ConfigError` naming the fix when `height x width` images leave no patch (a logit map of side 0)."""
+        if min(PatchGAN.map_side(side, receptive_field) for side in (height, width)) < 1:
+            smallest = next(s for s in range(1, 1025) if PatchGAN.map_side(s, receptive_field) >= 1)
+            raise ConfigError(
+                f"the {receptive_field}x{receptive_field} PatchGAN needs images of at least {smallest} pixels a side; "
+                f"these are {height}x{width}. Use a smaller `receptive_field` (16 or 1) or larger images "
+                "(`crop_size`)."
+            )
+
 
 __all__ = ["Norm", "PatchGAN", "ReceptiveField", "UNet", "norm_layer", "unet_depth"]
