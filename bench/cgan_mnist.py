@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=10000, help="generated images per FID")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "cgan_mnist"))
-    parser.add_argument("--grid", default=str(ROOT / "docs" / "cgan_mnist.png"), help="where to copy CGAN's grid")
+    parser.add_argument("--grid", default=str(ROOT / "docs" / "img" / "cgan_mnist.png"), help="where to copy CGAN's grid")
     args = parser.parse_args()
     out = Path(args.out)
     if out.exists():
@@ -59,9 +59,9 @@ def main() -> None:
     for name, config, extra in [
         ("dcgan", ROOT / "configs" / "dcgan" / "mnist.yaml",
          ["--trainer.callbacks+=lightning_gen.callbacks.EMA", "--trainer.callbacks.decay=0.999"]),
-        ("cgan", ROOT / "configs" / "cgan" / "mnist.yaml", ["--trainer.callbacks=[]",
-                                                              "--trainer.callbacks+=lightning_gen.callbacks.EMA",
-                                                              "--trainer.callbacks.decay=0.999"]),
+        ("cgan", ROOT / "configs" / "cgan" / "mnist.yaml",
+         ["--trainer.callbacks=[]", "--trainer.callbacks+=lightning_gen.callbacks.EMA",
+          "--trainer.callbacks.decay=0.999"]),
     ]:
         folder = out / name
         start = time.perf_counter()

@@ -7,7 +7,7 @@ recipe's validation L1 / PSNR / SSIM.
    (target: 0.95 or more).
 2. Quality: `lightning-gen fit --config configs/pix2pix/facades_cpu.yaml` (capped at 30 minutes), then `validate`
    on its last checkpoint; the untrained generator's figures beside it as the floor to beat. The triplet grid of
-   the last validation is copied to docs/pix2pix_facades_cpu.png.
+   the last validation is copied to docs/img/pix2pix_facades_cpu.png.
 
     LIGHTNING_GEN_DATA=/path/to/datasets python bench/pix2pix_facades.py [--repeats 5] [--batches 60]
         [--throughput-config configs/pix2pix/facades.yaml] [--accelerator gpu] [--precision 16-mixed]
@@ -133,7 +133,7 @@ def quality(args: argparse.Namespace) -> None:
     trained = evaluate("validate", out / "config.yaml", ckpt, "--trainer.logger", "false")
     grids = sorted((out / "samples").glob("val_triplets_epoch*.png"))
     if grids:
-        shutil.copy(grids[-1], ROOT / "docs" / "pix2pix_facades_cpu.png")
+        shutil.copy(grids[-1], ROOT / "docs" / "img" / "pix2pix_facades_cpu.png")
     # the floor: the same networks as initialised (seed 0: the trained run's starting point), no training
     untrained = printed_metrics(cli("validate", "--config", str(CONFIG), "--trainer.default_root_dir",
                                     str(out / "untrained"), "--trainer.logger", "false", *QUIET).stdout)

@@ -78,21 +78,21 @@ def main() -> None:
     batches = 54_000 // args.batch_size  # MNIST's 60,000 less the 10% validation split, drop_last
     data = ["--data.batch_size", str(args.batch_size)]
 
-    (ROOT / "docs").mkdir(exist_ok=True)
+    (ROOT / "docs" / "img").mkdir(parents=True, exist_ok=True)
     rows = []
     if not args.pictures_only:
         train_s = fit("configs/vae/mnist.yaml", out / "vae", args.seed, args.minutes, data)
         metrics, test_s = test(out / "vae", args.k, [])
-        copy_picture(out / "vae", "samples", "docs/vae_mnist_samples.png")
-        copy_picture(out / "vae", "reconstructions", "docs/vae_mnist_reconstructions.png")
-        copy_picture(out / "vae", "interpolation", "docs/vae_mnist_interpolation.png")
+        copy_picture(out / "vae", "samples", "docs/img/vae_mnist_samples.png")
+        copy_picture(out / "vae", "reconstructions", "docs/img/vae_mnist_reconstructions.png")
+        copy_picture(out / "vae", "interpolation", "docs/img/vae_mnist_interpolation.png")
         rows.append(("VAE, latent 32", args.seed, epochs_done(out / "vae", batches), train_s, metrics, test_s))
     if not args.no_pictures:
         for name, config, key in (("VAE, latent 2", "configs/vae/mnist_2d.yaml", "manifold"),
                                   ("CVAE, latent 16", "configs/cvae/mnist.yaml", "class_samples")):
             folder = out / Path(config).parent.name / Path(config).stem
             seconds = fit(config, folder, args.seed, args.picture_minutes, data)
-            copy_picture(folder, key, f"docs/{Path(config).parent.name}_mnist_{key}.png")
+            copy_picture(folder, key, f"docs/img/{Path(config).parent.name}_mnist_{key}.png")
             small, small_s = test(folder, 0, [])  # pictures only: the ELBO, no importance sampling
             rows.append((name, args.seed, epochs_done(folder, batches), seconds, small, small_s))
 

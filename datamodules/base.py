@@ -28,7 +28,8 @@ class DataError(ValueError):
 
 
 def data_root(root: str | None) -> Path:
-    """Resolve a data root: the given path (with `~` and `$VARS` expanded), else `$LIGHTNING_GEN_DATA`, else `./data`."""
+    """Resolve a data root: the given path (with `~` and `$VARS` expanded), else `$LIGHTNING_GEN_DATA`, else
+    `./data`."""
     if root is None:
         return Path(os.environ.get(DATA_ENV) or "data")
     expanded = os.path.expanduser(os.path.expandvars(root))
@@ -178,7 +179,8 @@ class ImageDataModule(L.LightningDataModule):
         n_val = max(1, int(round(len(trainval) * self.val_fraction)))
         n_train = len(trainval) - n_val
         if n_train < 1:
-            raise DataError(f"{type(self).__name__} has {len(trainval)} images: too few to hold out a validation split.")
+            raise DataError(f"{type(self).__name__} has {len(trainval)} images: too few to hold out a validation "
+                            "split.")
         split = torch.Generator().manual_seed(self.split_seed)
         self.train_set, self.val_set = random_split(trainval, [n_train, n_val], generator=split)
         self.test_set = test if test is not None else self.val_set

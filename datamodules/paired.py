@@ -62,8 +62,8 @@ def check_sizes(pairs: list[Pair], folder: Path, layout: Literal["aligned", "fol
                 f"{first} is {w}x{h}: an aligned pair holds A and B side by side, so its width must be even. "
                 "Is it a single image? Use layout: folders for separate A/ and B/ files."
             )
-        if second is not None and read_size(second) != (w, h):
-            wb, hb = read_size(second)
+        wb, hb = read_size(second) if second is not None else (w, h)
+        if (wb, hb) != (w, h):
             raise DataError(f"{first} is {w}x{h} but its pair {second} is {wb}x{hb}. The two images of a pair must "
                             "have the same size: resize one of them, or remove the pair.")
         sizes[first] = (w, h)
@@ -123,11 +123,6 @@ def apply_jointly(transform: v2.Transform, a: Tensor, b: Tensor) -> tuple[Tensor
     both (their sizes may differ in channels, not in height and width). Returns plain tensors."""
     a, b = transform(tv_tensors.Image(a), tv_tensors.Image(b))
     return a.as_subclass(Tensor), b.as_subclass(Tensor)
-
-
-def resize_crop_flip(x: Tensor, size: int, crop: int | None = None, flip: bool = False) -> Tensor:
-    """`jitter(size, crop, flip)` applied to one uint8 `(C, H, W)` image."""
-    return jitter(size, crop, flip)(tv_tensors.Image(x)).as_subclass(Tensor)
 
 
 def joint_transform(a: Tensor, b: Tensor, size: int, crop: int | None, flip: bool) -> tuple[Tensor, Tensor]:

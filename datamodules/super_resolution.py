@@ -25,7 +25,7 @@ from torchvision.transforms import v2
 
 from datamodules.base import DataError, StartMethod, check_start_method, data_root, make_loader, to_signed
 from datamodules.folder import scan_image_folder
-from datamodules.images import read_image
+from datamodules.images import convert, read_image
 
 
 def modcrop(image: Image.Image, scale: int) -> Image.Image:
@@ -74,7 +74,7 @@ def skimage_photos() -> dict[str, Image.Image]:
         from skimage import data  # an optional dependency: the `sr` extra
     except ImportError:
         raise DataError("root: skimage needs scikit-image: pip install 'lightning-gen[sr]'.") from None
-    return {f"skimage.data.{name}": Image.fromarray(getattr(data, name)()).convert("RGB") for name in SKIMAGE_PHOTOS}
+    return {f"skimage.data.{name}": convert(Image.fromarray(getattr(data, name)()), "RGB") for name in SKIMAGE_PHOTOS}
 
 
 class RandomCrops(Dataset):
@@ -191,7 +191,8 @@ class SuperResolution(L.LightningDataModule):
         self.root, self.scale, self.crop_size, self.augment = root, scale, crop_size, augment
         self.crops_per_epoch, self.half = crops_per_epoch, half
         self.val_roots, self.test_roots, self.predict_root = val_roots, test_roots, predict_root
-        self.batch_size, self.num_workers, self.multiprocessing_context = batch_size, num_workers, multiprocessing_context
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.multiprocessing_context = multiprocessing_context
         self.image_shape = (3, crop_size, crop_size)
         self.train_set = None
         self.eval_sets = {}

@@ -37,7 +37,7 @@ class InMemoryImages(Dataset):
         self.images, self.targets = images, targets
 
     @classmethod
-    def from_torchvision(cls, dataset: Any) -> "InMemoryImages":
+    def from_torchvision(cls, dataset: Any) -> InMemoryImages:
         """From a torchvision dataset whose `data` holds its pixels: (N, H, W) grey (MNIST), (N, H, W, C)
         (CIFAR) or (N, C, H, W) (SVHN), with labels in `targets` or `labels`."""
         images = torch.as_tensor(dataset.data)

@@ -228,10 +228,11 @@ class A2C(Technique):
                                hp.activation, hp.share_trunk, hp.log_std_init)
 
     # ---- data: `GymEnv`'s training loader yields one item per update ----------------------------------------
-    @property
     def updates_per_epoch(self) -> int:
         """Updates per epoch (on every process) that make about `env_steps_per_epoch` environment steps over all
-        actors and processes (the `RolloutTechnique` protocol: GymEnv sizes its epochs with it)."""
+        actors and processes (the `RolloutTechnique` protocol: GymEnv sizes its epochs with it). A method, not a
+        property: it reads the trainer and the datamodule, and Python 3.11's protocol `isinstance` would evaluate
+        a property."""
         per_update = self.hparams.n_steps * self.environments().num_envs * self.trainer.world_size
         return max(1, math.ceil(self.hparams.env_steps_per_epoch / per_update))
 

@@ -271,7 +271,7 @@ def test_linear_schedule_decays_the_learning_rate_to_zero(tmp_path):
     model = A2C(lr=1e-3, lr_schedule="linear", env_steps_per_epoch=80, eval_episodes=1)  # 4 updates per epoch
     trainer(tmp_path, max_epochs=2, limit_val_batches=0, callbacks=[Record()]).fit(model, GymEnv(num_envs=4))
     assert lrs == pytest.approx([1e-3 * (1 - k / 8) for k in range(1, 9)])
-    assert isinstance(model, RolloutTechnique) and model.updates_per_epoch == 4
+    assert isinstance(model, RolloutTechnique) and model.updates_per_epoch() == 4
 
     # the schedule is a Lightning scheduler, saved in the checkpoint: a run stopped after its first epoch and
     # resumed goes on where it was

@@ -32,7 +32,8 @@ def test_both_networks_see_the_class(conditioning):
     a, b = model.generate(z, torch.zeros(4, dtype=torch.long)), model.generate(z, torch.full((4,), 3))
     assert a.shape == (4, 1, 8, 8) and not torch.allclose(a, b)
     x = torch.rand(4, 1, 8, 8) * 2 - 1
-    logits0, logits3 = model.discriminate(x, torch.zeros(4, dtype=torch.long)), model.discriminate(x, torch.full((4,), 3))
+    logits0 = model.discriminate(x, torch.zeros(4, dtype=torch.long))
+    logits3 = model.discriminate(x, torch.full((4,), 3))
     assert logits0.shape == (4,) and not torch.allclose(logits0, logits3)
 
 

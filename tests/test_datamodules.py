@@ -124,8 +124,9 @@ def test_real_mnist_from_data_root():
 
 def test_in_memory_images_equal_the_pil_transform():
     """The fast path gives exactly what torchvision's PIL transform gives, for each pixel layout."""
-    import numpy as np
     from types import SimpleNamespace
+
+    import numpy as np
 
     from datamodules.torchvision_sets import InMemoryImages
 

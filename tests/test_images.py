@@ -78,7 +78,8 @@ def test_modes_are_converted(tmp_path):
     Image.new("1", (4, 4), 1).save(tmp_path / "bits.png")
     Image.new("CMYK", (4, 4), (0, 0, 0, 0)).save(tmp_path / "cmyk.jpg")
     Image.new("RGB", (4, 4), (255, 0, 0)).save(tmp_path / "red.png")
-    assert read_image(tmp_path / "bits.png").mode == "RGB" and np.asarray(read_image(tmp_path / "bits.png")).min() == 255
+    bits = read_image(tmp_path / "bits.png")
+    assert bits.mode == "RGB" and np.asarray(bits).min() == 255
     assert read_image(tmp_path / "cmyk.jpg", "L").mode == "L"
     assert np.asarray(read_image(tmp_path / "red.png", "L")).max() == 76  # ITU-R 601-2 luma of pure red
     with pytest.raises(DataError, match="1 .greyscale. or 3"):

@@ -155,6 +155,24 @@ def test_feature_network_of_the_wrong_image_size_is_refused_before_training(tmp_
     assert model.trainer.global_step == 0
 
 
+def test_classifier_features_are_the_trained_classifiers(digits_classifier):
+    # the metric rebuilds the classifier's network from the checkpoint's hyperparameters, without the technique
+    from lightning_gen.classifier import load_classifier
+    from lightning_gen.metrics import ClassifierFeatures
+
+    net, classifier = ClassifierFeatures(digits_classifier), load_classifier(digits_classifier)
+    images = torch.rand(5, 1, 8, 8) * 2 - 1
+    features, logits = net.features_and_logits(images)
+    assert torch.equal(features, classifier.features(images)) and torch.equal(logits, classifier(images))
+    assert net.name == "digits_classifier" and net.num_classes == 10 and net.image_shape == (1, 8, 8)
+
+
+def test_sample_quality_needs_a_generative_model(tmp_path, digits_classifier):
+    quality = SampleQuality(classifier_ckpt=digits_classifier, cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(ConfigError, match="needs a generative model with `sample"):
+        trainer(tmp_path, callbacks=[quality]).validate(Classifier(), Digits(batch_size=32))
+
+
 def test_sample_quality_bad_options():
     with pytest.raises(ConfigError, match="classifier_ckpt"):
         SampleQuality(feature_net="classifier")
@@ -191,7 +209,7 @@ def test_ddp_gives_the_same_fid_as_one_process(tmp_path, digits_classifier):
     assert values[0] == pytest.approx(values[1], rel=1e-4)
 
 
-# ---- the EMA callback (one network's weight average) ------------------------------------------------------------------
+# ---- the EMA callback (one network's weight average) ----------------------------------------------------------
 class RecordGenerator(L.Callback):
     """The generator's parameters and batch-norm buffers after every training batch."""
 

@@ -216,7 +216,8 @@ def test_learning_rate_is_constant_then_decays_linearly_also_after_a_resume(tmp_
                     enable_checkpointing=True)
     first.fit(Pix2Pix(**{**SMALL, "constant_epochs": 2, "decay_epochs": 2}), dm)
     lrs = LearningRates()
-    resumed = trainer(tmp_path / "b", max_epochs=4, limit_train_batches=1, limit_val_batches=1, callbacks=[lrs])
+    resumed = trainer(tmp_path / "b", max_epochs=4, limit_train_batches=1, limit_val_batches=1, callbacks=[lrs],
+                      enable_checkpointing=True)
     resumed.fit(Pix2Pix(**{**SMALL, "constant_epochs": 2, "decay_epochs": 2}), dm,
                 ckpt_path=first.checkpoint_callback.best_model_path)
     assert sorted(lrs.seen) == [2, 3] and [lrs.seen[e] for e in (2, 3)] == [pytest.approx(lr) for lr in expected[2:]]

@@ -87,7 +87,8 @@ def test_labeled_stream_is_split_between_processes_by_whole_batches():
 
 @pytest.mark.parametrize(
     "num_labeled, message",
-    [(55, "multiple of 10"), (5, "multiple of 10"), (5000, "more than the"), (1430, r"class \d has \d+ training images, fewer than the 143")],
+    [(55, "multiple of 10"), (5, "multiple of 10"), (5000, "more than the"),
+     (1430, r"class \d has \d+ training images, fewer than the 143")],
 )
 def test_bad_num_labeled_is_refused(num_labeled, message):
     with pytest.raises(DataError, match=message):

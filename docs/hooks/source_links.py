@@ -21,6 +21,7 @@ are tested directly (tests/test_docs.py); the `on_*` functions are the MkDocs ev
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 import inspect
 import logging
@@ -104,17 +105,22 @@ def _imported_module(root: Path, path: Path, node: ast.ImportFrom) -> str:
     return ".".join(package + ([node.module] if node.module else []))
 
 
+@functools.lru_cache(maxsize=512)
+def _parse(path: Path, rel: str, mtime_ns: int) -> ast.Module:
+    """The syntax tree of a file, parsed once per version of it (pages link to the same files many times)."""
+    try:
+        return ast.parse(path.read_text(encoding="utf-8"), filename=rel)
+    except SyntaxError as err:
+        raise SourceLinkError(f"{rel} does not parse ({err.msg}, line {err.lineno})") from None
+
+
 def _find(root: Path, path: Path, symbol: str, seen: set[tuple[Path, str]]) -> Target:
     if (path, symbol) in seen:
         raise SourceLinkError(f"`{symbol}` is imported in a cycle")
     seen.add((path, symbol))
     rel = path.relative_to(root).as_posix()
-    try:
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=rel)
-    except SyntaxError as err:
-        raise SourceLinkError(f"{rel} does not parse ({err.msg}, line {err.lineno})") from None
     parts = symbol.split(".")
-    body: list[ast.stmt] = tree.body
+    body: list[ast.stmt] = _parse(path, rel, path.stat().st_mtime_ns).body
     node: ast.AST | None = None
     for depth, part in enumerate(parts):
         node = _definitions(body).get(part)

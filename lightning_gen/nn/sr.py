@@ -23,8 +23,8 @@ class ResidualBlock(nn.Module):
 
 
 def upsampler(channels: int, scale: int) -> nn.Sequential:
-    """Sub-pixel upsampling (Shi et al. 2016): per factor 2 (or one factor 3), a conv to r^2 x channels, PixelShuffle(r),
-    PReLU. `(B, C, h, w)` -> `(B, C, scale*h, scale*w)`."""
+    """Sub-pixel upsampling (Shi et al. 2016): per factor 2 (or one factor 3), a conv to r^2 x channels,
+    PixelShuffle(r), PReLU. `(B, C, h, w)` -> `(B, C, scale*h, scale*w)`."""
     factors = [3] if scale == 3 else [2] * int(math.log2(scale))
     if scale not in (2, 3, 4, 8):
         raise ValueError(f"scale must be 2, 3, 4 or 8; got {scale}")
