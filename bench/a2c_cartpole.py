@@ -46,7 +46,8 @@ class TrainingClock(L.Callback):
 
     def on_validation_end(self, trainer, pl_module):
         if trainer.state.fn == "fit" and not trainer.sanity_checking:
-            self.evals.append((pl_module.env_steps, self.seconds, float(trainer.callback_metrics["val/episodic_return"])))
+            episodic_return = float(trainer.callback_metrics["val/episodic_return"])
+            self.evals.append((pl_module.env_steps, self.seconds, episodic_return))
             self._since = time.perf_counter()
 
 

@@ -29,9 +29,8 @@ import torch
 from PIL import Image, ImageOps
 
 from common import QUIET, ROOT, cli, sync
-
 from datamodules.files import image_files, load_image
-from lightning_gen import DeepDream, FastStyleTransfer, StyleTransfer
+from lightning_gen import FastStyleTransfer, StyleTransfer
 
 
 def data() -> Path:
@@ -67,7 +66,8 @@ def tile(rows: list[list[Image.Image]], cell: int, gap: int = 4) -> Image.Image:
     return sheet.crop(ImageOps.invert(sheet).getbbox())  # trim the white margins around the pictures
 
 
-def optimise(content: Path, style: Path, size: int, steps: int, accelerator: str, root: Path) -> tuple[StyleTransfer, float]:
+def optimise(content: Path, style: Path, size: int, steps: int, accelerator: str,
+             root: Path) -> tuple[StyleTransfer, float]:
     model = StyleTransfer(content=str(content), style=str(style), image_size=size, weights=weights(),
                           steps_per_epoch=steps)
     trainer = quiet_trainer(accelerator, root, max_epochs=1, precision="32-true")
@@ -118,8 +118,8 @@ def part_fast(args, out: Path) -> Path:
 
 
 def stylise(ckpt: Path, size: int | None, accelerator: str, root: Path) -> tuple[list[dict], float]:
-    model = FastStyleTransfer.load_from_checkpoint(ckpt, map_location="cpu", predict_images=str(data() / "style" / "content"),
-                                                   predict_size=size)
+    model = FastStyleTransfer.load_from_checkpoint(ckpt, map_location="cpu",
+                                                   predict_images=str(data() / "style" / "content"), predict_size=size)
     trainer = quiet_trainer(accelerator, root)
     sync()
     start = time.perf_counter()
@@ -180,7 +180,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--parts", nargs="+", default=["grid", "fast", "speed", "dream"],
                         choices=["grid", "fast", "speed", "dream"])
-    parser.add_argument("--size", type=int, default=384, help="longer side of the optimised images and of the speed test")
+    parser.add_argument("--size", type=int, default=384,
+                        help="longer side of the optimised images and of the speed test")
     parser.add_argument("--steps", type=int, default=300, help="L-BFGS evaluations per optimised image")
     parser.add_argument("--fast-epochs", type=int, default=15, help="training epochs of the fast network")
     parser.add_argument("--fast-size", type=int, default=256, help="longer side of the fast network's pictures")

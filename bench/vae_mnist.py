@@ -97,13 +97,14 @@ def main() -> None:
             rows.append((name, args.seed, epochs_done(folder, batches), seconds, small, small_s))
 
     print(f"\nMNIST test set (10,000 images, fixed binarization), {torch.get_num_threads()} CPU threads")
-    print("| model | seed | epochs | training wall time | -ELBO (nats) | recon | KL | k | IW NLL (nats) | test wall time |")
+    print("| model | seed | epochs | training wall time | -ELBO (nats) | recon | KL | k | IW NLL (nats) "
+          "| test wall time |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name, seed, ep, seconds, m, t in rows:
         k = next((int(key.split("nll_iw")[1]) for key in m if "nll_iw" in key), 0)
         nll = f"{m[f'test/nll_iw{k}']:.2f}" if k else "-"
-        print(f"| {name} | {seed} | {ep:.1f} | {seconds / 60:.1f} min | {m['test/nelbo']:.2f} | {m['test/recon']:.2f} | "
-              f"{m['test/kl']:.2f} | {k or '-'} | {nll} | {t / 60:.1f} min |")
+        print(f"| {name} | {seed} | {ep:.1f} | {seconds / 60:.1f} min | {m['test/nelbo']:.2f} | "
+              f"{m['test/recon']:.2f} | {m['test/kl']:.2f} | {k or '-'} | {nll} | {t / 60:.1f} min |")
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ Episode ends: a terminated episode's next value is 0; a truncated one (a time li
 of the state where it was cut, added to its last reward (gymnasium hands that state over in the step's info).
 
 Under DDP every process runs its own environments with its own seeds (so `devices=k` multiplies the actors), and
-each update averages the gradients of the one loss over the processes (`Technique.optimizing`). `validate`/`test` play `eval_episodes` episodes with the
-deterministic (or sampled) policy and report the mean and std of their returns.
+each update averages the gradients of the one loss over the processes (`Technique.optimizing`). `validate`/`test`
+play `eval_episodes` episodes with the deterministic (or sampled) policy and report the mean and std of their
+returns.
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
 """DCGAN: Radford, Metz & Chintala, "Unsupervised Representation Learning with Deep Convolutional GANs" (2015).
-
-One training batch = one discriminator step, plus one generator step every `n_critic` batches. Manual
-optimization (two optimizers); under DDP each network's gradients are averaged for its own step only (see
-`Technique.optimizing`), so plain `--trainer.strategy ddp` works.
-"""
+One training batch = one discriminator step, plus one generator step every `n_critic` batches. Under DDP each
+network's gradients are averaged for its own step only (`Technique.optimizing`): plain `--strategy ddp` works."""
 
 from __future__ import annotations
 
@@ -67,7 +64,7 @@ class DCGAN(FlushDenormals, GenerativeTechnique):
             raise ConfigError(f"label_smoothing must be in [0, 1), got {label_smoothing}.")
         if loss == "hinge" and label_smoothing:
             raise ConfigError("label_smoothing has no meaning for the hinge loss; set it to 0 or use bce/lsgan.")
-        if latent_dim < 1 or g_features < 1 or d_features < 1 or num_samples < 1:
+        if min(latent_dim, g_features, d_features, num_samples) < 1:
             raise ConfigError("latent_dim, g_features, d_features and num_samples must be positive.")
         self.save_hyperparameters()
         self.automatic_optimization = False
@@ -91,11 +88,9 @@ class DCGAN(FlushDenormals, GenerativeTechnique):
         return self.generate(z, labels)
 
     def unpack(self, batch: Any, batch_idx: int) -> tuple[Tensor, Tensor | None]:
-        """A batch -> (images in [-1, 1], labels or None). DCGAN does not use labels."""
-        return (batch[0] if isinstance(batch, (list, tuple)) else batch), None
+        return (batch[0] if isinstance(batch, (list, tuple)) else batch), None  # (images in [-1, 1], no labels)
 
-    def noise_like(self, real: Tensor) -> Tensor:
-        """Fresh training noise for a batch of real images: (B, C, H, W) -> (B, latent_dim)."""
+    def noise_like(self, real: Tensor) -> Tensor:  # fresh training noise: (B, C, H, W) -> (B, latent_dim)
         return torch.randn(real.shape[0], self.hparams.latent_dim, device=real.device)
 
     # ---- training ------------------------------------------------------------------------------------------------
@@ -124,14 +119,12 @@ class DCGAN(FlushDenormals, GenerativeTechnique):
                 self.log("train/g_loss", g_loss.detach(), prog_bar=True)
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        hp = self.hparams
-        return [adam(self, self.generator.parameters(), lr=hp.lr_g, betas=hp.betas),
-                adam(self, self.discriminator.parameters(), lr=hp.lr_d, betas=hp.betas)]
+        return [adam(self, net.parameters(), lr=lr, betas=self.hparams.betas)
+                for net, lr in ((self.generator, self.hparams.lr_g), (self.discriminator, self.hparams.lr_d))]
 
     # ---- sampling: image i always from the noise of seed `sample_seed + i` ------------------------------------------
     @torch.no_grad()
-    def sample(self, indices: Tensor) -> Tensor:
-        """Images from the fixed noise of `indices`, generator in eval mode. (B,) -> (B, C, H, W)."""
+    def sample(self, indices: Tensor) -> Tensor:  # (B,) -> (B, C, H, W), generator in eval mode
         z = fixed_noise(indices, self.hparams.latent_dim, self.hparams.sample_seed, self.device)
         with eval_mode(self.generator):
             return self.generate(z, self.default_labels(indices))

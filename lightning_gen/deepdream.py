@@ -85,7 +85,8 @@ class DeepDream(Technique):
     def setup(self, stage: str) -> None:
         if stage != "predict":
             raise ConfigError(f"DeepDream has nothing to {getattr(stage, 'value', stage)}: it changes images, not "
-                              "weights. Run `lightning-gen predict --config configs/deepdream/mobilenet.yaml --model.images <photo>`.")
+                              "weights. Run `lightning-gen predict --config configs/deepdream/mobilenet.yaml "
+                              "--model.images <photo>`.")
 
     # Defined only so that `fit` gets past Lightning's checks to `setup`'s explanation above.
     def training_step(self, batch: Any, batch_idx: int) -> None:

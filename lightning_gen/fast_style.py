@@ -11,8 +11,8 @@ perceptual loss of `StyleTransfer` (`lightning_gen.nn.features.PerceptualLoss`, 
 
 Then one forward pass stylises an image of any size (it is padded by reflection to a multiple of 4 and cropped
 back, so the output has the input's size). `validate` reports the loss terms on held-out photos (each photo counted
-once under DDP) and saves a grid of (photo | stylised) pairs; `predict` stylises the images of `predict_images` (a file or folder), one pass each, and
-writes them under their names.
+once under DDP) and saves a grid of (photo | stylised) pairs; `predict` stylises the images of `predict_images` (a
+file or folder), one pass each, and writes them under their names.
 
 The training images are the first element of each batch: any image datamodule works (`ImageFolder` of photos, or
 `PairedImages` with the photo half as the input). Greyscale batches are repeated to RGB.

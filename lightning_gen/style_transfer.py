@@ -84,7 +84,8 @@ class StyleTransfer(Technique):
         if steps_per_epoch < 1 or lr <= 0:
             raise ConfigError(f"steps_per_epoch must be 1 or more and lr positive; got {steps_per_epoch}, {lr}.")
         if init not in ("content", "noise") or optimizer not in ("lbfgs", "adam"):
-            raise ConfigError(f"init must be content or noise and optimizer lbfgs or adam; got {init!r}, {optimizer!r}.")
+            raise ConfigError(f"init must be content or noise and optimizer lbfgs or adam; got {init!r}, "
+                              f"{optimizer!r}.")
         check_style_config(backbone, content_layers, style_layers,
                            {"content_weight": content_weight, "style_weight": style_weight, "tv_weight": tv_weight})
         # Both images are read now, so a bad path stops the run before any weights are loaded.

@@ -284,7 +284,8 @@ class VAE(GenerativeTechnique):
 
     def _evaluate(self, batch: Any, batch_idx: int, prefix: str, k: int, dataloader_idx: int = 0) -> None:
         if dataloader_idx:
-            raise ConfigError(f"{type(self).__name__} evaluates one {prefix} set; the datamodule gives several loaders.")
+            raise ConfigError(f"{type(self).__name__} evaluates one {prefix} set; the datamodule gives several "
+                              "loaders.")
         images, labels = self.split_batch(batch)
         if batch_idx == 0:
             self.check_pixel_range(images)

@@ -106,7 +106,7 @@ def test_uniform_categorical_entropy_is_log_of_the_number_of_actions():
 
 def test_gaussian_log_prob_and_entropy_match_torch_distributions():
     g = torch.Generator().manual_seed(0)
-    mean, log_std, actions = torch.randn(5, 3, generator=g), torch.randn(5, 3, generator=g), torch.randn(5, 3, generator=g)
+    mean, log_std, actions = (torch.randn(5, 3, generator=g) for _ in range(3))
     dist = torch.distributions.Normal(mean, log_std.exp())
     assert torch.allclose(gaussian_log_prob(actions, mean, log_std), dist.log_prob(actions).sum(-1), atol=1e-5)
     assert torch.allclose(gaussian_entropy(log_std), dist.entropy().sum(-1), atol=1e-5)

@@ -22,7 +22,8 @@ def test_bce_matches_closed_form():
 
 def test_bce_label_smoothing_changes_only_real_targets():
     t = 0.9  # target for reals
-    real_term = sum(-(t * math.log(1 / (1 + math.exp(-r))) + (1 - t) * math.log(1 - 1 / (1 + math.exp(-r)))) for r in (2.0, -1.0)) / 2
+    real_term = sum(-(t * math.log(1 / (1 + math.exp(-r))) + (1 - t) * math.log(1 - 1 / (1 + math.exp(-r))))
+                    for r in (2.0, -1.0)) / 2
     fake_term = (softplus(0.5) + softplus(-3.0)) / 2
     got = discriminator_loss(REAL, FAKE, "bce", label_smoothing=0.1).item()
     assert got == pytest.approx(real_term + fake_term, rel=1e-6)
@@ -82,14 +83,21 @@ def test_gaussian_kl_matches_torch_distributions():
 def test_log_densities_match_torch_distributions():
     from torch.distributions import Bernoulli, Normal
 
-    from lightning_gen.losses import bernoulli_log_likelihood, gaussian_log_likelihood, log_normal_diag, log_standard_normal
+    from lightning_gen.losses import (
+        bernoulli_log_likelihood,
+        gaussian_log_likelihood,
+        log_normal_diag,
+        log_standard_normal,
+    )
 
     torch.manual_seed(0)
     z, mu, logvar = torch.randn(3, 4, 6), torch.randn(4, 6), torch.randn(4, 6)
-    assert torch.allclose(log_normal_diag(z, mu, logvar), Normal(mu, (0.5 * logvar).exp()).log_prob(z).sum(-1), atol=1e-5)
+    expected = Normal(mu, (0.5 * logvar).exp()).log_prob(z).sum(-1)
+    assert torch.allclose(log_normal_diag(z, mu, logvar), expected, atol=1e-5)
     assert torch.allclose(log_standard_normal(z), Normal(0.0, 1.0).log_prob(z).sum(-1), atol=1e-5)
     logits, x = torch.randn(2, 1, 5, 5), torch.randint(0, 2, (2, 1, 5, 5)).float()
-    assert torch.allclose(bernoulli_log_likelihood(logits, x), Bernoulli(logits=logits).log_prob(x).sum((1, 2, 3)), atol=1e-5)
+    expected = Bernoulli(logits=logits).log_prob(x).sum((1, 2, 3))
+    assert torch.allclose(bernoulli_log_likelihood(logits, x), expected, atol=1e-5)
     mean, target, log_scale = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4), torch.randn(3, 1, 1)
     expected = Normal(mean, log_scale.exp()).log_prob(target).sum((1, 2, 3))
     assert torch.allclose(gaussian_log_likelihood(mean, target, log_scale), expected, atol=1e-4)

@@ -71,7 +71,8 @@ def test_feature_net_returns_the_requested_layers_and_is_frozen(backbone):
 def test_vgg_input_scaling_is_imagenet_normalisation():
     net = FeatureNet("vgg16", "random")
     x = torch.rand(1, 3, 8, 8) * 2 - 1
-    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     expected = net.stages["conv1_1"](((x + 1) / 2 - mean) / std)  # torchvision's transform on [0, 1] pixels
     assert torch.allclose(net(x, ["conv1_1"])["conv1_1"], expected, atol=1e-5)
 
@@ -218,6 +219,32 @@ def test_fast_style_cli_fit_then_predict_a_folder_at_its_own_sizes(tmp_path):
     written = tmp_path / "predictions"
     assert Image.open(written / "wide.png").size == (30, 18) and Image.open(written / "tall.png").size == (17, 25)
     assert (written / "grid.png").is_file()
+
+
+def test_fast_style_ddp_test_counts_every_photo_once(tmp_path, pictures):
+    from tests.test_vae import read_metrics
+
+    _, style = pictures
+    # the Digits test set has 359 images: with batch 64 on 2 processes DistributedSampler repeats one image
+    config = tmp_path / "fast_digits.yaml"
+    config.write_text(f"""seed_everything: 0
+model:
+  class_path: lightning_gen.FastStyleTransfer
+  init_args: {{style: {style}, style_size: 16, weights: random, width: 4, num_residual: 1}}
+data:
+  class_path: datamodules.Digits
+  init_args: {{batch_size: 64}}
+trainer: {{accelerator: cpu, limit_test_batches: 1.0}}
+""")
+    results = {}
+    for devices in (1, 2):
+        out = run_cli(["test", "--config", str(config), "--trainer.devices", str(devices), "--trainer.strategy",
+                       "ddp" if devices == 2 else "auto", "--trainer.logger", "CSVLogger", "--trainer.logger.save_dir",
+                       f"csv{devices}", *QUIET], tmp_path)
+        assert out.returncode == 0, out.stderr[-3000:]
+        results[devices] = read_metrics(tmp_path / f"csv{devices}")
+    for term in ("total", "content", "style", "tv"):  # per-photo means: the same whatever the process count
+        assert results[2][f"test/{term}"] == pytest.approx(results[1][f"test/{term}"], rel=1e-5), term
 
 
 def test_fast_style_refuses_batches_that_are_not_images(pictures):

@@ -121,7 +121,8 @@ def test_kl_warmup_ramps_beta(tmp_path):
 
     L.seed_everything(0)
     model = VAE(beta=2.0, kl_warmup_epochs=2, **SMALL)
-    trainer(tmp_path, max_epochs=3, limit_train_batches=4, log_every_n_steps=1, callbacks=[Beta()]).fit(model, Digits(batch_size=32))
+    t = trainer(tmp_path, max_epochs=3, limit_train_batches=4, log_every_n_steps=1, callbacks=[Beta()])
+    t.fit(model, Digits(batch_size=32))
     assert betas[0] == 0.0 and betas[4] == pytest.approx(1.0) and betas[-1] == 2.0
     assert all(a <= b for a, b in zip(betas, betas[1:]))
 

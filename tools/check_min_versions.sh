@@ -9,8 +9,8 @@
 #
 # Environment: MIN_VENV, where the environment goes (default: $TMPDIR or /tmp, /lightning-gen-min-venv; outside
 # the tree, about 5 GB with the CUDA build of torch); PYTHON (default python3; 3.10 to 3.12, the Pythons the torch
-# floor has wheels for); REUSE=1 to keep an existing MIN_VENV instead of rebuilding it. Pip's own settings (PIP_INDEX_URL, PIP_EXTRA_INDEX_URL,
-# PIP_FIND_LINKS, a pip.conf) apply, e.g. to point pip at a CPU-only torch wheel index.
+# floor has wheels for); REUSE=1 to keep an existing MIN_VENV instead of rebuilding it. pip's own settings
+# (PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_FIND_LINKS, a pip.conf) apply, e.g. to use a CPU-only torch wheel index.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -25,8 +25,8 @@ from lightning_gen.callbacks import ImageWriter, RunCheckpoint, SaveRunConfig
 from lightning_gen.core.checks import ConfigError
 from lightning_gen.core.loggers import AutoWandbLogger
 from lightning_gen.core.protocols import OwnsPredictInputs
-from lightning_gen.metrics import SampleQuality  # noqa: F401  (short name for --trainer.callbacks+=SampleQuality)
 from lightning_gen.core.runs import run_dir
+from lightning_gen.metrics import SampleQuality  # noqa: F401  (short name for --trainer.callbacks+=SampleQuality)
 
 DEFAULT_LOGGER = {"class_path": "lightning_gen.core.loggers.AutoWandbLogger"}
 

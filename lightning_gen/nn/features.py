@@ -145,7 +145,7 @@ def read_keras_mobilenet(path: Path, net: nn.ModuleDict) -> dict[str, Tensor]:
             kernel_key = "depthwise_kernel" if name.startswith("conv_dw") else "kernel"
             found = {}
 
-            def collect(key: str, obj: object) -> None:  # `conv1/kernel:0` -> found["kernel"]
+            def collect(key: str, obj: object, found: dict = found) -> None:  # `conv1/kernel:0` -> found["kernel"]
                 if isinstance(obj, h5py.Dataset):
                     found[key.rsplit("/", 1)[-1].split(":")[0]] = obj[()]
 
