@@ -175,8 +175,10 @@ class GymEnv(L.LightningDataModule):
     # ---- loaders: the environments are the data; these only pace the loops --------------------------------
     def train_dataloader(self) -> DataLoader:
         """One item per update of the model: `model.updates_per_epoch()` items per epoch on every process."""
+        from lightning_gen.core.protocols import RolloutTechnique  # here: lightning_gen imports datamodules
+
         model = self.trainer.lightning_module
-        if not hasattr(model, "updates_per_epoch"):
+        if not isinstance(model, RolloutTechnique):
             raise DataError(f"GymEnv feeds reinforcement-learning models such as `lightning_gen.A2C`, not "
                             f"{type(model).__name__}.")
         return DataLoader(Ticks(model.updates_per_epoch()), batch_size=1)

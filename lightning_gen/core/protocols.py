@@ -16,7 +16,7 @@ Data side (what a datamodule offers):
 
 Technique side (what a technique offers to callbacks and the CLI):
     Generative       sample, default_labels, sample_grid   sample grids, EMA grids, SampleQuality, predict
-    RolloutTechnique updates_per_epoch           the environment datamodule sizes its epochs with it
+    RolloutTechnique updates_per_epoch()         the environment datamodule sizes its epochs with it
     OwnsPredictInputs owns_predict_inputs         predict reads the technique's own inputs, not the data's
 """
 
@@ -109,9 +109,9 @@ class Generative(Protocol):
 
 @runtime_checkable
 class RolloutTechnique(Protocol):
-    """A technique that learns from environment rollouts: one epoch is `updates_per_epoch` updates."""
+    """A technique that learns from environment rollouts: one epoch is `updates_per_epoch()` updates."""
 
-    updates_per_epoch: int
+    def updates_per_epoch(self) -> int: ...
 
 
 @runtime_checkable
