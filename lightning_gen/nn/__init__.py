@@ -1,6 +1,12 @@
 """Network blocks shared by two or more techniques."""
 
-from lightning_gen.nn.classifier import ClassifierArch, ClassifierNet, GaussianNoise
+from lightning_gen.nn.classifier import (
+    ClassifierArch,
+    ClassifierNet,
+    GaussianNoise,
+    classifier_checkpoint,
+    classifier_net_from_checkpoint,
+)
 from lightning_gen.nn.features import FeatureNet, PerceptualLoss
 from lightning_gen.nn.dcgan import DCGANDiscriminator, DCGANGenerator, dcgan_init, dcgan_layout
 from lightning_gen.nn.pix2pix import PatchGAN, UNet, unet_depth
@@ -12,6 +18,8 @@ __all__ = [
     "DCGANGenerator",
     "FeatureNet",
     "GaussianNoise",
+    "classifier_checkpoint",
+    "classifier_net_from_checkpoint",
     "PatchGAN",
     "PerceptualLoss",
     "UNet",
