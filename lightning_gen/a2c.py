@@ -188,6 +188,7 @@ class A2C(Technique):
 
     # ---- the environments (an `Environments` datamodule such as GymEnv) and the network built for them ---------
     def environments(self) -> Environments:
+        """The trainer's datamodule, which must offer environments (the `Environments` protocol: GymEnv)."""
         dm = self.datamodule
         if not isinstance(dm, Environments):
             raise ConfigError("A2C plays gymnasium environments: use `--data datamodules.GymEnv --data.env_id "

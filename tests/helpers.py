@@ -66,13 +66,22 @@ class SameWeightsCheck(L.Callback):
 
 
 class SaveTestMetrics(L.Callback):
-    """Writes the metrics of a `test` run (after the processes' sync) to `<default_root_dir>/test_metrics.json`."""
+    """Writes the metrics of a `test` (or `validate`) run, after the processes' sync, to
+    `<default_root_dir>/test_metrics.json` (`validate_metrics.json`)."""
 
     def on_test_end(self, trainer, pl_module):
+        self.write(trainer, "test")
+
+    def on_validation_end(self, trainer, pl_module):
+        if trainer.state.fn == "validate":
+            self.write(trainer, "validate")
+
+    @staticmethod
+    def write(trainer, name):
         if trainer.is_global_zero:
             metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
             Path(trainer.default_root_dir).mkdir(parents=True, exist_ok=True)
-            (Path(trainer.default_root_dir) / "test_metrics.json").write_text(json.dumps(metrics))
+            (Path(trainer.default_root_dir) / f"{name}_metrics.json").write_text(json.dumps(metrics))
 
 
 class DistinctActorSeeds(L.Callback):
@@ -130,13 +139,3 @@ class MeanProbe(Technique):
 
     def test_step(self, batch: Tensor, batch_idx: int) -> None:
         self._evaluate(batch, batch_idx, "test")
-
-
-class SaveValidateMetrics(L.Callback):
-    """Writes the metrics of a `validate` run to `<default_root_dir>/validate_metrics.json`."""
-
-    def on_validation_end(self, trainer, pl_module):
-        if trainer.is_global_zero:
-            metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-            Path(trainer.default_root_dir).mkdir(parents=True, exist_ok=True)
-            (Path(trainer.default_root_dir) / "validate_metrics.json").write_text(json.dumps(metrics))

@@ -151,23 +151,8 @@ class EMA(Callback):
             self.network(pl_module).load_state_dict(self._live)
             self._live = None
 
-    def on_validation_start(self, trainer, pl_module):
-        self._swap_in(trainer, pl_module)
-
-    def on_validation_end(self, trainer, pl_module):
-        self._swap_out(trainer, pl_module)
-
-    def on_test_start(self, trainer, pl_module):
-        self._swap_in(trainer, pl_module)
-
-    def on_test_end(self, trainer, pl_module):
-        self._swap_out(trainer, pl_module)
-
-    def on_predict_start(self, trainer, pl_module):
-        self._swap_in(trainer, pl_module)
-
-    def on_predict_end(self, trainer, pl_module):
-        self._swap_out(trainer, pl_module)
+    on_validation_start = on_test_start = on_predict_start = _swap_in
+    on_validation_end = on_test_end = on_predict_end = _swap_out
 
     def on_exception(self, trainer, pl_module, exception):
         self._swap_out(trainer, pl_module)

@@ -3,10 +3,10 @@
 Lightning's DDP strategy wraps the whole LightningModule in one `DistributedDataParallel`, whose reducer expects
 every parameter to receive a gradient in every backward pass. A GAN's discriminator step leaves the generator
 unused, so plain `strategy="ddp"` fails ("parameters that were not used"), and `find_unused_parameters=True`
-all-reduces both networks at every step. Instead, a technique calls `disable_ddp_gradient_sync` at the start of
-each `training_step` (Lightning switches DDP's sync back on after every step) and `all_reduce_gradients(network)`
+all-reduces both networks at every step. Instead, `Technique.optimizing` calls `disable_ddp_gradient_sync` before
+its backward pass (Lightning switches DDP's sync back on after every step) and `all_reduce_gradients(network)`
 after each `manual_backward`, so each network's gradients are averaged across processes exactly once, for its
-own step. Outside DDP both are no-ops.
+own step. Outside DDP both are no-ops. `first_visit_mask` tells evaluation which items DDP's sampler repeated.
 """
 
 from __future__ import annotations
@@ -33,15 +33,6 @@ def disable_ddp_gradient_sync(trainer: L.Trainer) -> bool:
         wrapped.require_backward_grad_sync = False
         return True
     return False
-
-
-def step_network(module: L.LightningModule, optimizer: torch.optim.Optimizer, loss: Tensor, network: nn.Module) -> None:
-    """One optimizer step of one network of a manually optimized module: zero its gradients, `manual_backward`
-    (so precision plugins scale the loss), average `network`'s gradients over the processes, step."""
-    optimizer.zero_grad(set_to_none=True)
-    module.manual_backward(loss)
-    all_reduce_gradients(network)
-    optimizer.step()
 
 
 def all_reduce_gradients(module: nn.Module) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import lightning as L
 import torch
@@ -30,10 +30,3 @@ def adam(
         p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params
     )
     return torch.optim.Adam(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay, fused=fused or None)
-
-
-def scale_learning_rates(optimizers: Sequence[torch.optim.Optimizer], base_lrs: Sequence[float], factor: float) -> None:
-    """Set every parameter group of `optimizers[i]` to `base_lrs[i] * factor` (manual optimization's schedules)."""
-    for optimizer, lr in zip(optimizers, base_lrs, strict=True):
-        for group in optimizer.param_groups:
-            group["lr"] = lr * factor

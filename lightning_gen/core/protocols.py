@@ -11,6 +11,7 @@ Data side (what a datamodule offers):
     SemiSupervisedData  num_labeled, reference_set  the semi-supervised GAN (labeled + unlabeled pools)
     PairedData       input_channels              pix2pix (input and target images of one scene)
     NamedEvalSets    set_names(stage)            evaluation on several named sets (Set5, Set14)
+    SuperResolutionData  scale                   super-resolution: the upscaling factor of the pairs
     ReferenceImages  train_set, test_set         sample-quality metrics compare samples with these
     Environments     make_actors(...)            reinforcement learning (gymnasium vector environments)
 
@@ -68,6 +69,13 @@ class NamedEvalSets(Protocol):
     """Several evaluation sets, one dataloader each, with names used as metric suffixes (`val/psnr/Set5`)."""
 
     def set_names(self, stage: str) -> list[str]: ...
+
+
+@runtime_checkable
+class SuperResolutionData(Protocol):
+    """Batches of low-resolution images and their high-resolution originals, `scale` times larger."""
+
+    scale: int
 
 
 @runtime_checkable

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -156,8 +157,10 @@ class Technique(L.LightningModule):
     def on_train_epoch_end(self) -> None:
         if not self.automatic_optimization:  # Lightning steps schedulers itself only under automatic optimization
             schedulers = self.lr_schedulers()
-            for scheduler in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
-                scheduler.step()
+            with warnings.catch_warnings():  # under 16-mixed a step the scaler skipped makes torch warn; harmless
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+                for scheduler in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
+                    scheduler.step()
 
     # ---- evaluation that counts each item once under DDP -------------------------------------------------------
     def first_visit(self, batch_idx: int, batch_size: int, dataloader_idx: int = 0) -> Tensor:

@@ -14,7 +14,7 @@ from torchmetrics.functional.image import peak_signal_noise_ratio
 from torchmetrics.image import StructuralSimilarityIndexMeasure
 
 from lightning_gen.core.checks import ConfigError
-from lightning_gen.core.protocols import NamedEvalSets
+from lightning_gen.core.protocols import NamedEvalSets, SuperResolutionData
 from lightning_gen.core.runs import logs_this_step, save_and_log_images
 from lightning_gen.core.technique import Technique
 
@@ -152,7 +152,7 @@ class SuperResolutionEvaluation:
         raise NotImplementedError
 
     def check_scale(self) -> None:
-        scale = getattr(self.datamodule, "scale", None)  # no protocol: any datamodule may say its scale
+        scale = self.datamodule.scale if isinstance(self.datamodule, SuperResolutionData) else None
         if scale is not None and scale != self.hparams.scale:
             raise ConfigError(f"the model's scale is {self.hparams.scale} but the data's is {scale}; set both "
                               f"(--model.scale {scale} or --data.scale {self.hparams.scale}).")
