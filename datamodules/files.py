@@ -52,7 +52,7 @@ def load_image(path: Path | str, max_side: int | None = None, multiple_of: int =
     h, w = (x.shape[1] // multiple_of) * multiple_of, (x.shape[2] // multiple_of) * multiple_of
     if h < 1 or w < 1:
         raise DataError(f"image {path} is {x.shape[1]}x{x.shape[2]}, smaller than {multiple_of} pixels.")
-    return x[:, :h, :w].unsqueeze(0)
+    return x[:, :h, :w].unsqueeze(0).contiguous()
 
 
 class ImageFiles(Dataset):

@@ -311,8 +311,6 @@ class A2C(Technique):
             loss, policy_loss, value_loss, mean_entropy = a2c_loss(log_prob, entropy, values.float(), advantages,
                                                                   returns, hp.vf_coef, hp.ent_coef)
             step(loss)
-        if hp.lr_schedule == "linear":  # one scheduler step per update (Lightning steps none under manual optimization)
-            self.lr_schedulers().step()
         if logs_this_step(self.trainer):
             values_flat = flat(rollout["values"])
             explained = 1.0 - (returns - values_flat).var() / returns.var().clamp_min(1e-8)
@@ -335,14 +333,11 @@ class A2C(Technique):
             opt = torch.optim.Adam(self.parameters(), lr=hp.lr, eps=hp.optimizer_eps, foreach=True)
         if hp.lr_schedule == "constant":
             return opt
-        # linear: after update u of U, lr * (1 - u / U), U the run's updates (max_steps, or max_epochs' worth)
+        # linear: after update u of U, lr * (1 - u / U), U the run's updates (max_steps, or max_epochs' worth);
+        # `interval: step`: `Technique.optimizing` steps it after every update
         updates = max(1, int(self.trainer.estimated_stepping_batches))
         return [opt], [{"scheduler": LambdaLR(opt, LinearDecay(constant=0, decay=updates, offset=0)),
                         "interval": "step"}]
-
-    def on_train_epoch_end(self) -> None:
-        """Instead of `Technique`'s scheduler step at each epoch's end: A2C's one schedule (`linear`) steps after
-        every update, in `training_step`."""
 
     # ---- checkpoints: the step counter travels with the weights ----------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -86,6 +86,20 @@ def test_schedules_step_per_epoch_under_manual_optimization_and_resume(tmp_path)
     assert resumed.lrs == pytest.approx([0.025, 0.025])  # epoch 3 of the schedule, not epoch 0
 
 
+class StepScheduled(TwoNets):
+    def configure_optimizers(self):
+        opt_a = torch.optim.SGD(self.a.parameters(), lr=self.hparams.lr)
+        opt_b = torch.optim.SGD(self.b.parameters(), lr=self.hparams.lr)
+        schedule = torch.optim.lr_scheduler.LambdaLR(opt_a, LinearDecay(0, 4, offset=0))
+        return [opt_a, opt_b], [{"scheduler": schedule, "interval": "step"}]
+
+
+def test_step_schedulers_step_after_each_step_of_their_optimizer_only(tmp_path):
+    model = StepScheduled()
+    quiet_trainer(tmp_path, max_epochs=2).fit(model)
+    assert model.lrs == pytest.approx([0.1, 0.075, 0.05, 0.025])  # not stepped by opt_b, nor at the epoch's end
+
+
 def test_clip_norm_clips_and_refuses_a_gradient_scaler(tmp_path):
     model = TwoNets(clip_norm=0.01)
     quiet_trainer(tmp_path).fit(model)

@@ -7,10 +7,10 @@
 #   tools/check_min_versions.sh                 # default smoke subset (a few minutes on a CPU)
 #   tools/check_min_versions.sh tests/test_vae.py -k "not ddp"   # any pytest arguments instead
 #
-# Environment: MIN_VENV, where the environment goes (default: $TMPDIR or /tmp, /lightning-gen-min-venv; outside
-# the tree, about 5 GB with the CUDA build of torch); PYTHON (default python3; 3.10 to 3.12, the Pythons the torch
-# floor has wheels for); REUSE=1 to keep an existing MIN_VENV instead of rebuilding it. pip's own settings
-# (PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_FIND_LINKS, a pip.conf) apply, e.g. to use a CPU-only torch wheel index.
+# Environment: MIN_VENV, where the environment goes (default: ${TMPDIR:-/tmp}/lightning-gen-min-venv, outside the
+# tree; about 5 GB with the CUDA build of torch); PYTHON (default python3; 3.10 to 3.12, the Pythons the torch
+# floor has wheels for); REUSE=1 to update an existing MIN_VENV instead of rebuilding it from nothing. pip's own
+# settings (PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_FIND_LINKS, a pip.conf) apply, e.g. for a CPU-only torch index.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,10 +54,12 @@ if [ "${REUSE:-0}" != 1 ] || [ ! -x "$VENV/bin/python" ]; then
   rm -rf "$VENV"
   "$PYTHON" -m venv "$VENV"
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  # The project with all its other dependencies resolved around the floors: the constraints file pins the
-  # five packages to their floors (pip fails if another dependency cannot live with one of them).
-  "$VENV/bin/python" -m pip install -c "$CONSTRAINTS" -e . "pytest>=8"
 fi
+# The project and its dev extra (what .ci/run installs: pytest and the tests' optional packages) with every other
+# dependency resolved around the floors: the constraints file pins the five packages to their floors, and pip fails
+# if another dependency cannot live with one of them. In a reused environment this moves the pins to the current
+# floors and leaves the rest alone.
+"$VENV/bin/python" -m pip install --quiet -c "$CONSTRAINTS" -e ".[dev]"
 
 echo "== installed:"
 "$VENV/bin/python" - "$PACKAGES" "$CONSTRAINTS" <<'PY'

@@ -13,7 +13,7 @@ Data side (what a datamodule offers):
     NamedEvalSets    set_names(stage)            evaluation on several named sets (Set5, Set14)
     SuperResolutionData  scale                   super-resolution: the upscaling factor of the pairs
     ReferenceImages  train_set, test_set         sample-quality metrics compare samples with these
-    Environments     make_actors(...)            reinforcement learning (gymnasium vector environments)
+    Environments     make_actors, make_evaluator, spaces  reinforcement learning (gymnasium environments)
 
 Technique side (what a technique offers to callbacks and the CLI):
     Generative       sample, default_labels, sample_grid   sample grids, EMA grids, SampleQuality, predict
@@ -88,12 +88,20 @@ class ReferenceImages(Protocol):
 
 @runtime_checkable
 class Environments(Protocol):
-    """Vectorised environments for on-policy reinforcement learning: `make_actors(...)` builds the training
-    actors; `env_id` names the environment."""
+    """Vectorised environments for on-policy reinforcement learning: `num_envs` training actors per process built by
+    `make_actors(rank)` (the environments and their first observations), and one evaluation environment from
+    `make_evaluator(video_dir)` seeded from `eval_seed`; `env_id` names the environment and the two spaces describe
+    one actor's observations and actions."""
 
     env_id: str
+    num_envs: int
+    eval_seed: int
+    observation_space: Any
+    action_space: Any
 
-    def make_actors(self, *args: Any, **kwargs: Any) -> Any: ...
+    def make_actors(self, rank: int) -> Any: ...
+
+    def make_evaluator(self, video_dir: str | None = None) -> Any: ...
 
 
 # ---- technique side -------------------------------------------------------------------------------------------

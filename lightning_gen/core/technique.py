@@ -8,7 +8,8 @@
   optimizer (only `net`'s parameters take gradients), backpropagates through the precision plugin, averages
   `net`'s gradients over the DDP processes, clips if asked, and steps.
 - Learning-rate schedules are Lightning schedulers (`epoch_schedule`), checkpointed with the optimizers; under
-  manual optimization the skeleton steps them at the end of every training epoch.
+  manual optimization the skeleton steps them: `interval: epoch` ones at the end of every training epoch,
+  `interval: step` ones after each step of their optimizer.
 - `eval_mode(*nets)` and `batch_statistics(net)`: context managers for how networks run outside training.
 - `first_visit(batch_idx, n)`: which items of an evaluation batch the whole run sees for the first time, so that
   every metric counts each item once under DDP.
@@ -150,17 +151,24 @@ class Technique(L.LightningModule):
             if clip_norm > 0:
                 self.clip_gradients(optimizer, gradient_clip_val=clip_norm, gradient_clip_algorithm="norm")
             optimizer.step()
+            self._step_schedulers("step", getattr(optimizer, "optimizer", optimizer))
 
         with self.toggled_optimizer(optimizer):
             yield step
 
     def on_train_epoch_end(self) -> None:
-        if not self.automatic_optimization:  # Lightning steps schedulers itself only under automatic optimization
-            schedulers = self.lr_schedulers()
-            with warnings.catch_warnings():  # under 16-mixed a step the scaler skipped makes torch warn; harmless
-                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
-                for scheduler in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
-                    scheduler.step()
+        self._step_schedulers("epoch")
+
+    def _step_schedulers(self, interval: str, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Under manual optimization Lightning steps no scheduler: step those with this `interval` (`epoch`: at the end
+        of every training epoch; `step`: after each step of their optimizer)."""
+        if self.automatic_optimization:
+            return
+        with warnings.catch_warnings():  # under 16-mixed a step the scaler skipped makes torch warn; harmless
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+            for config in self.trainer.lr_scheduler_configs:
+                if config.interval == interval and (optimizer is None or config.scheduler.optimizer is optimizer):
+                    config.scheduler.step()
 
     # ---- evaluation that counts each item once under DDP -------------------------------------------------------
     def first_visit(self, batch_idx: int, batch_size: int, dataloader_idx: int = 0) -> Tensor:
