@@ -25,11 +25,16 @@ from common import QUIET, ROOT, cli, evaluate
 CLASSIFIER = ROOT / "checkpoints" / "mnist_classifier" / "last.ckpt"
 
 
-def quality(config: Path, ckpt: Path, samples: int, ema: bool) -> dict[str, float]:
-    """validate the checkpoint with SampleQuality, with or without the EMA generator."""
+def ema_args(decay: float, bias_correction: bool) -> list[str]:
+    return ["--trainer.callbacks+=lightning_gen.callbacks.EMA", f"--trainer.callbacks.decay={decay}",
+            f"--trainer.callbacks.bias_correction={str(bias_correction).lower()}"]
+
+
+def quality(config: Path, ckpt: Path, samples: int, ema: list[str] | None) -> dict[str, float]:
+    """validate the checkpoint with SampleQuality, with the EMA generator (its callback arguments) or without."""
     callbacks = ["--trainer.callbacks=[]"]
     if ema:
-        callbacks += ["--trainer.callbacks+=lightning_gen.callbacks.EMA"]
+        callbacks += ema
     callbacks += ["--trainer.callbacks+=lightning_gen.metrics.SampleQuality",
                   f"--trainer.callbacks.classifier_ckpt={CLASSIFIER}", f"--trainer.callbacks.num_samples={samples}"]
     return evaluate("validate", config, ckpt, "--trainer.limit_val_batches", "1", *callbacks)
@@ -40,8 +45,12 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0, help="training wall-time budget of each GAN")
     parser.add_argument("--samples", type=int, default=10000, help="generated images per FID")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ema-decay", type=float, default=0.999, help="decay of the generator EMA")
+    parser.add_argument("--bias-correction", action="store_true",
+                        help="bias-corrected EMA (usable from the first updates; see lightning_gen.callbacks.EMA)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "cgan_mnist"))
-    parser.add_argument("--grid", default=str(ROOT / "docs" / "img" / "cgan_mnist.png"), help="where to copy CGAN's grid")
+    parser.add_argument("--grid", default=str(ROOT / "docs" / "img" / "cgan_mnist.png"),
+                        help="where to copy CGAN's grid")
     args = parser.parse_args()
     out = Path(args.out)
     if out.exists():
@@ -55,6 +64,8 @@ def main() -> None:
     print(f"MNIST classifier test accuracy: {100 * classifier['test/accuracy']:.2f}%", flush=True)
 
     budget = time.strftime("00:%H:%M:%S", time.gmtime(args.minutes * 60))
+    ema = ema_args(args.ema_decay, args.bias_correction)
+    ema_name = f"EMA {args.ema_decay}{' bias-corrected' if args.bias_correction else ''}"
     runs = {}
     for name, config, extra in [
         ("dcgan", ROOT / "configs" / "dcgan" / "mnist.yaml",
@@ -83,14 +94,15 @@ def main() -> None:
           "lowest class (%) |")
     print("|---|---|---|---|---|---|---|---|")
     floor = None
-    for name, ema in [("dcgan", False), ("dcgan", True), ("cgan", False), ("cgan", True)]:
+    for name, use_ema in [("dcgan", False), ("dcgan", True), ("cgan", False), ("cgan", True)]:
         run = runs[name]
-        m = quality(run["config"], run["folder"] / "checkpoints" / "last.ckpt", args.samples, ema)
+        m = quality(run["config"], run["folder"] / "checkpoints" / "last.ckpt", args.samples, ema if use_ema else None)
         floor = m.get("val/mnist_classifier_fid_floor", floor)
         acc = m.get("val/mnist_classifier_class_accuracy")
-        per_class = {k.rsplit("_", 1)[1]: v for k, v in m.items() if k.startswith("val/mnist_classifier_class_accuracy_")}
+        per_class = {k.rsplit("_", 1)[1]: v for k, v in m.items()
+                     if k.startswith("val/mnist_classifier_class_accuracy_")}
         worst = min(per_class, key=per_class.get) if per_class else None
-        print(f"| {name.upper()} | {'EMA 0.999' if ema else 'live'} | {run['epochs']} | {run['minutes']:.1f} | "
+        print(f"| {name.upper()} | {ema_name if use_ema else 'live'} | {run['epochs']} | {run['minutes']:.1f} | "
               f"{m['val/mnist_classifier_fid']:.3f} | {1000 * m['val/mnist_classifier_kid']:.3f} | "
               f"{'-' if acc is None else f'{100 * acc:.2f}'} | "
               f"{'-' if worst is None else f'{100 * per_class[worst]:.1f} (digit {worst})'} |", flush=True)

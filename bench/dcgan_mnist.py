@@ -23,7 +23,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "dcgan_mnist"))
-    parser.add_argument("--grid", default=str(ROOT / "docs" / "img" / "dcgan_mnist.png"), help="where to copy the last grid")
+    parser.add_argument("--grid", default=str(ROOT / "docs" / "img" / "dcgan_mnist.png"),
+                        help="where to copy the last grid")
     args = parser.parse_args()
     out = Path(args.out)
     if out.exists():

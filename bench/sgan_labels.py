@@ -5,7 +5,8 @@ For every (labels, seed): the supervised `Classifier` (configs/classifier/mnist_
 (configs/sgan/mnist_100.yaml) are trained with `--data.num_labeled <labels> --data.seed <seed>` (so both see the
 same labeled images) and `--seed_everything <seed>`, then tested on the 10,000 MNIST test images. Each SGAN run
 trains `--sgan-epochs` epochs or until `--sgan-minutes` of wall time have passed (Lightning's `max_time`),
-whichever comes first; the supervised runs train for `--sup-epochs` epochs (of 599 batches each). Prints one row per run and a mean +- std table.
+whichever comes first; the supervised runs train for `--sup-epochs` epochs (of 599 batches each). Prints one row
+per run and a mean +- std table.
 
     LIGHTNING_GEN_DATA=/path/to/datasets python bench/sgan_labels.py [--labels 100 1000] [--seeds 0 1 2]
         [--sgan-minutes 30] [--sgan-epochs 100] [--sup-epochs 10] [--accelerator gpu] [--sgan-args '...']

@@ -7,12 +7,10 @@ import math
 from pathlib import Path
 
 import lightning as L
-
 import torch
 from lightning.pytorch.plugins import MixedPrecision
 from PIL import Image
 from torch import Tensor
-
 from torch.utils.data import DataLoader, DistributedSampler
 
 from datamodules import Digits

@@ -64,7 +64,8 @@ def test_short_names_help_and_unknown_keys(capsys):
 def test_fit_offline_wandb_resume_same_run_and_predict(tmp_path):
     # short names, default logger (W&B, offline because no login), config saved in the run folder
     args = ["fit", "--config", TINY, "--model", "DCGAN", "--model.latent_dim", "16", "--model.g_features", "8",
-            "--model.d_features", "8", "--model.num_samples", "16", "--data", "Digits", "--data.batch_size", "32", *QUIET]
+            "--model.d_features", "8", "--model.num_samples", "16", "--data", "Digits", "--data.batch_size", "32",
+            *QUIET]
     first = ok(run_cli(args, tmp_path))
     (run,) = (tmp_path / "runs" / "lightning-gen").iterdir()
     assert "W&B run (offline)" in first.stdout and "wandb sync" in first.stdout

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from datamodules import Digits, PairedImages, SemiSupervised
-from lightning_gen import CGAN, CVAE, DCGAN, VAE, Classifier, Pix2Pix, SGAN
+from lightning_gen import CGAN, CVAE, DCGAN, SGAN, VAE, Classifier, Pix2Pix
 from lightning_gen.callbacks import EMA
 from tests.test_pix2pix import SMALL as PIX2PIX_SMALL
 from tests.test_pix2pix import make_pairs

@@ -59,7 +59,8 @@ def test_discriminator_learns_to_separate_real_from_frozen_generator(tmp_path):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             losses.append(trainer.callback_metrics["train/d_loss"].item())
 
-    trainer(tmp_path, limit_train_batches=30, log_every_n_steps=1, callbacks=[Record()]).fit(model, Digits(batch_size=32))
+    trainer(tmp_path, limit_train_batches=30, log_every_n_steps=1, callbacks=[Record()]).fit(
+        model, Digits(batch_size=32))
     assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5, losses
 
 

@@ -34,8 +34,9 @@ class Recorder(L.LightningModule):
 def test_attached_trainer_and_log_cadence(tmp_path):
     model = Recorder()
     assert attached_trainer(model) is None  # no trainer: None rather than an exception
-    L.Trainer(max_epochs=1, log_every_n_steps=2, logger=L.pytorch.loggers.CSVLogger(tmp_path), enable_progress_bar=False,
-              enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path).fit(model)
+    L.Trainer(max_epochs=1, log_every_n_steps=2, logger=L.pytorch.loggers.CSVLogger(tmp_path),
+              enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+              default_root_dir=tmp_path).fit(model)
     assert all(model.attached)
     # Lightning writes every 2nd step (steps 1, 3, 5: (step + 1) % 2 == 0) and the last one
     assert model.updates == [False, True, False, True, False, True]

@@ -325,8 +325,8 @@ def test_ema_predict_from_checkpoint_uses_the_average(tmp_path):
     expected = model.sample(torch.arange(2))
     result = run_cli(["predict", *base, "--ckpt_path", "last", "--model.num_samples", "2"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     written = torch.tensor(np.array(Image.open(tmp_path / "out" / "predictions" / "00000.png").convert("L")))
     want = expected[0, 0].clamp(-1, 1).add(1).div(2).mul(255).add(0.5).clamp(0, 255).to(torch.uint8)

@@ -7,8 +7,8 @@ import torch
 from datamodules import DataError, Digits, ImageFolder, SemiSupervised
 from datamodules.semi_supervised import PermutationStream, dataset_labels
 from lightning_gen import SGAN, Classifier
-from lightning_gen.core.checks import ConfigError
 from lightning_gen.classifier import load_classifier
+from lightning_gen.core.checks import ConfigError
 from lightning_gen.nn import ClassifierNet
 from tests.conftest import QUIET, ROOT, run_cli
 from tests.helpers import fp16_on_cpu

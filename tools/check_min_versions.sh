@@ -82,10 +82,11 @@ PY
 if [ $# -eq 0 ]; then
   # Default smoke subset: the fused CPU Adam (the reason for the torch floor), the losses, the networks, the
   # private Lightning attributes the project reads, DCGAN training end to end (manual optimization,
-  # toggled_optimizer, 16-mixed with a GradScaler, checkpoints), torchmetrics' FID/KID arithmetic, and every
-  # shipped config parsed by LightningCLI/jsonargparse.
+  # toggled_optimizer, 16-mixed with a GradScaler, checkpoints), pix2pix (torchmetrics' PSNR/SSIM and the
+  # CatMetric(nan_strategy="disable") that sets the torchmetrics floor), torchmetrics' FID/KID arithmetic, and
+  # every shipped config parsed by LightningCLI/jsonargparse.
   set -- tests/test_optim.py tests/test_losses.py tests/test_nn.py tests/test_lightning_private.py \
-    tests/test_dcgan.py tests/test_metrics.py tests/test_cli.py \
+    tests/test_dcgan.py tests/test_pix2pix.py tests/test_metrics.py tests/test_cli.py \
     -k "not ddp and not distributed and (not test_metrics or frechet or kid) and (not test_cli or every_config_parses)"
 fi
 echo "== pytest $*"

@@ -14,11 +14,11 @@ import torchvision
 from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lightning_gen.core.checks import ConfigError
-from lightning_gen.core.runs import image_grid, run_dir, save_and_log_images
+from lightning_gen.core.runs import image_grid, run_dir
 
 
 class RunCheckpoint(ModelCheckpoint):
@@ -106,7 +106,8 @@ class RunCheckpoint(ModelCheckpoint):
         self._interrupt_path = str(Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}")
         trainer.save_checkpoint(self._interrupt_path)
         self.last_model_path = self._interrupt_path
-        rank_zero_info(f"Interrupted: saved {self._interrupt_path}. Continue with `fit --ckpt_path last` (same config).")
+        rank_zero_info(f"Interrupted: saved {self._interrupt_path}. Continue with `fit --ckpt_path last` "
+                       "(same config).")
 
     # ---- run id for resuming the same logger run ----------------------------------------------------------
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:

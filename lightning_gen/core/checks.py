@@ -19,7 +19,8 @@ def resolve_image_shape(
     if data_shape is not None:
         data_shape = tuple(int(v) for v in data_shape)
         if len(data_shape) != 3:
-            raise ConfigError(f"{type(datamodule).__name__}.image_shape must be (channels, height, width), got {data_shape}.")
+            raise ConfigError(f"{type(datamodule).__name__}.image_shape must be (channels, height, width), got "
+                              f"{data_shape}.")
     if model_shape is not None:
         model_shape = tuple(int(v) for v in model_shape)
     if data_shape and model_shape and data_shape != model_shape:
@@ -29,7 +30,8 @@ def resolve_image_shape(
         )
     shape = data_shape or model_shape
     if shape is None:
-        where = f"{type(datamodule).__name__} has no `image_shape` attribute" if datamodule is not None else "no datamodule"
+        where = (f"{type(datamodule).__name__} has no `image_shape` attribute" if datamodule is not None
+                 else "no datamodule")
         raise ConfigError(
             f"{technique} does not know the image shape ({where}). Give `--model.image_shape [C, H, W]`, or load a "
             "trained checkpoint with `--ckpt_path`."

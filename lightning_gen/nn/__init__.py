@@ -7,8 +7,8 @@ from lightning_gen.nn.classifier import (
     classifier_checkpoint,
     classifier_net_from_checkpoint,
 )
-from lightning_gen.nn.features import FeatureNet, PerceptualLoss
 from lightning_gen.nn.dcgan import DCGANDiscriminator, DCGANGenerator, dcgan_init, dcgan_layout
+from lightning_gen.nn.features import FeatureNet, PerceptualLoss
 from lightning_gen.nn.pix2pix import PatchGAN, UNet, unet_depth
 
 __all__ = [

@@ -77,7 +77,7 @@ def _mlp_features(image_shape: tuple[int, int, int], noise: bool) -> tuple[nn.Se
 
 
 @torch.no_grad()
-def data_dependent_init(net: "ClassifierNet", x: Tensor) -> None:
+def data_dependent_init(net: ClassifierNet, x: Tensor) -> None:
     """Salimans & Kingma (2016)'s initialisation of weight-normalised layers: run `x` through `net`'s layers
     in order and set each weight-normalised linear layer's scale and bias so that its outputs on `x` have mean 0
     and standard deviation 1 per unit. Without it, the default initialisation shrinks the activations layer by

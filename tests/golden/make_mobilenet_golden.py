@@ -4,7 +4,8 @@ in the port (kernel layout, padding, batch-norm epsilon, input scaling) is caugh
 
 Run once, where Keras 3 can be installed (the torch backend is enough, no TensorFlow):
 
-    pip install keras && KERAS_BACKEND=torch python tests/golden/make_mobilenet_golden.py /path/to/mobilenet_2_5_224_tf_no_top.h5
+    pip install keras
+    KERAS_BACKEND=torch python tests/golden/make_mobilenet_golden.py /path/to/mobilenet_2_5_224_tf_no_top.h5
 
 The sizes are multiples of 32: Keras 3 pads stride-2 convolutions by one row and column after the image, which is
 TensorFlow's SAME padding (what the weights were trained with) only for even sides.
