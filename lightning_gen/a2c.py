@@ -25,6 +25,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any, Literal
 
+import gymnasium
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -205,7 +206,7 @@ class A2C(Technique):
                 self.environments()  # raises: nothing says what to build
             return
         space = dm.action_space
-        continuous = hasattr(space, "low")  # gymnasium's Box; Discrete has `n`
+        continuous = isinstance(space, gymnasium.spaces.Box)  # else Discrete, with `n` actions
         spec = (tuple(dm.observation_space.shape), "continuous" if continuous else "discrete",
                 int(np.prod(space.shape)) if continuous else int(space.n))
         if hp.observation_shape is not None and (tuple(hp.observation_shape), hp.action_type, hp.action_dim) != spec:

@@ -19,6 +19,7 @@ from lightning_gen.core.checks import ConfigError, check_labels, resolve_image_s
 from lightning_gen.core.distributed import average_parameters
 from lightning_gen.core.evaluation import evaluate_accuracy
 from lightning_gen.core.optim import adam
+from lightning_gen.core.protocols import NamedData, SemiSupervisedData
 from lightning_gen.core.runs import logs_this_step
 from lightning_gen.core.technique import Technique
 from lightning_gen.nn import ClassifierArch, ClassifierNet
@@ -67,8 +68,8 @@ class Classifier(Technique):
         hp.image_shape = resolve_image_shape(hp.image_shape, dm, "Classifier")
         hp.num_classes = resolve_num_classes(hp.num_classes, dm, "Classifier")
         if hp.data_name is None and dm is not None:
-            inner = getattr(dm, "data", dm)  # SemiSupervised wraps the named datamodule
-            hp.data_name = getattr(inner, "dataset", None) or type(inner).__name__
+            inner = dm.data if isinstance(dm, SemiSupervisedData) else dm  # it wraps the named datamodule
+            hp.data_name = inner.dataset if isinstance(inner, NamedData) else type(inner).__name__
         self.net = ClassifierNet(hp.image_shape, hp.num_classes, hp.arch, hp.noise)
         self.val_acc = torchmetrics.Accuracy("multiclass", num_classes=hp.num_classes)
         self.test_acc = torchmetrics.Accuracy("multiclass", num_classes=hp.num_classes)

@@ -215,6 +215,7 @@ def test_continuous_actions_train_with_a_gaussian_policy(tmp_path):
 
 
 def test_atari_frames_are_preprocessed_and_feed_the_nature_cnn(tmp_path):
+    pytest.importorskip("ale_py", reason="needs the atari extra")
     data = GymEnv("ALE/Pong-v5", num_envs=2, vectorization="sync")
     assert data.observation_space.shape == (4, 84, 84) and data.observation_space.dtype == np.uint8
     model, rollout = first_rollout(tmp_path, data, n_steps=2, env_steps_per_epoch=4, eval_episodes=1)

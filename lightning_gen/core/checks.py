@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from lightning_gen.core.protocols import ImageData, LabeledData
+
 
 class ConfigError(ValueError):
     """A setting that cannot work, found before training. The message names the problem and the fix."""
@@ -15,7 +17,7 @@ def resolve_image_shape(
 ) -> tuple[int, int, int]:
     """The image shape a technique builds its networks for: the datamodule's `image_shape`, which must agree
     with the model's `image_shape` when both are given. Raises `ConfigError` naming the fix."""
-    data_shape = getattr(datamodule, "image_shape", None) if datamodule is not None else None
+    data_shape = datamodule.image_shape if isinstance(datamodule, ImageData) else None
     if data_shape is not None:
         data_shape = tuple(int(v) for v in data_shape)
         if len(data_shape) != 3:
@@ -47,7 +49,7 @@ def resolve_num_classes(model_classes: int | None, datamodule: Any, technique: s
     which must agree when both are given (a datamodule that does not say is trusted to match; its labels are then
     checked on the first batch). Raises `ConfigError` naming the fix for data without labels (a single class), an
     unknown count, or a disagreement. `alternative` adds a hint (", or the unconditional DCGAN")."""
-    data_classes = getattr(datamodule, "num_classes", None) if datamodule is not None else None
+    data_classes = datamodule.num_classes if isinstance(datamodule, LabeledData) else None
     name = type(datamodule).__name__ if datamodule is not None else "no datamodule"
     if data_classes is not None and data_classes < 2:  # e.g. a flat image folder: one "class"
         raise ConfigError(

@@ -8,7 +8,8 @@ never `hasattr`. A third-party datamodule plugs in by offering the members of th
 Data side (what a datamodule offers):
     ImageData        image_shape                 every image technique builds its networks from it
     LabeledData      num_classes                 class-conditional and classifying techniques
-    SemiSupervisedData  num_labeled, reference_set  the semi-supervised GAN (labeled + unlabeled pools)
+    SemiSupervisedData  num_labeled, reference_set, data  the semi-supervised GAN (labeled + unlabeled pools)
+    NamedData        dataset                     names metrics computed with a classifier trained on it
     PairedData       input_channels              pix2pix (input and target images of one scene)
     NamedEvalSets    set_names(stage)            evaluation on several named sets (Set5, Set14)
     SuperResolutionData  scale                   super-resolution: the upscaling factor of the pairs
@@ -50,10 +51,20 @@ class LabeledData(Protocol):
 @runtime_checkable
 class SemiSupervisedData(Protocol):
     """Training batches `{"labeled": (images, labels), "unlabeled": images}` drawn from a labeled pool of
-    `num_labeled` images and an unlabeled pool `reference_set` (what sample quality compares with)."""
+    `num_labeled` images and an unlabeled pool `reference_set` (what sample quality compares with), both split from
+    the labeled datamodule `data`."""
 
     num_labeled: int
     reference_set: Dataset | None
+    data: Any
+
+
+@runtime_checkable
+class NamedData(Protocol):
+    """A datamodule that serves one of several known datasets, named by `dataset` ("MNIST", "CIFAR10", ...): the
+    name that metrics computed on a network trained on it carry ("MNIST-classifier FID")."""
+
+    dataset: str
 
 
 @runtime_checkable

@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -39,16 +40,26 @@ from lightning_gen.core.sampling import class_file_names, index_loader
 
 
 @contextmanager
-def eval_mode(*nets: nn.Module) -> Iterator[None]:
-    """Run `nets` in eval mode (dropout off, batch norm with its running statistics) and restore each one's mode."""
+def network_mode(*nets: nn.Module, training: bool) -> Iterator[None]:
+    """Run `nets` in training or eval mode and restore each one's own mode afterwards."""
     modes = [net.training for net in nets]
     for net in nets:
-        net.eval()
+        net.train(training)
     try:
         yield
     finally:
         for net, mode in zip(nets, modes):
             net.train(mode)
+
+
+def eval_mode(*nets: nn.Module) -> contextlib.AbstractContextManager[None]:
+    """Run `nets` in eval mode (dropout off, batch norm with its running statistics), then restore their modes."""
+    return network_mode(*nets, training=False)
+
+
+def train_mode(*nets: nn.Module) -> contextlib.AbstractContextManager[None]:
+    """Run `nets` in training mode (dropout and noise on), then restore their modes."""
+    return network_mode(*nets, training=True)
 
 
 @contextmanager

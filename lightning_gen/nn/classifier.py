@@ -26,6 +26,7 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
 from lightning_gen.core.checks import ConfigError
+from lightning_gen.core.technique import train_mode
 
 ClassifierArch = Literal["cnn", "mlp"]
 
@@ -95,17 +96,15 @@ def data_dependent_init(net: ClassifierNet, x: Tensor) -> None:
             yield module
 
     modules = [*leaves(net.features), *leaves(net.head)]
-    was_training = net.training
-    net.train()
     h = x
-    for m in modules:
-        if isinstance(m, nn.Linear) and parametrize.is_parametrized(m, "weight"):
-            out = m(h)
-            mean, std = out.mean(0), out.std(0).clamp_min(1e-6)
-            m.parametrizations.weight.original0.div_(std.view(-1, 1))  # the scale g, one per output unit
-            m.bias.copy_((m.bias - mean) / std)
-        h = m(h)
-    net.train(was_training)
+    with train_mode(net):
+        for m in modules:
+            if isinstance(m, nn.Linear) and parametrize.is_parametrized(m, "weight"):
+                out = m(h)
+                mean, std = out.mean(0), out.std(0).clamp_min(1e-6)
+                m.parametrizations.weight.original0.div_(std.view(-1, 1))  # the scale g, one per output unit
+                m.bias.copy_((m.bias - mean) / std)
+            h = m(h)
 
 
 def _cnn_features(image_shape: tuple[int, int, int], dropout: float) -> tuple[nn.Sequential, int]:
