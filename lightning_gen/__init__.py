@@ -6,7 +6,10 @@ distributed helpers, loggers, the CLI), `callbacks/`, `metrics/` and `nn/` (netw
 """
 
 import importlib as _importlib
+import importlib.abc as _importlib_abc
+import importlib.util as _importlib_util
 import sys as _sys
+import warnings as _warnings
 
 from lightning_gen.a2c import A2C
 from lightning_gen.cgan import CGAN
@@ -29,8 +32,8 @@ __all__ = [
 __version__ = "0.1.0"
 
 # Module paths of release 0.1 that moved into sub-packages. Configs and imports that name them keep working for
-# one more release (`class_path: lightning_gen.loggers.AutoWandbLogger` still resolves); new code uses the new
-# paths. tests/test_layout.py checks every entry.
+# one more release (`class_path: lightning_gen.loggers.AutoWandbLogger` still resolves, with a DeprecationWarning);
+# new code uses the new paths. They are imported only when asked for. tests/test_layout.py checks every entry.
 MOVED_MODULES = {
     "lightning_gen.checks": "lightning_gen.core.checks",
     "lightning_gen.cli": "lightning_gen.core.cli",
@@ -42,5 +45,24 @@ MOVED_MODULES = {
     "lightning_gen.sampling": "lightning_gen.core.sampling",
     "lightning_gen.sr_metrics": "lightning_gen.metrics.sr",
 }
-for _old, _new in MOVED_MODULES.items():
-    _sys.modules[_old] = _importlib.import_module(_new)
+
+
+class _MovedModuleFinder(_importlib_abc.MetaPathFinder, _importlib_abc.Loader):
+    """Resolves an old module path to the module at its new path (the same module object)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name in MOVED_MODULES:
+            return _importlib_util.spec_from_loader(name, self)
+        return None
+
+    def create_module(self, spec):
+        _warnings.warn(f"{spec.name} moved to {MOVED_MODULES[spec.name]}; the old path goes in the next release.",
+                       DeprecationWarning, stacklevel=2)
+        return _importlib.import_module(MOVED_MODULES[spec.name])
+
+    def exec_module(self, module):
+        pass  # the new module is already imported
+
+
+if not any(isinstance(finder, _MovedModuleFinder) for finder in _sys.meta_path):
+    _sys.meta_path.append(_MovedModuleFinder())

@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "lightning_gen"
 NOT_TECHNIQUES = {"__init__", "losses"}
 PARENTS = {"cgan": {"dcgan"}}  # a subclass may import its parent technique
+CLI_OVERRIDES = {"._parse_ckpt_path", "._instantiate_trainer"}  # listed in core/lightning_private.py
 
 
 def technique_modules() -> list[str]:
@@ -62,7 +63,10 @@ def test_the_plumbing_lives_once():
         if rel != "lightning_gen/core/technique.py":
             assert "toggle_optimizer" not in text, f"{rel}: use Technique.optimizing"
         if rel != "lightning_gen/core/lightning_private.py":
-            found = re.findall(r"\._(?:trainer|logger_connector|combined_loader|results|accelerator_connector)\b", text)
+            found = re.findall(r"\._(?:trainer|logger_connector|combined_loader|results|accelerator_connector"
+                               r"|experiment|checkpoint_connector|data_connector|parse_ckpt_path|instantiate_trainer)\b",
+                               text)
+            found = [f for f in found if not (rel == "lightning_gen/core/cli.py" and f in CLI_OVERRIDES)]
             assert not found, f"{rel} reads private Lightning attributes {found}: go through core/lightning_private.py"
 
 

@@ -9,7 +9,9 @@ import torch
 from lightning.pytorch.cli import LightningCLI
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_gen.core.lightning_private import attached_trainer, should_update_logs
+from lightning_gen.callbacks import EMA
+from lightning_gen.core.lightning_private import attached_trainer, should_update_logs, started_wandb_run
+from lightning_gen.core.loggers import AutoWandbLogger
 
 
 class Recorder(L.LightningModule):
@@ -68,3 +70,16 @@ def test_public_loop_attributes_the_project_reads(tmp_path):
               enable_checkpointing=False, default_root_dir=tmp_path, num_sanity_val_steps=0).fit(Probe())
     assert seen["total_batch_idx"] == list(range(6))
     assert isinstance(seen["val_loaders"], DataLoader)
+
+
+def test_wandb_run_is_read_without_starting_one(tmp_path):
+    logger = AutoWandbLogger(save_dir=str(tmp_path), mode="offline")
+    assert started_wandb_run(logger) is None  # reading it did not start a run
+    run = logger.experiment  # starts the (offline) run
+    assert started_wandb_run(logger) is run
+    assert logger.run_folder() is not None
+    run.finish()
+
+
+def test_callback_state_key_helper():
+    assert EMA(attribute="net").state_key == "EMA{'attribute': 'net'}"

@@ -60,12 +60,23 @@ class EMA(Callback):
         self.buffers = buffers
         self.averaged: AveragedModel | None = None
         self.num_updates = 0
-        self._pending: dict | None = None
+        self._pending: dict | None = None  # state to restore once the averaged copy exists
+        self._loaded_from: str | None = None  # the checkpoint whose average is loaded (validate/test/predict)
+        self._has_average = False  # False when evaluating a checkpoint saved without this callback
         self._live: dict | None = None
 
     @property
     def state_key(self) -> str:
         return self._generate_state_key(attribute=self.attribute)  # one EMA per network can share a run
+
+    @property
+    def legacy_state_key(self) -> str:
+        """The state key of release 0.1's `GeneratorEMA`, whose checkpoints this callback also reads."""
+        return f"GeneratorEMA{{'attribute': '{self.attribute}'}}"
+
+    def _state_in(self, checkpoint: dict) -> dict | None:
+        states = checkpoint.get("callbacks", {})
+        return states.get(self.state_key) or states.get(self.legacy_state_key)
 
     @property
     def ema(self) -> torch.nn.Module | None:
@@ -105,16 +116,18 @@ class EMA(Callback):
         if self.averaged is None:
             self.averaged = AveragedModel(net, multi_avg_fn=self._average, use_buffers=self.buffers == "average")
             self.averaged.requires_grad_(False)
-        if self._pending is None and trainer.state.fn != "fit" and trainer.ckpt_path:
-            state = torch.load(trainer.ckpt_path, map_location="cpu", weights_only=False).get("callbacks", {})
-            self._pending = state.get(self.state_key)
-            if self._pending is None:
+        if trainer.state.fn == "fit":
+            self._has_average = True  # from the checkpoint resumed (restored below) or from the first update
+        elif trainer.ckpt_path and str(trainer.ckpt_path) != self._loaded_from:  # evaluating a checkpoint
+            self._loaded_from = str(trainer.ckpt_path)
+            self._pending = self._state_in(torch.load(trainer.ckpt_path, map_location="cpu", weights_only=False))
+            self._has_average = bool(self._pending)
+            if not self._has_average:
                 rank_zero_warn(f"EMA: {trainer.ckpt_path} holds no average of `{self.attribute}` (it was trained "
                                "without this callback); evaluating with the live weights.")
-                self._pending = {}
         if self._pending:
             self._restore(self._pending)
-            self._pending = None
+        self._pending = None
         self.averaged.to(pl_module.device)
 
     def _restore(self, state: dict[str, Any]) -> None:
@@ -135,13 +148,17 @@ class EMA(Callback):
         self._ensure(trainer, pl_module)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        self.update(self.network(pl_module))
+        if self._pending:  # strategies that restore checkpoints after `on_fit_start`
+            self._ensure(trainer, pl_module)
+        self.update(self.network(pl_module))  # after every training batch (`decay` counts batches)
 
     # ---- evaluation with the averaged weights ----------------------------------------------------------------
     def _swap_in(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.use_for_eval or self._live is not None:
             return
         self._ensure(trainer, pl_module)
+        if not self._has_average:
+            return
         net = self.network(pl_module)
         self._live = {k: v.detach().clone() for k, v in net.state_dict().items()}
         net.load_state_dict(self.averaged.module.state_dict())
@@ -177,6 +194,10 @@ class EMA(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if state_dict:
             self._pending = state_dict
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        if self._pending is None:  # a resumed fit from a checkpoint of release 0.1 (its GeneratorEMA's key)
+            self._pending = checkpoint.get("callbacks", {}).get(self.legacy_state_key) or None
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         if self._live is not None:  # saved while the averaged weights are swapped in: the model keeps its live ones

@@ -11,6 +11,8 @@ from urllib.parse import urlparse
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 
+from lightning_gen.core.lightning_private import started_wandb_run
+
 WandbMode = Literal["auto", "online", "offline", "disabled"]
 
 
@@ -82,6 +84,7 @@ class AutoWandbLogger(WandbLogger):
 
     def run_folder(self) -> Path | None:
         """W&B's folder for this run (`.../wandb/offline-run-...` or `run-...`), once the run exists."""
-        if self._experiment is None or not getattr(self._experiment, "dir", None):
+        run = started_wandb_run(self)
+        if run is None or not getattr(run, "dir", None):
             return None
-        return Path(self._experiment.dir).parent
+        return Path(run.dir).parent

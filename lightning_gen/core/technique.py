@@ -10,7 +10,8 @@
 - Learning-rate schedules are Lightning schedulers (`epoch_schedule`), checkpointed with the optimizers; under
   manual optimization the skeleton steps them: `interval: epoch` ones at the end of every training epoch,
   `interval: step` ones after each step of their optimizer.
-- `eval_mode(*nets)` and `batch_statistics(net)`: context managers for how networks run outside training.
+- `eval_mode(*nets)`, `train_mode(*nets)` and `batch_statistics(net)` (from `nn/modes.py`, re-exported here):
+  how networks run outside their training step.
 - `first_visit(batch_idx, n)`: which items of an evaluation batch the whole run sees for the first time, so that
   every metric counts each item once under DDP.
 - `GenerativeTechnique`: the `Generative` protocol (sample, default_labels, sample_grid), the per-epoch sample grid
@@ -19,7 +20,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,49 +37,7 @@ from lightning_gen.core.distributed import all_reduce_gradients, disable_ddp_gra
 from lightning_gen.core.lightning_private import attached_trainer
 from lightning_gen.core.runs import save_and_log_images
 from lightning_gen.core.sampling import class_file_names, index_loader
-
-
-@contextmanager
-def network_mode(*nets: nn.Module, training: bool) -> Iterator[None]:
-    """Run `nets` in training or eval mode and restore each one's own mode afterwards."""
-    modes = [net.training for net in nets]
-    for net in nets:
-        net.train(training)
-    try:
-        yield
-    finally:
-        for net, mode in zip(nets, modes):
-            net.train(mode)
-
-
-def eval_mode(*nets: nn.Module) -> contextlib.AbstractContextManager[None]:
-    """Run `nets` in eval mode (dropout off, batch norm with its running statistics), then restore their modes."""
-    return network_mode(*nets, training=False)
-
-
-def train_mode(*nets: nn.Module) -> contextlib.AbstractContextManager[None]:
-    """Run `nets` in training mode (dropout and noise on), then restore their modes."""
-    return network_mode(*nets, training=True)
-
-
-@contextmanager
-def batch_statistics(net: nn.Module) -> Iterator[None]:
-    """Run `net` as in training (dropout on, batch norm normalising with the batch's own statistics) without
-    changing its running statistics (pix2pix's test-time mode)."""
-    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None) for m in norms]
-    mode = net.training
-    for m in norms:
-        m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch: unchanged
-    net.train()
-    try:
-        yield
-    finally:
-        for m, (momentum, tracked) in zip(norms, saved):
-            m.momentum = momentum
-            if tracked is not None:
-                m.num_batches_tracked.copy_(tracked)
-        net.train(mode)
+from lightning_gen.nn.modes import batch_statistics, eval_mode, network_mode, train_mode  # noqa: F401 (re-exported)
 
 
 class LinearDecay:

@@ -26,7 +26,7 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
 from lightning_gen.core.checks import ConfigError
-from lightning_gen.core.technique import train_mode
+from lightning_gen.nn.modes import train_mode
 
 ClassifierArch = Literal["cnn", "mlp"]
 
