@@ -76,15 +76,13 @@ class DCGAN(FlushDenormals, GenerativeTechnique):
         self.discriminator = DCGANDiscriminator(hp.image_shape, hp.d_features)
 
     # ---- the two networks; the conditional GAN passes labels through these -------------------------------------
-    def generate(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
-        """(B, latent_dim) [+ (B,) classes] -> (B, C, H, W) in [-1, 1]. DCGAN ignores labels."""
-        return self.generator(z)
+    def generate(self, z: Tensor, labels: Tensor | None = None) -> Tensor:  # (B, latent) -> (B, C, H, W) in [-1, 1]
+        return self.generator(z)  # DCGAN ignores labels
 
-    def discriminate(self, images: Tensor, labels: Tensor | None = None) -> Tensor:
-        """(B, C, H, W) [+ (B,) classes] -> (B,) real/fake logits. DCGAN ignores labels."""
+    def discriminate(self, images: Tensor, labels: Tensor | None = None) -> Tensor:  # -> (B,) real/fake logits
         return self.discriminator(images)
 
-    def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+    def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:  # (B, latent_dim) -> (B, C, H, W)
         return self.generate(z, labels)
 
     def unpack(self, batch: Any, batch_idx: int) -> tuple[Tensor, Tensor | None]:
@@ -123,11 +121,14 @@ class DCGAN(FlushDenormals, GenerativeTechnique):
                 for net, lr in ((self.generator, self.hparams.lr_g), (self.discriminator, self.hparams.lr_d))]
 
     # ---- sampling: image i always from the noise of seed `sample_seed + i` ------------------------------------------
+    def generator_inputs(self, indices: Tensor) -> tuple[Tensor, Tensor | None]:  # (B,) -> fixed z, classes
+        z = fixed_noise(indices, self.hparams.latent_dim, self.hparams.sample_seed, self.device)  # (B, latent_dim)
+        return z, self.default_labels(indices)
+
     @torch.no_grad()
     def sample(self, indices: Tensor) -> Tensor:  # (B,) -> (B, C, H, W), generator in eval mode
-        z = fixed_noise(indices, self.hparams.latent_dim, self.hparams.sample_seed, self.device)
         with eval_mode(self.generator):
-            return self.generate(z, self.default_labels(indices))
+            return self.generate(*self.generator_inputs(indices))
 
     # ---- evaluation: how well D separates held-out real images from fresh fakes (each image counted once) ----------
     def _evaluate(self, batch: Any, batch_idx: int, prefix: str) -> None:

@@ -9,6 +9,7 @@ from lightning_gen import CGAN, DCGAN, Classifier
 from lightning_gen.callbacks import EMA, GeneratorEMA
 from lightning_gen.core.checks import ConfigError
 from lightning_gen.metrics import SampleQuality, frechet_distance, kernel_distance
+from lightning_gen.nn.modes import eval_mode
 from tests.conftest import QUIET, ROOT, run_cli
 
 SMALL = dict(latent_dim=8, g_features=4, d_features=4, num_samples=10)
@@ -322,6 +323,7 @@ def test_ema_predict_from_checkpoint_uses_the_average(tmp_path):
     ema_state = averaged_weights(ckpt["callbacks"][EMA(decay=0.5).state_key])
     model = DCGAN.load_from_checkpoint(tmp_path / "out" / "checkpoints" / "last.ckpt")
     model.generator.load_state_dict(ema_state)
+    EMA().recompute_statistics(model, model.generator)  # the default `buffers: recompute`
     expected = model.sample(torch.arange(2))
     result = run_cli(["predict", *base, "--ckpt_path", "last", "--model.num_samples", "2"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -335,7 +337,7 @@ def test_ema_predict_from_checkpoint_uses_the_average(tmp_path):
 
 def test_deprecated_generator_ema_warns_and_loads_its_old_checkpoints(tmp_path):
     with pytest.warns(DeprecationWarning, match="renamed EMA"):
-        old = GeneratorEMA(decay=0.9)
+        old = GeneratorEMA(decay=0.9, buffers="average")  # evaluate with the stored statistics, as release 0.1 did
     assert isinstance(old, EMA)
     # a checkpoint as release 0.1's GeneratorEMA wrote it: the averaged network's state dict and the update count
     L.seed_everything(0)
@@ -363,7 +365,7 @@ def test_deprecated_generator_ema_warns_and_loads_its_old_checkpoints(tmp_path):
     assert old.num_updates == 7
     # and a resumed run continues that average
     with pytest.warns(DeprecationWarning):
-        resumed = GeneratorEMA(decay=0.9)
+        resumed = GeneratorEMA(decay=0.9, buffers="average")
     trainer(tmp_path, max_epochs=2, limit_train_batches=3, limit_val_batches=0, callbacks=[resumed]).fit(
         DCGAN(**SMALL), Digits(batch_size=32), ckpt_path=str(ckpt_path))
     assert resumed.num_updates == 7 + 3 and int(resumed.averaged.n_averaged) == 7 + 3
@@ -372,3 +374,29 @@ def test_deprecated_generator_ema_warns_and_loads_its_old_checkpoints(tmp_path):
 def test_ema_names_a_missing_network(tmp_path):
     with pytest.raises(ConfigError, match="has no network `gen`"):
         trainer(tmp_path, callbacks=[EMA(attribute="gen")]).fit(DCGAN(**SMALL), Digits(batch_size=32))
+
+
+def test_ema_recomputes_batch_norm_statistics_for_the_averaged_weights(tmp_path):
+    # `buffers: recompute`: the statistics the averaged generator evaluates with are those of its own outputs on
+    # fresh noise (a cumulative mean over the batches), not an average of the live generator's statistics
+    L.seed_everything(0)
+    model = DCGAN(**SMALL)
+    ema = EMA(decay=0.5, bn_batches=3, bn_batch_size=8)
+    trainer(tmp_path, limit_train_batches=3, limit_val_batches=0, callbacks=[ema]).fit(model, Digits(batch_size=32))
+    net = model.generator
+    live = {k: v.clone() for k, v in net.state_dict().items()}
+    ema._swap_in(model.trainer, model)
+    norm = next(m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))  # the first
+    # closed form: the per-channel mean of the first batch-norm's inputs over the 3 x 8 noise vectors, eval weights
+    inputs = []
+    hook = norm.register_forward_hook(lambda m, args, out: inputs.append(args[0].detach()))
+    with torch.no_grad(), eval_mode(net):  # eval: this pass leaves the statistics alone
+        for k in range(3):
+            idx = torch.arange(10**6 + 8 * k, 10**6 + 8 * (k + 1))  # its input does not depend on any norm
+            model.generate(*model.generator_inputs(idx))
+    hook.remove()
+    expected = torch.stack([x.mean((0, 2, 3)) for x in inputs]).mean(0)
+    assert torch.allclose(norm.running_mean, expected, atol=1e-5)
+    assert not torch.allclose(norm.running_mean, live[[k for k in live if k.endswith("running_mean")][0]])
+    ema._swap_out(model.trainer, model)
+    assert all(torch.equal(v, live[k]) for k, v in net.state_dict().items())  # the live weights are back

@@ -13,8 +13,13 @@ from torch import Tensor
 from torch.optim.swa_utils import AveragedModel
 
 from lightning_gen.core.checks import ConfigError
-from lightning_gen.core.protocols import Generative
+from lightning_gen.core.protocols import Generative, NoiseGenerator
 from lightning_gen.core.runs import save_and_log_images
+from lightning_gen.nn.modes import train_mode
+
+
+def net_device(net: torch.nn.Module) -> torch.device:
+    return next(net.parameters()).device
 
 
 class EMA(Callback):
@@ -24,10 +29,13 @@ class EMA(Callback):
     automatic optimization; this averages only `attribute`.
 
     After every training batch: average <- decay * average + (1 - decay) * weights (torch's `AveragedModel` with
-    this update). With `buffers: average` the batch-norm running statistics are averaged the same way, so the
-    averaged network normalises with statistics that match its averaged weights; `copy` takes the live network's
-    statistics instead. With `use_for_eval`, the averaged weights replace the live ones during validation, test and
-    predict (so sample-quality metrics and written images come from the average), and each epoch's grid is also
+    this update). Batch-norm running statistics (`buffers`): `recompute` (for a generator fed noise, DCGAN and CGAN)
+    measures them anew for the averaged weights whenever those are used, on `bn_batches` batches of fixed noise run
+    through the generator in training mode (what torch's `update_bn` does with a data loader); `average` averages
+    them like the weights; `copy` takes the live network's. Statistics averaged or copied belong to other weights
+    and can spoil a batch-normalised generator's samples; `recompute` falls back to `average` for a network that is
+    not a noise-fed generator. With `use_for_eval`, the averaged weights replace the live ones during validation, test
+    and predict (so sample-quality metrics and written images come from the average), and each epoch's grid is also
     drawn with them (`samples_ema`). Checkpoints keep the live weights in the model and the average in this
     callback's state, so a resumed run continues both, and `validate`/`test`/`predict --ckpt_path` use the average.
 
@@ -42,12 +50,15 @@ class EMA(Callback):
             correction): the weights after update n are the decay^age-weighted mean of all n weights so far, so a
             long average (decay 0.9999, about 10,000 updates) is usable from the start instead of being held near
             the first weights. Salimans et al.'s SGAN evaluates with such an average.
-        buffers: `average` the batch-norm running statistics with the weights, or `copy` the live network's.
+        buffers: the batch-norm running statistics of the averaged network: `recompute`, `average` or `copy`.
+        bn_batches: batches of `bn_batch_size` noise vectors that `recompute` measures the statistics on.
+        bn_batch_size: see `bn_batches`.
     """
 
     def __init__(self, decay: float = 0.999, attribute: str = "generator", start_step: int = 0,
                  use_for_eval: bool = True, bias_correction: bool = False,
-                 buffers: Literal["average", "copy"] = "average") -> None:
+                 buffers: Literal["recompute", "average", "copy"] = "recompute", bn_batches: int = 20,
+                 bn_batch_size: int = 100) -> None:
         if not 0.0 <= decay < 1.0:
             raise ConfigError(f"EMA decay must be in [0, 1), got {decay}.")
         if start_step < 0:
@@ -58,6 +69,7 @@ class EMA(Callback):
         self.use_for_eval = use_for_eval
         self.bias_correction = bias_correction
         self.buffers = buffers
+        self.bn_batches, self.bn_batch_size = bn_batches, bn_batch_size
         self.averaged: AveragedModel | None = None
         self.num_updates = 0
         self._pending: dict | None = None  # state to restore once the averaged copy exists
@@ -114,7 +126,7 @@ class EMA(Callback):
     def _ensure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         net = self.network(pl_module)
         if self.averaged is None:
-            self.averaged = AveragedModel(net, multi_avg_fn=self._average, use_buffers=self.buffers == "average")
+            self.averaged = AveragedModel(net, multi_avg_fn=self._average, use_buffers=self.buffers != "copy")
             self.averaged.requires_grad_(False)
         if trainer.state.fn == "fit":
             self._has_average = True  # from the checkpoint resumed (restored below) or from the first update
@@ -162,6 +174,25 @@ class EMA(Callback):
         net = self.network(pl_module)
         self._live = {k: v.detach().clone() for k, v in net.state_dict().items()}
         net.load_state_dict(self.averaged.module.state_dict())
+        if self.buffers == "recompute" and isinstance(pl_module, NoiseGenerator) and self.attribute == "generator":
+            self.recompute_statistics(pl_module, net)
+
+    @torch.no_grad()
+    def recompute_statistics(self, pl_module: NoiseGenerator, net: torch.nn.Module) -> None:
+        """Batch-norm running statistics of `net`'s current weights: reset, then the cumulative mean over
+        `bn_batches` batches of fixed noise (indices from 10^6 on, apart from the sample grids'), training mode."""
+        norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the batches
+        with train_mode(net):
+            for k in range(self.bn_batches if norms else 0):
+                first = 10**6 + k * self.bn_batch_size
+                indices = torch.arange(first, first + self.bn_batch_size, device=net_device(net))
+                pl_module.generate(*pl_module.generator_inputs(indices))
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
 
     def _swap_out(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._live is not None:

@@ -18,6 +18,7 @@ Data side (what a datamodule offers):
 
 Technique side (what a technique offers to callbacks and the CLI):
     Generative       sample, default_labels, sample_grid   sample grids, EMA grids, SampleQuality, predict
+    NoiseGenerator   generator_inputs, generate  the EMA recomputes batch-norm statistics through it
     RolloutTechnique updates_per_epoch()         the environment datamodule sizes its epochs with it
     OwnsPredictInputs owns_predict_inputs         predict reads the technique's own inputs, not the data's
 """
@@ -132,6 +133,16 @@ class Generative(Protocol):
     def default_labels(self, indices: Tensor) -> Tensor | None: ...
 
     def sample_grid(self) -> tuple[Tensor, int | None]: ...
+
+
+@runtime_checkable
+class NoiseGenerator(Protocol):
+    """A generator network fed noise: `generate(*generator_inputs(indices))` makes the images of `indices` (the
+    noise of each index is fixed). The EMA callback uses it to recompute batch-norm statistics of averaged weights."""
+
+    def generator_inputs(self, indices: Tensor) -> tuple[Tensor, Tensor | None]: ...
+
+    def generate(self, z: Tensor, labels: Tensor | None = None) -> Tensor: ...
 
 
 @runtime_checkable
