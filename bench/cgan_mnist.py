@@ -90,7 +90,7 @@ def main() -> None:
 
     print(f"\nseed {args.seed}, {args.samples} generated images per row, reference: the first {args.samples} "
           "training images; floor: the first test images vs the same reference\n")
-    print("| model | weights | epochs | train time (min) | MNIST-classifier FID | KID (x1000) | class accuracy (%) | "
+    print("| model | weights | epochs | train time (min) | MNIST-classifier FID | KID | class accuracy (%) | "
           "lowest class (%) |")
     print("|---|---|---|---|---|---|---|---|")
     floor = None
@@ -103,7 +103,7 @@ def main() -> None:
                      if k.startswith("val/mnist_classifier_class_accuracy_")}
         worst = min(per_class, key=per_class.get) if per_class else None
         print(f"| {name.upper()} | {ema_name if use_ema else 'live'} | {run['epochs']} | {run['minutes']:.1f} | "
-              f"{m['val/mnist_classifier_fid']:.3f} | {1000 * m['val/mnist_classifier_kid']:.3f} | "
+              f"{m['val/mnist_classifier_fid']:.3f} | {m['val/mnist_classifier_kid']:.1f} | "
               f"{'-' if acc is None else f'{100 * acc:.2f}'} | "
               f"{'-' if worst is None else f'{100 * per_class[worst]:.1f} (digit {worst})'} |", flush=True)
     print(f"| real test images (floor) | - | - | - | {floor:.3f} | - | - | - |")
