@@ -18,9 +18,8 @@ import shutil
 import time
 from pathlib import Path
 
-import torch
-
 from common import QUIET, ROOT, cli, evaluate
+from lightning_gen.core.checkpoints import load_checkpoint
 
 CLASSIFIER = ROOT / "checkpoints" / "mnist_classifier" / "last.ckpt"
 
@@ -79,7 +78,7 @@ def main() -> None:
         cli("fit", "--config", str(config), *extra, "--seed_everything", str(args.seed), "--trainer.max_epochs",
             "1000", "--trainer.max_time", budget, "--trainer.limit_val_batches", "0",
             "--trainer.default_root_dir", str(folder), *QUIET)
-        ckpt = torch.load(folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+        ckpt = load_checkpoint(folder / "checkpoints" / "last.ckpt")
         runs[name] = {"config": config, "folder": folder, "minutes": (time.perf_counter() - start) / 60,
                       "epochs": ckpt["epoch"] + 1, "steps": ckpt["global_step"]}
         print(f"{name}: {runs[name]['epochs']} epochs, {runs[name]['steps']} optimizer steps, "

@@ -13,9 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 from common import ROOT, evaluate
+from lightning_gen.core.checkpoints import load_checkpoint
 
 
 def main() -> None:
@@ -36,7 +35,7 @@ def main() -> None:
                     str(args.seed), "--trainer.max_epochs", str(args.epochs), "--trainer.default_root_dir", str(out),
                     *quiet], check=True, cwd=ROOT)
     wall = time.perf_counter() - start
-    ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(out / "checkpoints" / "last.ckpt")
     grid = sorted((out / "samples").glob("*.png"))[-1]
     Path(args.grid).parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(grid, args.grid)

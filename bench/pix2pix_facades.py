@@ -31,6 +31,7 @@ import yaml
 from common import QUIET, ROOT, Clock, cli, evaluate, printed_metrics, sync
 from datamodules import PairedImages
 from lightning_gen import Pix2Pix
+from lightning_gen.core.checkpoints import load_checkpoint
 from lightning_gen.losses import discriminator_loss, pix2pix_generator_loss
 
 CONFIG = ROOT / "configs" / "pix2pix" / "facades_cpu.yaml"
@@ -129,7 +130,7 @@ def quality(args: argparse.Namespace) -> None:
         *QUIET, capture=False)
     minutes = (time.perf_counter() - start) / 60
     ckpt = out / "checkpoints" / "last.ckpt"
-    epochs = torch.load(ckpt, map_location="cpu", weights_only=False)["epoch"] + 1
+    epochs = load_checkpoint(ckpt)["epoch"] + 1
     trained = evaluate("validate", out / "config.yaml", ckpt, "--trainer.logger", "false")
     grids = sorted((out / "samples").glob("val_triplets_epoch*.png"))
     if grids:

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from lightning_gen.core.checkpoints import load_checkpoint
+
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "lightning_gen.core.cli"]
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
@@ -53,7 +55,7 @@ def test(out: Path, k: int, extra: list[str]) -> tuple[dict[str, float], float]:
 
 
 def epochs_done(out: Path, batches_per_epoch: int) -> float:
-    ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(out / "checkpoints" / "last.ckpt")
     return ckpt["global_step"] / batches_per_epoch
 
 

@@ -28,6 +28,7 @@ BACKGROUND = 255
 _ORIENTATION = 0x0112  # the EXIF tag
 _QUARTER_TURNS = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 _HIGH_DEPTH = {"I;16", "I;16L", "I;16B", "I;16N", "I"}  # 16-bit (or 32-bit int holding 16-bit) greyscale
+_GREY_MODES = {"1", "L", "LA", "La", "F", *_HIGH_DEPTH}  # one grey channel (a palette image counts as colour)
 
 
 def mode_for(channels: int) -> Mode:
@@ -95,6 +96,21 @@ def read_image(path: str | Path, mode: Mode = "RGB") -> Image.Image:
         raise _unreadable(path, err) from None
 
 
+def is_greyscale(path: str | Path) -> bool:
+    """Whether the image file at `path` holds a single grey channel (8- or 16-bit, with or without transparency),
+    read from its header only. Evaluation scores such images on their grey values.
+
+    Raises:
+        DataError: naming the file and the fix, when it is missing or not an image.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            return im.mode in _GREY_MODES
+    except Exception as err:
+        raise _unreadable(path, err) from None
+
+
 def read_size(path: str | Path) -> tuple[int, int]:
     """`(width, height)` of the image `read_image(path)` returns (EXIF quarter turns applied), read from the file's
     header only: nothing is decoded, so a folder of thousands of images is checked in a moment.
@@ -114,4 +130,4 @@ def read_size(path: str | Path) -> tuple[int, int]:
     return width, height
 
 
-__all__ = ["BACKGROUND", "Mode", "convert", "mode_for", "read_image", "read_size"]
+__all__ = ["BACKGROUND", "Mode", "convert", "is_greyscale", "mode_for", "read_image", "read_size"]

@@ -107,8 +107,11 @@ class SemiSupervised(ImageDataModule):
     """Wraps a labeled datamodule for semi-supervised learning.
 
     The training pool is the wrapped datamodule's training and validation images together. `num_labeled` of them
-    (the same number per class, chosen by `seed`) keep their labels; the rest become the unlabeled pool, which
-    yields images only. Validation and test both use the wrapped datamodule's full labeled test set.
+    (the same number per class, chosen by `seed`) keep their labels; `num_validation` others (also the same number
+    per class) are held out, with their labels, for validation; the rest become the unlabeled pool, which yields
+    images only. Validation never sees a test image and training never sees a validation image, so settings can
+    be chosen on validation and the test set scored once, at the end; `test` uses the wrapped datamodule's full
+    labeled test set.
 
     Training batches are dicts: `{"labeled": (images, labels), "unlabeled": images}`; one epoch is one pass over
     the unlabeled pool, with the labeled set reshuffled and repeated alongside. With `with_unlabeled: false`
@@ -122,6 +125,8 @@ class SemiSupervised(ImageDataModule):
         seed: seed of the choice of labeled images (runs with the same seed share the same labels).
         labeled_batch_size: labeled images per batch (default: the wrapped datamodule's batch size).
         with_unlabeled: include the unlabeled pool in the training batches.
+        num_validation: labeled images held out of the training pool for validation (a multiple of the number of
+            classes; 0: no validation). They are not in the unlabeled pool either.
 
     The DataLoader workers (`num_workers`, `multiprocessing_context`) are the wrapped datamodule's.
     """
@@ -134,6 +139,8 @@ class SemiSupervised(ImageDataModule):
     """The labeled pool: `(image, label)` items; after `setup`."""
     unlabeled_set: Dataset | None
     """The unlabeled pool: images only (their labels cannot leak); after `setup`."""
+    validation_indices: Tensor | None
+    """Positions of the held-out validation images in the training pool, sorted; after `setup`."""
 
     def __init__(
         self,
@@ -142,6 +149,7 @@ class SemiSupervised(ImageDataModule):
         seed: int = 0,
         labeled_batch_size: int | None = None,
         with_unlabeled: bool = True,
+        num_validation: int = 1000,
     ) -> None:
         super().__init__(batch_size=data.batch_size, num_workers=data.num_workers, drop_last=True,
                          multiprocessing_context=getattr(data, "multiprocessing_context", None))
@@ -149,14 +157,18 @@ class SemiSupervised(ImageDataModule):
             raise DataError(f"num_labeled must be positive, got {num_labeled}.")
         if labeled_batch_size is not None and labeled_batch_size < 1:
             raise DataError(f"labeled_batch_size must be positive, got {labeled_batch_size}.")
+        if num_validation < 0:
+            raise DataError(f"num_validation must be 0 or more, got {num_validation}.")
         self.data = data
         self.num_labeled = num_labeled
         self.seed = seed
         self.labeled_batch_size = labeled_batch_size or data.batch_size
         self.with_unlabeled = with_unlabeled
+        self.num_validation = num_validation
         self.image_shape = data.image_shape  # known now for torchvision sets; image folders know them after setup
         self.num_classes = data.num_classes
         self.labeled_indices = None
+        self.validation_indices = None
         self.labeled_set = None
         self.unlabeled_set = None
 
@@ -182,12 +194,21 @@ class SemiSupervised(ImageDataModule):
         pool = ConcatDataset([self.data.train_set, self.data.val_set])
         labels = dataset_labels(pool)
         self.labeled_indices = stratified_indices(labels, self.num_labeled, self.num_classes, self.seed)
-        is_labeled = torch.zeros(len(pool), dtype=torch.bool)
-        is_labeled[self.labeled_indices] = True
+        taken = torch.zeros(len(pool), dtype=torch.bool)
+        taken[self.labeled_indices] = True
+        if self.num_validation:  # drawn from what the labeled set left, with a stream of its own
+            rest = torch.nonzero(~taken).flatten()
+            try:
+                picked = stratified_indices(labels[rest], self.num_validation, self.num_classes, self.seed + 1)
+            except DataError as err:
+                raise DataError(f"num_validation: {err}".replace("num_labeled", "num_validation")) from None
+            self.validation_indices = rest[picked]
+            taken[self.validation_indices] = True
+            self.val_set = Subset(pool, self.validation_indices.tolist())
         self.labeled_set = Subset(pool, self.labeled_indices.tolist())
-        self.unlabeled_set = ImagesOnly(Subset(pool, torch.nonzero(~is_labeled).flatten().tolist()))
+        self.unlabeled_set = ImagesOnly(Subset(pool, torch.nonzero(~taken).flatten().tolist()))
         self.train_set = self.labeled_set
-        self.val_set = self.test_set = self.data.test_set
+        self.test_set = self.data.test_set
         if len(self.unlabeled_set) < self.batch_size:
             raise DataError(
                 f"only {len(self.unlabeled_set)} unlabeled images remain after taking {self.num_labeled} labeled "
@@ -198,6 +219,9 @@ class SemiSupervised(ImageDataModule):
         """Training batches per process: as many as the unlabeled loader gives (Lightning shards it under DDP)."""
         world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         return math.ceil(len(self.unlabeled_set) / world) // self.batch_size
+
+    def val_dataloader(self) -> Any:
+        return self._loader(self.val_set, train=False) if self.val_set is not None else []
 
     def train_dataloader(self) -> Any:
         # the stream's seed comes from the global generator, so `seed_everything` makes it reproducible

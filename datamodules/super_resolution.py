@@ -3,7 +3,9 @@ bicubic downsampling, as the SR benchmarks make them.
 
 Batches are dicts of `(B, 3, h, w)` / `(B, 3, H, W)` tensors in [-1, 1], H = scale * h:
 `lr` (the network's input), `hr` (the target) and `bicubic` (the LR image upsampled back by bicubic interpolation:
-SRCNN's input and every table's baseline row). Evaluation batches (one whole image each) also carry `name`.
+SRCNN's input and every table's baseline row). Evaluation batches (one whole image each) also carry `name` and
+`grey` (whether the file is single-channel: such an image is read as three equal channels and scored on its grey
+values, as the published evaluations score it).
 
 The LR image comes from PIL's bicubic resize (antialiased when shrinking: its kernel widens by the scale, as
 MATLAB's `imresize`, which made the published benchmarks, does); the HR image is first cropped to a multiple of the
@@ -25,7 +27,7 @@ from torchvision.transforms import v2
 
 from datamodules.base import DataError, StartMethod, check_start_method, data_root, make_loader, to_signed
 from datamodules.folder import scan_image_folder
-from datamodules.images import convert, read_image
+from datamodules.images import convert, is_greyscale, read_image, read_size
 
 
 def modcrop(image: Image.Image, scale: int) -> Image.Image:
@@ -100,22 +102,27 @@ class RandomCrops(Dataset):
 
 
 class WholeImages(Dataset):
-    """Every image of a folder, whole (modcropped to the scale), for evaluation; batch size 1."""
+    """Every image of a folder, whole (modcropped to the scale; only its `half` if given), for evaluation; batch
+    size 1."""
 
-    def __init__(self, files: list[Path], scale: int) -> None:
-        self.files, self.scale = files, scale
-        for path in files:
-            image = read_image(path, "RGB")
-            if min(image.size) < scale:
-                raise DataError(f"image {path} ({image.width}x{image.height}) is smaller than the scale {scale}.")
+    def __init__(self, files: list[Path], scale: int, half: Literal["left", "right"] | None = None) -> None:
+        self.files, self.scale, self.half = files, scale, half
+        self.grey = [is_greyscale(path) for path in files]
+        for path in files:  # from the headers: nothing decoded yet
+            width, height = read_size(path)
+            width = width // 2 if half else width
+            if min(width, height) < scale:
+                raise DataError(f"image {path} ({width}x{height}{', the half used' if half else ''}) is smaller than "
+                                f"the scale {scale}.")
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        hr = modcrop(read_image(self.files[index], "RGB"), self.scale)
+        hr = modcrop(take_half(read_image(self.files[index], "RGB"), self.half), self.scale)
         lr, bicubic = degrade(hr, self.scale)
-        return {"lr": signed(lr), "hr": signed(hr), "bicubic": signed(bicubic), "name": self.files[index].stem + ".png"}
+        return {"lr": signed(lr), "hr": signed(hr), "bicubic": signed(bicubic), "name": self.files[index].stem + ".png",
+                "grey": self.grey[index]}
 
 
 class LowResImages(Dataset):
@@ -144,11 +151,13 @@ class SuperResolution(L.LightningDataModule):
         crop_size: side of the random HR training crops (a multiple of `scale`; the LR crops are crop_size/scale).
         augment: random horizontal/vertical flips and 90-degree rotations of the training crops.
         crops_per_epoch: training crops per epoch (each a fresh random crop; default: one per training image).
-        half: train on the `left` or `right` half of each image only (pix2pix's aligned files hold A | B: the
-            photos of CMP Facades are the `left` halves).
-        val_roots: folders of HR images for `validate`, each evaluated whole (default: `test_roots`).
+        half: train and validate on the `left` or `right` half of each image only (pix2pix's aligned files hold
+            A | B: the photos of CMP Facades are the `left` halves); test images are always whole.
+        val_roots: folders of HR images for `validate` and for fit's validation, each evaluated whole (with
+            `half`), e.g. `[$LIGHTNING_GEN_DATA/facades/val]`: choose settings on these, never on the test sets.
+            Without them fit runs no validation, and `validate` asks for them.
         test_roots: folders of HR images for `test`, one dataloader (and one set of metrics) each, e.g.
-            `[$LIGHTNING_GEN_DATA/sr/Set5, $LIGHTNING_GEN_DATA/sr/Set14]`.
+            `[$LIGHTNING_GEN_DATA/sr/Set5, $LIGHTNING_GEN_DATA/sr/Set14]`: score them once, at the end.
         predict_root: folder (or file) of low-resolution images that `predict` upscales.
         batch_size: training crops per batch (evaluation runs one whole image at a time).
         num_workers: DataLoader worker processes.
@@ -202,13 +211,16 @@ class SuperResolution(L.LightningDataModule):
     def _files(root: str) -> list[Path]:
         return [p for p, _ in scan_image_folder(data_root(root))[0]]
 
-    def _eval(self, stage: str, roots: list[str] | None) -> None:
+    def _eval(self, stage: str, roots: list[str] | None, half: Literal["left", "right"] | None = None) -> None:
         if stage in self.eval_sets:
             return
         if not roots:
-            raise DataError(f"SuperResolution needs folders of HR images to {stage} on: set --data.test_roots (e.g. "
-                            "[$LIGHTNING_GEN_DATA/sr/Set5, $LIGHTNING_GEN_DATA/sr/Set14]).")
-        self.eval_sets[stage] = [WholeImages(self._files(r), self.scale) for r in roots]
+            option, example = (("val_roots", "[$LIGHTNING_GEN_DATA/facades/val] (images kept out of training and "
+                                "testing)") if stage == "validate" else
+                               ("test_roots", "[$LIGHTNING_GEN_DATA/sr/Set5, $LIGHTNING_GEN_DATA/sr/Set14]"))
+            raise DataError(f"SuperResolution needs folders of HR images to {stage} on: set --data.{option} (e.g. "
+                            f"{example}).")
+        self.eval_sets[stage] = [WholeImages(self._files(r), self.scale, half) for r in roots]
         self.eval_names[stage] = [data_root(r).name for r in roots]
 
     def setup(self, stage: str | None = None) -> None:
@@ -224,8 +236,8 @@ class SuperResolution(L.LightningDataModule):
                 raise DataError(f"an epoch holds {len(self.train_set)} crops (crops_per_epoch; by default one per "
                                 f"training image), fewer than batch_size={self.batch_size}: set a larger "
                                 "--data.crops_per_epoch (e.g. 1600).")
-        if stage in ("fit", "validate", None):
-            self._eval("validate", self.val_roots or self.test_roots)
+        if stage == "validate" or (stage in ("fit", None) and self.val_roots):  # fit validates only on val_roots
+            self._eval("validate", self.val_roots, self.half)
         if stage in ("test", None):
             self._eval("test", self.test_roots)
 
@@ -244,7 +256,7 @@ class SuperResolution(L.LightningDataModule):
         return [self._loader(d, 1) for d in self.eval_sets[stage]]
 
     def val_dataloader(self) -> list[DataLoader]:
-        return self._eval_loaders("validate")
+        return self._eval_loaders("validate") if "validate" in self.eval_sets else []  # [] : fit skips validation
 
     def test_dataloader(self) -> list[DataLoader]:
         return self._eval_loaders("test")

@@ -9,10 +9,10 @@ constant learning rate for `constant_epochs` epochs, then a linear decay towards
 At test time the paper runs the generator as in training: dropout on and batch norm with the statistics of the
 images being translated (with batch size 1, instance normalisation). That is `test_time: as_training`, the default;
 `eval` gives the usual eval mode. `validate`/`test` report L1 (on [-1, 1] pixels, the training loss's scale), PSNR
-and SSIM (on [0, 1] pixels, averaged over images), and with `fid_network: inception` the Frechet distance between
-Inception features of the outputs and of the targets (each pair counted once under DDP); a grid of (input | output |
-target) triplets is saved and sent to W&B. `predict` translates a folder of images and writes the outputs under
-the inputs' names.
+and SSIM (on [0, 1] pixels, averaged over images), and with `fid_network: inception` or `tf_inception` the Frechet
+distance between Inception features of the outputs and of the targets (each pair counted once under DDP); a grid of
+(input | output | target) triplets is saved and sent to W&B. `predict` translates a folder of images and writes the
+outputs under the inputs' names.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from lightning_gen.core.protocols import PairedData
 from lightning_gen.core.runs import logs_this_step, save_and_log_images
 from lightning_gen.core.technique import LinearDecay, Technique, batch_statistics, epoch_schedule
 from lightning_gen.losses import GANLoss, discriminator_loss, pix2pix_generator_loss
-from lightning_gen.metrics import InceptionFeatures, frechet_distance
+from lightning_gen.metrics import FeatureNetwork, InceptionFeatures, TFInceptionFeatures, frechet_distance, metric_name
 from lightning_gen.nn.pix2pix import Norm, PatchGAN, ReceptiveField, UNet, unet_depth
 
 
@@ -58,9 +58,11 @@ class Pix2Pix(FlushDenormals, Technique):
             lr * (1 - k / (decay_epochs + 1))). Train for `constant_epochs + decay_epochs` epochs.
         test_time: how G translates in validate/test/predict: `as_training` (dropout on, batch norm with the
             statistics of the images at hand, as the paper) or `eval` (running statistics, no dropout).
-        fid_network: `inception` adds the Frechet distance on torchvision Inception v3 features of the outputs
-            vs the targets to validate/test (needs the weights, see `inception_weights`); `none` skips it.
-        inception_weights: path of the Inception v3 weights file (default: the torch hub cache).
+        fid_network: adds the Frechet distance between Inception features of the outputs and of the targets to
+            validate/test: `tf_inception` on the standard FID's network (torchmetrics' default, the 2015
+            TensorFlow weights; needs torch-fidelity and its weights: `fid`), `inception` on torchvision's
+            ImageNet Inception v3 (needs its weights: `tv_inception_fid`); `none` skips it.
+        inception_weights: path of the chosen Inception network's weights file (default: the torch hub cache).
         num_triplets: (input | output | target) triplets in the grid saved after each validation.
         flush_denormal: on CPU, flush denormal floats to zero while fitting (they slow CPU kernels down; results
             are unchanged).
@@ -83,7 +85,7 @@ class Pix2Pix(FlushDenormals, Technique):
         constant_epochs: int = 100,
         decay_epochs: int = 100,
         test_time: Literal["as_training", "eval"] = "as_training",
-        fid_network: Literal["none", "inception"] = "none",
+        fid_network: Literal["none", "inception", "tf_inception"] = "none",
         inception_weights: str | None = None,
         num_triplets: int = 8,
         flush_denormal: bool = True,
@@ -98,7 +100,7 @@ class Pix2Pix(FlushDenormals, Technique):
             raise ConfigError(f"gan_loss must be bce, lsgan or hinge; got {gan_loss!r}.")
         self.save_hyperparameters()
         self.automatic_optimization = False
-        self._fid: list[InceptionFeatures] = []  # in a list: a feature network, not part of the checkpoint
+        self._fid: list[FeatureNetwork] = []  # in a list: a feature network, not part of the checkpoint
         self.fid_features = CatMetric(nan_strategy="disable")  # (N, 2, F): features of (output, target), all processes
         self._triplets: list[Tensor] = []
 
@@ -115,8 +117,13 @@ class Pix2Pix(FlushDenormals, Technique):
         self.discriminator = PatchGAN(c_in + c_out, hp.receptive_field, hp.d_features, hp.norm)
 
     def setup(self, stage: str) -> None:
-        if self.hparams.fid_network == "inception" and not self._fid and stage != "predict":
-            self._fid.append(InceptionFeatures(self.hparams.inception_weights))  # a missing file fails here
+        if self.hparams.fid_network != "none" and not self._fid and stage != "predict":
+            networks = {"inception": InceptionFeatures, "tf_inception": TFInceptionFeatures}
+            if self.hparams.fid_network not in networks:
+                raise ConfigError(f"fid_network must be none, inception or tf_inception; got "
+                                  f"{self.hparams.fid_network!r}.")
+            network = networks[self.hparams.fid_network]
+            self._fid.append(network(self.hparams.inception_weights))  # a missing file or package fails here
 
     # ---- translation ------------------------------------------------------------------------------------------
     def forward(self, inputs: Tensor) -> Tensor:
@@ -206,7 +213,7 @@ class Pix2Pix(FlushDenormals, Technique):
             features = self.fid_features.compute()  # (N, 2, F), gathered from every process
             if len(features) >= 2 and self.trainer.is_global_zero:
                 fid = frechet_distance(features[:, 1].cpu(), features[:, 0].cpu())  # targets vs outputs
-                self.log(f"{stage}/{self._fid[0].name}_fid", fid, rank_zero_only=True)
+                self.log(f"{stage}/{metric_name(self._fid[0], 'fid')}", fid, rank_zero_only=True)
             self.fid_features.reset()
         if self._triplets and self.trainer.is_global_zero and not self.trainer.sanity_checking:
             save_and_log_images(self.trainer, f"{stage}/triplets", torch.cat(self._triplets), nrow=3)

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lightning_gen.core.checkpoints import load_checkpoint
 from lightning_gen.core.checks import ConfigError
 from lightning_gen.core.optim import adam
 from lightning_gen.core.runs import logs_this_step
@@ -110,7 +111,7 @@ class SRGAN(SuperResolutionEvaluation, Technique):
     def load_generator(self, path: str) -> None:
         """Copy the generator weights of an `SRResNet` (or SRGAN) checkpoint into this generator."""
         try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+            checkpoint = load_checkpoint(path)
         except FileNotFoundError:
             raise ConfigError(f"generator_ckpt {path} does not exist: train an SRResNet first "
                               "(configs/srresnet/...) and give its last.ckpt.") from None

@@ -8,7 +8,7 @@ from datamodules import Digits
 from lightning_gen import CGAN, DCGAN, Classifier
 from lightning_gen.callbacks import EMA, GeneratorEMA
 from lightning_gen.core.checks import ConfigError
-from lightning_gen.metrics import SampleQuality, frechet_distance, kernel_distance
+from lightning_gen.metrics import FeatureNetwork, SampleQuality, dataset_features, frechet_distance, kernel_distance
 from lightning_gen.nn.modes import eval_mode
 from tests.conftest import QUIET, ROOT, run_cli
 
@@ -76,11 +76,11 @@ def test_sample_quality_in_validate_with_cached_reference(tmp_path, digits_class
 
 def test_real_images_score_near_the_floor(tmp_path, digits_classifier):
     class Replay(DCGAN):
-        """A 'generator' that returns real test digits the floor does not use (it uses the first 150)."""
+        """A 'generator' that returns real test digits (compared with the training digits, as the floor's are)."""
 
         def sample(self, indices):
             data = self.trainer.datamodule.test_set
-            return torch.stack([data[150 + int(i) % (len(data) - 150)][0] for i in indices])
+            return torch.stack([data[len(data) - 1 - int(i) % len(data)][0] for i in indices])
 
     quality = SampleQuality(classifier_ckpt=digits_classifier, num_samples=150, batch_size=75,
                             cache_dir=str(tmp_path / "cache"))
@@ -90,6 +90,86 @@ def test_real_images_score_near_the_floor(tmp_path, digits_classifier):
     quality.num_samples = 150
     (untrained,) = trainer(tmp_path, callbacks=[quality]).validate(DCGAN(**SMALL), Digits(batch_size=32), verbose=False)
     assert untrained["val/digits_classifier_fid"] > 3 * floor
+
+
+class LabelFeatures(FeatureNetwork):
+    """A 'feature network' whose one feature is the class an image of `class_sorted_images` was made for."""
+
+    name, num_features = "label", 1
+
+    def features_and_logits(self, images):
+        return images[:, 0, 0, :1], None  # (B, 1)
+
+
+def class_sorted_images(classes=10, per_class=50):
+    """A dataset listed class by class (as an image folder is): image i of class c is filled with c."""
+    labels = torch.arange(classes).repeat_interleave(per_class)
+    return torch.utils.data.TensorDataset(labels.float().view(-1, 1, 1, 1).expand(-1, 1, 4, 4).clone(), labels)
+
+
+def test_reference_images_are_a_random_subset_across_all_classes():
+    data = class_sorted_images()
+    picked = dataset_features(LabelFeatures(), data, 100, 32, torch.device("cpu"))
+    assert picked.shape == (100, 1)
+    counts = torch.bincount(picked[:, 0].long(), minlength=10)
+    assert (counts > 0).all() and counts.max() < 25  # every class, about 10 images each: not the first 2 classes
+    # drawn by its seed, with its own generator: reproducible, and the global random stream is left alone
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    again = dataset_features(LabelFeatures(), data, 100, 7, torch.device("cpu"), seed=0)
+    assert torch.equal(torch.rand(3), expected)
+    assert torch.equal(again, picked)
+    other = dataset_features(LabelFeatures(), data, 100, 32, torch.device("cpu"), seed=1)
+    assert not torch.equal(other, picked)
+    assert len(dataset_features(LabelFeatures(), data, 10**6, 64, torch.device("cpu"))) == len(data)  # all of it
+
+
+def test_small_test_set_sets_one_count_for_reference_floor_and_generated(tmp_path, digits_classifier, monkeypatch):
+    # 1,797 digits with 5% held out: 90 test images, fewer than num_samples. The floor can only use 90, so the
+    # generated set and the training reference use 90 too (the Frechet distance's bias depends on the count)
+    import lightning_gen.metrics.quality as quality_module
+
+    class CountingDCGAN(DCGAN):
+        """Records the indices of the images it was asked to make."""
+
+        def sample(self, indices):
+            self.made = getattr(self, "made", []) + indices.tolist()
+            return super().sample(indices)
+
+    messages = []
+    monkeypatch.setattr(quality_module, "rank_zero_info", messages.append)
+    dm = Digits(batch_size=32, test_fraction=0.05)
+    quality = SampleQuality(classifier_ckpt=digits_classifier, num_samples=200, batch_size=64,
+                            cache_dir=str(tmp_path / "cache"))
+    model = CountingDCGAN(**SMALL)
+    (result,) = trainer(tmp_path, callbacks=[quality]).validate(model, dm, verbose=False)
+    n = len(dm.test_set)
+    assert n == 90
+    assert result["val/digits_classifier_fid_n"] == n
+    assert sorted(model.made) == list(range(n))  # each generated image once, N of them
+    assert len(quality._reference["train"]) == len(quality._reference["test"]) == n
+    assert any("have 90 images each, not num_samples=200" in m for m in messages)
+    # with enough images the count is num_samples, and no such line
+    messages.clear()
+    enough = SampleQuality(classifier_ckpt=digits_classifier, num_samples=80, batch_size=64,
+                           cache_dir=str(tmp_path / "cache"))
+    (result,) = trainer(tmp_path, callbacks=[enough]).validate(DCGAN(**SMALL), dm, verbose=False)
+    assert result["val/digits_classifier_fid_n"] == 80
+    assert not any("not num_samples" in m for m in messages)
+
+
+def test_reference_cache_is_keyed_by_the_subset(tmp_path, digits_classifier):
+    cache = tmp_path / "cache"
+    dm, model = Digits(batch_size=32), DCGAN(**SMALL)
+    floors = []
+    for seed in (0, 1, 0):
+        quality = SampleQuality(classifier_ckpt=digits_classifier, num_samples=100, batch_size=100, seed=seed,
+                                cache_dir=str(cache))
+        (result,) = trainer(tmp_path, callbacks=[quality]).validate(model, dm, verbose=False)
+        floors.append(result["val/digits_classifier_fid_floor"])
+    assert len(list(cache.glob("features_*.pt"))) == 4  # train and test subsets of seed 0, of seed 1; then read
+    assert floors[0] == pytest.approx(floors[2], rel=1e-6) and floors[0] != pytest.approx(floors[1], rel=1e-6)
 
 
 def test_kid_leaves_the_random_stream_alone():

@@ -24,8 +24,9 @@ def trainer(tmp_path, **kwargs) -> L.Trainer:
     return L.Trainer(**{**defaults, **kwargs})
 
 
-def semi(num_labeled=50, seed=0, batch_size=32, **kwargs) -> SemiSupervised:
-    dm = SemiSupervised(Digits(batch_size=batch_size), num_labeled=num_labeled, seed=seed, **kwargs)
+def semi(num_labeled=50, seed=0, batch_size=32, num_validation=200, **kwargs) -> SemiSupervised:
+    dm = SemiSupervised(Digits(batch_size=batch_size), num_labeled=num_labeled, seed=seed,
+                        num_validation=num_validation, **kwargs)
     dm.setup("fit")
     return dm
 
@@ -36,13 +37,32 @@ def test_split_is_exact_balanced_disjoint_and_reproducible():
     labels = dataset_labels(dm.labeled_set)
     assert len(dm.labeled_set) == 50 and torch.bincount(labels, minlength=10).tolist() == [5] * 10
     pool = len(dm.data.train_set) + len(dm.data.val_set)
-    assert len(dm.unlabeled_set) == pool - 50  # the rest of the training pool, validation split included
+    assert len(dm.unlabeled_set) == pool - 50 - 200  # the rest of the training pool, wrapped validation included
     pool_positions = set(dm.labeled_indices.tolist())
-    assert len(pool_positions) == 50
-    assert set(dm.unlabeled_set.dataset.indices).isdisjoint(pool_positions)  # no labeled image is also unlabeled
-    assert torch.equal(semi(num_labeled=50, seed=3).labeled_indices, dm.labeled_indices)
+    held_out = set(dm.validation_indices.tolist())
+    assert len(pool_positions) == 50 and len(held_out) == 200 and pool_positions.isdisjoint(held_out)
+    unlabeled = set(dm.unlabeled_set.dataset.indices)
+    assert unlabeled.isdisjoint(pool_positions) and unlabeled.isdisjoint(held_out)  # each image in one part only
+    assert torch.bincount(dataset_labels(dm.val_set), minlength=10).tolist() == [20] * 10
+    again = semi(num_labeled=50, seed=3)
+    assert torch.equal(again.labeled_indices, dm.labeled_indices)
+    assert torch.equal(again.validation_indices, dm.validation_indices)
     assert not torch.equal(semi(num_labeled=50, seed=4).labeled_indices, dm.labeled_indices)
-    assert len(dm.val_set) == len(dm.test_set) == len(dm.data.test_set)  # evaluation: the full labeled test set
+    # validation is held out of the training pool, never the test set; test is the full labeled test set
+    assert dm.val_set is not dm.test_set and len(dm.test_set) == len(dm.data.test_set)
+    assert dm.val_set.dataset.datasets[0] is dm.data.train_set  # a view of the training pool
+
+
+def test_validation_can_be_switched_off_and_bad_sizes_are_refused():
+    dm = semi(num_validation=0)
+    assert dm.val_set is None and dm.val_dataloader() == []
+    assert len(dm.unlabeled_set) == len(dm.data.train_set) + len(dm.data.val_set) - 50
+    with pytest.raises(DataError, match="num_validation=25 cannot be split evenly"):
+        semi(num_validation=25)
+    with pytest.raises(DataError, match="num_validation"):
+        semi(num_validation=5000)
+    with pytest.raises(DataError, match="num_validation must be 0 or more"):
+        SemiSupervised(Digits(), num_validation=-1)
 
 
 def test_training_batches_pair_labeled_and_unlabeled():
@@ -53,7 +73,7 @@ def test_training_batches_pair_labeled_and_unlabeled():
     unlabeled = next(iter(loaders["unlabeled"]))
     assert images.shape == (16, 1, 8, 8) and labels.shape == (16,)
     assert isinstance(unlabeled, torch.Tensor) and unlabeled.shape == (32, 1, 8, 8)  # images only, no labels
-    supervised_only = SemiSupervised(Digits(batch_size=32), num_labeled=50, with_unlabeled=False)
+    supervised_only = SemiSupervised(Digits(batch_size=32), num_labeled=50, with_unlabeled=False, num_validation=200)
     supervised_only.setup("fit")
     loader = supervised_only.train_dataloader()
     assert len(loader) == dm.batches_per_epoch() and len(next(iter(loader))) == 2
@@ -100,7 +120,8 @@ def test_unlabeled_data_cannot_be_split(tmp_path):
 
     for i in range(4):
         Image.new("L", (8, 8), color=i * 40).save(tmp_path / f"{i}.png")
-    dm = SemiSupervised(ImageFolder(root=str(tmp_path), batch_size=2, drop_last=False), num_labeled=2)
+    dm = SemiSupervised(ImageFolder(root=str(tmp_path), batch_size=2, drop_last=False), num_labeled=2,
+                        num_validation=0)
     with pytest.raises(DataError, match="no class labels"):
         dm.setup("fit")
 
@@ -147,7 +168,7 @@ def test_semi_supervised_wraps_an_image_folder_with_classes(tmp_path):
         (tmp_path / c).mkdir()
         for i in range(10):
             Image.new("L", (8, 8), color=i * 10 + (100 if c == "dogs" else 0)).save(tmp_path / c / f"{i}.png")
-    dm = SemiSupervised(ImageFolder(root=str(tmp_path), batch_size=4), num_labeled=4)
+    dm = SemiSupervised(ImageFolder(root=str(tmp_path), batch_size=4), num_labeled=4, num_validation=2)
     dm.setup("fit")
     assert dm.num_classes == 2 and dm.image_shape == (3, 8, 8)
     assert torch.bincount(dataset_labels(dm.labeled_set)).tolist() == [2, 2]

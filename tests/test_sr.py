@@ -118,7 +118,64 @@ def test_scikit_image_photos_are_offline_training_data(monkeypatch):
                         test_roots=[str(shared_data("sr") / "Set5")]).setup("fit")
 
 
+@pytest.mark.parametrize(("scale", "set5", "set14"), [(3, 30.39, 27.54), (4, 28.43, 26.00)])
+def test_bicubic_rows_read_the_published_values(scale, set5, set14):
+    # Dong et al.'s bicubic rows; Set14's bridge.png is a one-channel file, scored on its grey values
+    data = SuperResolution(root="skimage", scale=scale,
+                           test_roots=[str(shared_data("sr") / "Set5"), str(shared_data("sr") / "Set14")])
+    data.setup("test")
+    metrics = SRMetrics(data.set_names("test"), "y", border=scale)
+    for index, images in enumerate(data.eval_sets["test"]):
+        for item in images:
+            metrics.update(index, item["bicubic"][None], item["hr"][None], item["bicubic"][None],
+                           torch.tensor([item["grey"]]))
+    values = metrics.compute()
+    assert [item["name"] for item in data.eval_sets["test"][1] if item["grey"]] == ["bridge.png"]
+    assert values["Set5/bicubic_psnr"] == pytest.approx(set5, abs=0.015)
+    assert values["Set14/bicubic_psnr"] == pytest.approx(set14, abs=0.005)
+
+
+def test_grey_files_are_scored_on_their_grey_values_and_outputs_on_8_bits(tmp_path):
+    Image.new("L", (16, 16), color=100).save(tmp_path / "grey.png")
+    Image.new("RGB", (16, 16), color=(100, 100, 100)).save(tmp_path / "rgb.png")
+    data = SuperResolution(root="skimage", scale=2, test_roots=[str(tmp_path)])
+    data.setup("test")
+    items = {item["name"]: item for item in data.eval_sets["test"][0]}
+    assert items["grey.png"]["grey"] and not items["rgb.png"]["grey"]
+    assert torch.equal(items["grey.png"]["hr"], items["rgb.png"]["hr"])  # read alike, three equal channels
+    hr = items["grey.png"]["hr"][None]
+    off = hr + 10 / 127.5  # every pixel 10 grey levels high
+    metrics = SRMetrics(["s"], "y", border=0)
+    metrics.update(0, off, hr, off, torch.tensor([True]))
+    assert metrics.compute()["s/psnr"] == pytest.approx(20 * math.log10(25.5), abs=1e-3)  # 10 levels of 255
+    metrics.update(0, off, hr, off, torch.tensor([False]))  # an RGB file: BT.601 luma, 16-235, errors * 219/255
+    assert metrics.compute()["s/psnr"] == pytest.approx(20 * math.log10(255 / (10 * 219 / 255)), abs=1e-2)
+    metrics.update(0, hr + 0.4 / 127.5, hr, hr - 0.6 / 127.5, torch.tensor([True]))  # rounded to 8 bits first
+    values = metrics.compute()
+    assert math.isinf(values["s/psnr"]) and values["s/bicubic_psnr"] == pytest.approx(20 * math.log10(255), abs=1e-3)
+
+
+def test_validation_uses_its_own_folders_never_the_test_sets(tmp_path):
+    for name in ("train", "val"):
+        (tmp_path / name).mkdir()
+        Image.new("RGB", (64, 32), color=(10, 200, 30)).save(tmp_path / name / "a.png")
+    test = [str(shared_data("sr") / "Set5")]
+    data = SuperResolution(root=str(tmp_path / "train"), scale=4, crop_size=16, batch_size=1, test_roots=test)
+    data.setup("fit")
+    assert data.val_dataloader() == []  # no val_roots: fit runs no validation (it used to score the test sets)
+    with pytest.raises(DataError, match="--data.val_roots"):
+        data.setup("validate")
+    data = SuperResolution(root=str(tmp_path / "train"), scale=4, crop_size=16, batch_size=1, half="left",
+                           val_roots=[str(tmp_path / "val")], test_roots=test)
+    data.setup("fit")
+    assert data.set_names("validate") == ["val"]
+    assert data.eval_sets["validate"][0][0]["hr"].shape == (3, 32, 32)  # the left half, as in training
+    data.setup("test")
+    assert data.eval_sets["test"][0][0]["hr"].shape[-1] > 32  # test images are whole
+
+
 def test_modcrop_and_degrade_sizes():
+
     image = Image.new("RGB", (103, 70))
     hr = modcrop(image, 4)
     lr, bicubic = degrade(hr, 4)

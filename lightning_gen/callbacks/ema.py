@@ -12,6 +12,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.optim.swa_utils import AveragedModel
 
+from lightning_gen.core.checkpoints import load_checkpoint
 from lightning_gen.core.checks import ConfigError
 from lightning_gen.core.protocols import Generative, NoiseGenerator
 from lightning_gen.core.runs import save_and_log_images
@@ -132,7 +133,7 @@ class EMA(Callback):
             self._has_average = True  # from the checkpoint resumed (restored below) or from the first update
         elif trainer.ckpt_path and str(trainer.ckpt_path) != self._loaded_from:  # evaluating a checkpoint
             self._loaded_from = str(trainer.ckpt_path)
-            self._pending = self._state_in(torch.load(trainer.ckpt_path, map_location="cpu", weights_only=False))
+            self._pending = self._state_in(load_checkpoint(trainer.ckpt_path))
             self._has_average = bool(self._pending)
             if not self._has_average:
                 rank_zero_warn(f"EMA: {trainer.ckpt_path} holds no average of `{self.attribute}` (it was trained "

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -22,6 +21,7 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 import datamodules
 import lightning_gen  # noqa: F401  (registers the techniques for short names)
 from lightning_gen.callbacks import ImageWriter, RunCheckpoint, SaveRunConfig
+from lightning_gen.core.checkpoints import load_checkpoint
 from lightning_gen.core.checks import ConfigError
 from lightning_gen.core.loggers import AutoWandbLogger
 from lightning_gen.core.protocols import OwnsPredictInputs
@@ -93,6 +93,9 @@ class GenCLI(LightningCLI):
                 key = token[len("--model."):].split("=")[0].removeprefix("init_args.").rstrip("+")
                 if init_args is not None and key in init_args:
                     explicit[key] = init_args[key]
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path and Path(ckpt_path).is_file():  # refused with one line, before Lightning's own read of it
+            load_checkpoint(ckpt_path)
         super()._parse_ckpt_path()
         init_args = getattr(self.config[subcommand].get("model"), "init_args", None) if subcommand else None
         for key, value in explicit.items():
@@ -104,6 +107,8 @@ class GenCLI(LightningCLI):
             return
         cfg = self.config[subcommand]
         ckpt_path = cfg.get("ckpt_path")
+        if "weights_only" in cfg and cfg.get("weights_only") is None:  # the Trainer's restore runs no code from
+            cfg.weights_only = True  # the checkpoint, on every torch and URL (`--weights_only false` opts out)
         if subcommand == "predict" and any(
             "AutoWandbLogger" in str(getattr(c, "class_path", "")) for c in _logger_configs(cfg.trainer.logger)
         ):
@@ -111,7 +116,7 @@ class GenCLI(LightningCLI):
         if subcommand == "fit" and ckpt_path:
             if not Path(ckpt_path).is_file():
                 raise ConfigError(f"--ckpt_path {ckpt_path}: no such file.")
-            meta = torch.load(ckpt_path, map_location="cpu", weights_only=False).get("lightning_gen", {})
+            meta = load_checkpoint(ckpt_path).get("lightning_gen", {})
             run_id = meta.get("run_id")
             for logger in _logger_configs(cfg.trainer.logger):
                 init = getattr(logger, "init_args", None)

@@ -2,7 +2,14 @@
 a chosen network, class accuracy of conditional samples, as the `SampleQuality` callback), its feature networks
 (`features.py`), and the super-resolution metrics (`sr.py`)."""
 
-from lightning_gen.metrics.features import ClassifierFeatures, FeatureNetwork, InceptionFeatures
+from lightning_gen.metrics.features import (
+    ClassifierFeatures,
+    FeatureNetwork,
+    InceptionFeatures,
+    TFInceptionFeatures,
+    metric_name,
+    tf_inception_weights_default,
+)
 from lightning_gen.metrics.quality import (
     CACHE_ENV,
     SampleQuality,
@@ -10,6 +17,7 @@ from lightning_gen.metrics.quality import (
     default_cache_dir,
     frechet_distance,
     kernel_distance,
+    random_subset,
 )
 
 __all__ = [
@@ -18,8 +26,12 @@ __all__ = [
     "FeatureNetwork",
     "InceptionFeatures",
     "SampleQuality",
+    "TFInceptionFeatures",
     "dataset_features",
     "default_cache_dir",
     "frechet_distance",
     "kernel_distance",
+    "metric_name",
+    "random_subset",
+    "tf_inception_weights_default",
 ]

@@ -1,6 +1,10 @@
 """The super-resolution literature's evaluation: PSNR and SSIM per image, averaged per benchmark set, on the
 luminance (Y of ITU-R BT.601, 16-235) with `scale` pixels shaved off every border, or on RGB; the bicubic
-upsampling scored the same way as the baseline row."""
+upsampling scored the same way as the baseline row.
+
+As the published evaluation scripts do, every image is first rounded to 8 bits (the image a user would save), and
+an image whose file has a single (grey) channel, such as Set14's `bridge.png`, is scored on its grey values in
+[0, 255], not on a BT.601 luma of it (which would squeeze its errors into 16-235 and read 1.3 dB high)."""
 
 from __future__ import annotations
 
@@ -29,8 +33,19 @@ def rgb_to_y(images: Tensor) -> Tensor:
     return 16.0 + (rgb * weights).sum(1, keepdim=True)
 
 
+def rgb_to_grey(images: Tensor) -> Tensor:
+    """`(B, 3, H, W)` RGB in [-1, 1] -> `(B, 1, H, W)` grey values in [0, 255]: the BT.601 luma stretched back to
+    the full range, so an image with three equal channels gives exactly its grey values."""
+    return (rgb_to_y(images) - 16.0) * (255.0 / sum(Y_WEIGHTS))
+
+
 def to_255(images: Tensor) -> Tensor:
     return images.float().clamp(-1, 1).add(1).mul(127.5)
+
+
+def to_8_bits(images: Tensor) -> Tensor:
+    """Images in [-1, 1] rounded to the nearest of the 256 levels an 8-bit file holds (still in [-1, 1])."""
+    return to_255(images).round().div(127.5).sub(1)
 
 
 def shave(images: Tensor, border: int) -> Tensor:
@@ -57,14 +72,23 @@ class SRMetrics(nn.Module):
         self.model = nn.ModuleList([pair() for _ in sets])
         self.bicubic = nn.ModuleList([pair() for _ in sets])
 
-    def prepare(self, images: Tensor) -> Tensor:
-        scored = rgb_to_y(images) if self.channel == "y" else to_255(images)
+    def prepare(self, images: Tensor, grey: Tensor | None = None) -> Tensor:
+        """Images in [-1, 1] -> the values scored: rounded to 8 bits, then the Y channel (grey images: their grey
+        values) or RGB on a 0-255 scale, with the border shaved. `grey`: `(B,)` bool, images from one-channel files."""
+        images = to_8_bits(images)
+        if self.channel == "y":
+            scored = rgb_to_y(images)
+            if grey is not None and grey.any():
+                scored = torch.where(grey.view(-1, 1, 1, 1).to(scored.device), rgb_to_grey(images), scored)
+        else:
+            scored = to_255(images)
         return shave(scored, self.border)
 
-    def update(self, index: int, output: Tensor, hr: Tensor, bicubic: Tensor) -> None:
-        target = self.prepare(hr)
+    def update(self, index: int, output: Tensor, hr: Tensor, bicubic: Tensor, grey: Tensor | None = None) -> None:
+        """Score a batch of set `index`; `grey` `(B,)` marks images whose files are greyscale (scored on grey)."""
+        target = self.prepare(hr, grey)
         for metrics, images in ((self.model[index], output), (self.bicubic[index], bicubic)):
-            prepared = self.prepare(images)
+            prepared = self.prepare(images, grey)
             metrics["psnr"].update(peak_signal_noise_ratio(prepared, target, data_range=255.0, reduction="none",
                                                            dim=(1, 2, 3)))  # (B,) one value per image
             metrics["ssim"].update(prepared, target)
@@ -110,7 +134,8 @@ class SREvaluation:
         keep = module.first_visit(batch_idx, len(output), dataloader_idx)  # (B,) bool: DDP's repeated images out
         if not keep.any():  # under DDP: an image the sampler repeated to even out the processes, scored elsewhere
             return
-        metrics.update(dataloader_idx, output[keep].detach(), batch["hr"][keep], batch["bicubic"][keep])
+        grey = batch["grey"][keep] if "grey" in batch else None
+        metrics.update(dataloader_idx, output[keep].detach(), batch["hr"][keep], batch["bicubic"][keep], grey)
         if batch_idx < self.num_strips and not module.trainer.sanity_checking:
             self.strips.append(strip(batch["bicubic"][0], output[0].detach(), batch["hr"][0]))
 

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
+from lightning_gen.core.checkpoints import load_checkpoint
 from lightning_gen.core.checks import ConfigError
 from lightning_gen.nn.modes import train_mode
 
@@ -173,7 +174,7 @@ def classifier_checkpoint(path: str) -> dict[str, Any]:
             f"classifier checkpoint {path} does not exist. Train one first (for MNIST: "
             "`lightning-gen fit --config configs/classifier/mnist.yaml`) and give the path to its .ckpt file."
         )
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(path)
     hparams = ckpt.get("hyper_parameters", {})
     if "arch" not in hparams or not any(k.startswith("net.") for k in ckpt.get("state_dict", {})):
         raise ConfigError(f"{path} is not a lightning_gen Classifier checkpoint (no classifier network in it).")
