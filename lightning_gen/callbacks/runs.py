@@ -3,6 +3,10 @@ W&B, PNG output for `predict`."""
 
 from __future__ import annotations
 
+import logging
+import math
+import os
+import shutil
 import signal
 import threading
 from pathlib import Path
@@ -11,6 +15,8 @@ from typing import Any
 import lightning as L
 import torch
 import torchvision
+from fsspec.implementations.local import LocalFileSystem
+from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
@@ -20,13 +26,18 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning_gen.core.checks import ConfigError
 from lightning_gen.core.runs import image_grid, run_dir
 
+log = logging.getLogger(__name__)
+
+_SIGTERM, _SIGINT = 1, 2  # what stops a run, as all processes agree on it (the larger wins)
+
 
 class RunCheckpoint(ModelCheckpoint):
     """Lightning's ModelCheckpoint, plus what a long run needs.
 
     - Keeps `last.ckpt` (what `fit --ckpt_path last` resumes).
-    - Ctrl-C (SIGINT) or SIGTERM: the current batch finishes, `last.ckpt` is written, then the run stops.
-      A second Ctrl-C aborts at once.
+    - Ctrl-C (SIGINT) or SIGTERM: the current batch (training or validation) finishes, `last.ckpt` is written,
+      then the run stops. A second Ctrl-C aborts at once. Under DDP a signal to any one process stops them all at
+      the same batch.
     - Records the logger's run id in each checkpoint, so a resumed run continues the same W&B run.
     - Refuses to start a new fit in a folder that already holds checkpoints unless `overwrite` is set.
 
@@ -41,8 +52,7 @@ class RunCheckpoint(ModelCheckpoint):
         super().__init__(save_last=save_last, **kwargs)
         self.overwrite = overwrite
         self.save_on_interrupt = save_on_interrupt
-        self._interrupted = False
-        self._interrupt_path: str | None = None
+        self._interrupted = self._sigterm = self._saved_interrupt = self._check_val_batches = False
         self._previous_sigint: Any = None
 
     # ---- refuse to overwrite another run ----------------------------------------------------------------
@@ -63,10 +73,16 @@ class RunCheckpoint(ModelCheckpoint):
             )
 
     # ---- save on Ctrl-C / SIGTERM -------------------------------------------------------------------------
+    # The signal handlers only set a flag. The processes agree on stopping at points every one of them reaches in
+    # lockstep (the end of each training batch, of each validation batch of `fit`, of each training epoch), with a
+    # collective that all of them enter there; then all save `last.ckpt` together and stop together. Lightning's
+    # own SIGTERM handler is replaced for the run: under DDP it broadcasts from inside the handler (a collective
+    # on the signalled process alone, which deadlocks against the next collective of the others) and its loops
+    # stop the signalled process alone (`SIGTERMException` between validation batches), leaving the others behind.
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
+        self._interrupted = self._sigterm = self._saved_interrupt = self._check_val_batches = False
         if stage == "fit" and self.save_on_interrupt and threading.current_thread() is threading.main_thread():
-            self._interrupted = False
             self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
@@ -76,38 +92,105 @@ class RunCheckpoint(ModelCheckpoint):
         self._interrupted = True
         print("\nCtrl-C: finishing this batch, then saving last.ckpt. Press Ctrl-C again to abort at once.", flush=True)
 
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        self._sigterm = True  # nothing else here: no collective, no I/O (a handler may interrupt either)
+
+    def _take_over_sigterm(self) -> None:
+        # Lightning installs its handler just before the run starts (after `setup` and `on_fit_start`), and puts
+        # back the one from before the fit when the run ends
+        if self.save_on_interrupt and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._take_over_sigterm()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        self._take_over_sigterm()
+
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self._previous_sigint is not None:
             signal.signal(signal.SIGINT, self._previous_sigint)
             self._previous_sigint = None
         super().teardown(trainer, pl_module, stage)
 
+    def _agreed_stop(self, trainer: L.Trainer) -> int:
+        """Called by every process at the same point: 0, or `_SIGTERM`/`_SIGINT` if any process received it."""
+        mine = _SIGINT if self._interrupted else _SIGTERM if self._sigterm or trainer.received_sigterm else 0
+        if trainer.world_size == 1:
+            return mine
+        flag = torch.tensor(mine, device=trainer.strategy.root_device)
+        return int(trainer.strategy.reduce(flag, reduce_op="max").item())
+
+    def _stop_if_interrupted(self, trainer: L.Trainer) -> None:
+        stop = self._agreed_stop(trainer)
+        if not stop:
+            return
+        everyone = " (every process)" if trainer.world_size > 1 else ""
+        rank_zero_info(f"{'Ctrl-C' if stop == _SIGINT else 'SIGTERM'}: stopping at this batch{everyone}.")
+        self._save_interrupted(trainer)
+        if stop == _SIGINT:
+            raise KeyboardInterrupt  # Lightning shuts down gracefully
+        raise SIGTERMException  # what Lightning raises on SIGTERM (the process exits with status 0)
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any) -> None:
         super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
-        if not self.save_on_interrupt:
-            return
-        stop = self._interrupted or trainer.received_sigterm
-        if trainer.world_size > 1:
-            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
-        if stop:
-            self._save_interrupted(trainer)
-            if self._interrupted:
-                raise KeyboardInterrupt  # Lightning shuts down gracefully; SIGTERM is raised by Lightning itself
+        if self.save_on_interrupt:
+            self._stop_if_interrupted(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self.save_on_interrupt:  # a signal during the epoch's end (validation metrics, sample grids)
+            self._stop_if_interrupted(trainer)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_start(trainer, pl_module)
+        self._check_val_batches = (self.save_on_interrupt and trainer.state.fn == "fit"
+                                   and not trainer.sanity_checking and self._same_val_batches(trainer))
+
+    @staticmethod
+    def _same_val_batches(trainer: L.Trainer) -> bool:
+        """Whether every process runs the same, known number of validation batches (DistributedSampler pads them
+        even): only then can they agree at each validation batch. Otherwise they agree after validation."""
+        counts = [int(n) if math.isfinite(n) else -1 for n in trainer.num_val_batches]
+        if trainer.world_size == 1:
+            return True
+        same = trainer.strategy.broadcast(counts) == counts and -1 not in counts  # every process broadcasts
+        return trainer.strategy.reduce_boolean_decision(same, all=True)
+
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any,
+                                **kwargs: Any) -> None:
+        super().on_validation_batch_end(trainer, pl_module, *args, **kwargs)
+        if self._check_val_batches:
+            self._stop_if_interrupted(trainer)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        # SIGTERM that arrived outside a training batch (validation, epoch end): Lightning stops at the next loop
-        # boundary, where the state is consistent, so it can be saved. A second Ctrl-C (mid-step) is not saved.
-        if self.save_on_interrupt and isinstance(exception, SIGTERMException) and trainer.state.fn == "fit":
-            self._save_interrupted(trainer)
+        # a SIGTERMException that Lightning raised itself (a signal before this callback took SIGTERM over): one
+        # process can save alone; under DDP the others may not have stopped, and saving would wait for them
+        if (self.save_on_interrupt and isinstance(exception, SIGTERMException) and trainer.state.fn == "fit"
+                and not self._saved_interrupt):
+            if trainer.world_size == 1:
+                self._save_interrupted(trainer)
+            else:
+                log.warning(f"[rank {trainer.global_rank}] SIGTERM stopped this process outside a point where all "
+                            "processes agree to stop: last.ckpt was not written.")
 
     def _save_interrupted(self, trainer: L.Trainer) -> None:
-        if not self.dirpath or self.last_model_path == self._interrupt_path:
+        """Writes `last.ckpt` (every process takes part), never leaving a half-written one: on a local disk it is
+        written beside it under another name and renamed over it."""
+        if not self.dirpath or self._saved_interrupt:
             return
-        self._interrupt_path = str(Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}")
-        trainer.save_checkpoint(self._interrupt_path)
-        self.last_model_path = self._interrupt_path
-        rank_zero_info(f"Interrupted: saved {self._interrupt_path}. Continue with `fit --ckpt_path last` "
-                       "(same config).")
+        self._saved_interrupt = True
+        path = os.path.join(self.dirpath, f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}")
+        local = isinstance(get_filesystem(path), LocalFileSystem)
+        partial = f"{path}.partial" if local else path  # not *.ckpt: never taken for a checkpoint
+        # before saving, so that the checkpoint's own state names it: a resumed run then updates this `last.ckpt`
+        # rather than writing a `last-v1.ckpt` beside it
+        self.last_model_path = path
+        trainer.save_checkpoint(partial)  # ends with a barrier: process 0 has written it
+        if local and trainer.is_global_zero:
+            _rename_over(partial, path)
+        rank_zero_info(f"Interrupted: saved {path}. Continue with `fit --ckpt_path last` (same config).")
 
     # ---- run id for resuming the same logger run ----------------------------------------------------------
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
@@ -115,6 +198,17 @@ class RunCheckpoint(ModelCheckpoint):
         if trainer.loggers:
             logger = trainer.loggers[0]
             checkpoint["lightning_gen"] = {"logger": type(logger).__name__, "run_id": str(logger.version)}
+
+
+def _rename_over(source: str, target: str) -> None:
+    """Rename `source` to `target`, replacing it (a file or a link: in one step; a sharded checkpoint's folder:
+    the old one is removed first)."""
+    if os.path.isdir(source) and os.path.lexists(target):
+        if os.path.isdir(target) and not os.path.islink(target):
+            shutil.rmtree(target)
+        else:
+            os.remove(target)
+    os.replace(source, target)
 
 
 class SaveRunConfig(SaveConfigCallback):
