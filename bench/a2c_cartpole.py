@@ -1,14 +1,23 @@
 """A2C on CartPole-v1: this project's `A2C` (configs/a2c/cartpole.yaml) vs stable-baselines3's A2C with its
 rl-baselines3-zoo hyperparameters (8 environments, ent_coef 0, the rest SB3's defaults), same machine, same run.
 
-Every 10,000 environment steps both are evaluated on 20 deterministic episodes, with the training clock paused.
-Per run: training throughput (env steps per training second), the env steps and training seconds at which the
-evaluation mean first reaches 475, those from which every later evaluation stays at or above 475 (A2C on CartPole
-tends to collapse after a first hit, so this is the figure that matters), and the final evaluation. Then the
-medians, and the ratios ours / SB3. Needs `pip install "lightning-gen[bench]"` (stable-baselines3).
+Every 10,000 environment steps both are evaluated on the same 20 episodes with their deterministic policies, with
+the training clock paused: evaluation k (after 10,000 * k training steps, k = 1, 2, ...) of every method and every
+training seed plays CartPole-v1 episodes reset with seeds BASE + 20 * k + i, i = 0..19 (BASE = 1,000,000), so each
+evaluation plays new start states and both methods play the same ones. Ours uses the library's
+`A2C(eval_seeds="fresh")` with `GymEnv(eval_seed=BASE)`; SB3's are played by an explicit loop on one gymnasium
+CartPole-v1 environment with `model.predict(obs, deterministic=True)`. Per run: training throughput (env steps per
+training second), the env steps and training seconds at which the evaluation mean first reaches 475, those from which
+every later evaluation stays at or above 475 (A2C on CartPole tends to collapse after a first hit, so this is the
+figure that matters), and the final evaluation. Then the medians, and the ratios ours / SB3. Needs
+`pip install "lightning-gen[bench]"` (stable-baselines3).
 
     python bench/a2c_cartpole.py [--seeds 0 1 2] [--steps 300000] [--methods lightning_gen sb3]
-        [--config configs/a2c/cartpole.yaml]
+        [--config configs/a2c/cartpole.yaml] [--threads 1]
+
+`--threads` sets torch's intra-op threads for both methods (default: torch's own choice, one per core). These
+networks are too small to gain from several threads, and on a machine that other jobs share, threads that wait on
+each other slow both methods by an order of magnitude; one thread measures the algorithms.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ import statistics
 import time
 from pathlib import Path
 
+import gymnasium
 import lightning as L
 import numpy as np
 import torch
@@ -27,6 +37,12 @@ from common import ROOT
 
 CONFIG = ROOT / "configs" / "a2c" / "cartpole.yaml"
 EVAL_EVERY, EVAL_EPISODES, SOLVED = 10_000, 20, 475.0
+BASE = 1_000_000  # evaluation k plays the episodes seeded BASE + EVAL_EPISODES * k + i, for both methods
+
+
+def evaluation_seeds(k: int) -> list[int]:
+    """The seeds of evaluation k (after EVAL_EVERY * k training steps), the same for every method and run."""
+    return [BASE + EVAL_EPISODES * k + i for i in range(EVAL_EPISODES)]
 
 
 class TrainingClock(L.Callback):
@@ -57,8 +73,10 @@ def run_ours(seed: int, steps: int, config_path: Path = CONFIG) -> list[tuple[in
 
     config = yaml.safe_load(Path(config_path).read_text())
     L.seed_everything(seed, verbose=False)
-    model_args = {**config["model"]["init_args"], "env_steps_per_epoch": EVAL_EVERY, "eval_episodes": EVAL_EPISODES}
-    data = GymEnv(**{**config["data"]["init_args"], "seed": seed})
+    # the library's fresh evaluations: the k-th plays the episodes seeded eval_seed + eval_episodes * k + i
+    model_args = {**config["model"]["init_args"], "env_steps_per_epoch": EVAL_EVERY, "eval_episodes": EVAL_EPISODES,
+                  "eval_seeds": "fresh"}
+    data = GymEnv(**{**config["data"]["init_args"], "seed": seed, "eval_seed": BASE})
     clock = TrainingClock()
     trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=steps // EVAL_EVERY, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
@@ -71,7 +89,19 @@ def run_sb3(seed: int, steps: int) -> list[tuple[int, float, float]]:
     from stable_baselines3 import A2C as SB3A2C
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.evaluation import evaluate_policy
+
+    def evaluate(model, env, k: int) -> float:
+        """Mean return of the deterministic policy over the episodes of evaluation k."""
+        returns = []
+        for seed in evaluation_seeds(k):
+            obs, _ = env.reset(seed=seed)
+            total, done = 0.0, False
+            while not done:
+                action, _ = model.predict(obs, deterministic=True)
+                obs, reward, terminated, truncated, _ = env.step(int(action))
+                total, done = total + float(reward), bool(terminated or truncated)
+            returns.append(total)
+        return float(np.mean(returns))
 
     class Evaluate(BaseCallback):
         def __init__(self, eval_env) -> None:
@@ -84,16 +114,18 @@ def run_sb3(seed: int, steps: int) -> list[tuple[int, float, float]]:
         def _on_step(self) -> bool:
             if self.num_timesteps >= self.next:
                 self.seconds += time.perf_counter() - self.since
-                mean, _ = evaluate_policy(self.model, self.eval_env, n_eval_episodes=EVAL_EPISODES, deterministic=True)
-                self.evals.append((self.num_timesteps, self.seconds, float(mean)))
+                mean = evaluate(self.model, self.eval_env, self.next // EVAL_EVERY)
+                self.evals.append((self.num_timesteps, self.seconds, mean))
                 self.next += EVAL_EVERY
                 self.since = time.perf_counter()
             return True
 
     env = make_vec_env("CartPole-v1", n_envs=8, seed=seed)
-    callback = Evaluate(make_vec_env("CartPole-v1", n_envs=1, seed=1_000_000 + seed))
+    eval_env = gymnasium.make("CartPole-v1")
+    callback = Evaluate(eval_env)
     model = SB3A2C("MlpPolicy", env, ent_coef=0.0, seed=seed, device="cpu")
     model.learn(total_timesteps=steps, callback=callback)
+    eval_env.close()
     return callback.evals
 
 
@@ -120,11 +152,15 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["lightning_gen", "sb3"], choices=["lightning_gen", "sb3"])
     parser.add_argument("--config", default=str(CONFIG), help="this project's recipe (model and data sections)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "a2c_cartpole"))
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     runners = {"lightning_gen": lambda seed, steps: run_ours(seed, steps, args.config), "sb3": run_sb3}
     print(f"CartPole-v1, {args.steps} env steps per run, evaluation: {EVAL_EPISODES} deterministic episodes every "
-          f"{EVAL_EVERY} steps (training clock paused), {torch.get_num_threads()} torch threads")
+          f"{EVAL_EVERY} steps, evaluation k seeded {BASE} + {EVAL_EPISODES}k + i for both methods (training clock "
+          f"paused), {torch.get_num_threads()} torch threads")
     print("| method | seed | env steps/s (training) | first eval >= 475 (steps / s) | stable >= 475 from (steps / s) "
           "| final eval return |")
     print("|---|---|---|---|---|---|", flush=True)

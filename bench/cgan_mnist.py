@@ -9,6 +9,7 @@ accuracy of CGAN samples.
    with its live weights, plus the real-vs-real floor (training vs test images).
 
     LIGHTNING_GEN_DATA=/path/to/datasets python bench/cgan_mnist.py [--minutes 10] [--samples 10000] [--seed 0]
+        [--evaluate-only]
 """
 
 from __future__ import annotations
@@ -50,9 +51,11 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "cgan_mnist"))
     parser.add_argument("--grid", default=str(ROOT / "docs" / "img" / "cgan_mnist.png"),
                         help="where to copy CGAN's grid")
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="skip training: measure the checkpoints already in --out again")
     args = parser.parse_args()
     out = Path(args.out)
-    if out.exists():
+    if out.exists() and not args.evaluate_only:
         shutil.rmtree(out)
 
     if not CLASSIFIER.is_file():
@@ -75,20 +78,23 @@ def main() -> None:
     ]:
         folder = out / name
         start = time.perf_counter()
-        cli("fit", "--config", str(config), *extra, "--seed_everything", str(args.seed), "--trainer.max_epochs",
-            "1000", "--trainer.max_time", budget, "--trainer.limit_val_batches", "0",
-            "--trainer.default_root_dir", str(folder), *QUIET)
+        if not args.evaluate_only:
+            cli("fit", "--config", str(config), *extra, "--seed_everything", str(args.seed), "--trainer.max_epochs",
+                "1000", "--trainer.max_time", budget, "--trainer.limit_val_batches", "0",
+                "--trainer.default_root_dir", str(folder), *QUIET)
         ckpt = load_checkpoint(folder / "checkpoints" / "last.ckpt")
-        runs[name] = {"config": config, "folder": folder, "minutes": (time.perf_counter() - start) / 60,
+        minutes = float("nan") if args.evaluate_only else (time.perf_counter() - start) / 60  # not trained here
+        runs[name] = {"config": config, "folder": folder, "minutes": minutes,
                       "epochs": ckpt["epoch"] + 1, "steps": ckpt["global_step"]}
         print(f"{name}: {runs[name]['epochs']} epochs, {runs[name]['steps']} optimizer steps, "
               f"{runs[name]['minutes']:.1f} min", flush=True)
     grids = sorted((out / "cgan" / "samples").glob("samples_epoch*.png"))  # the live generator's
-    if grids:
+    if grids and not args.evaluate_only:
         shutil.copy(grids[-1], args.grid)
 
-    print(f"\nseed {args.seed}, {args.samples} generated images per row, reference: the first {args.samples} "
-          "training images; floor: the first test images vs the same reference\n")
+    print(f"\nseed {args.seed}, {args.samples} generated images per row (fewer if the test set is smaller: the same N "
+          "for all three sets), reference: a seeded random N of the training images; floor: a seeded random N of the "
+          "test images vs the same reference\n")
     print("| model | weights | epochs | train time (min) | MNIST-classifier FID | KID | class accuracy (%) | "
           "lowest class (%) |")
     print("|---|---|---|---|---|---|---|---|")

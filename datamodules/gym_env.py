@@ -110,7 +110,8 @@ class GymEnv(L.LightningDataModule):
         vectorization: `sync` (all in this process; best for cheap environments like CartPole) or `async`
             (one subprocess each; for expensive ones like Atari).
         seed: seed of the first training environment; the others and the other processes count up from it.
-        eval_seed: seed of the first evaluation episode (episode i uses eval_seed + i).
+        eval_seed: seed of the first evaluation episode (episode i uses eval_seed + i; with A2C's `eval_seeds:
+            fresh`, the k-th evaluation during fit uses eval_seed + k * eval_episodes + i).
     """
 
     env_id: str
@@ -118,7 +119,8 @@ class GymEnv(L.LightningDataModule):
     num_envs: int
     """Training environments per process (the actors)."""
     eval_seed: int
-    """Seed of the first evaluation episode (episode i uses `eval_seed + i`)."""
+    """Seed of the first evaluation episode (episode i uses `eval_seed + i`; A2C's fresh evaluations count on from
+    it, see `A2C.evaluation_seeds`)."""
     observation_space: Any
     """The environment's `gymnasium.spaces.Space` of observations (Atari: `Box(0, 255, (4, 84, 84), uint8)`)."""
     action_space: Any

@@ -13,7 +13,9 @@ of the state where it was cut, added to its last reward (gymnasium hands that st
 Under DDP every process runs its own environments with its own seeds (so `devices=k` multiplies the actors), and
 each update averages the gradients of the one loss over the processes (`Technique.optimizing`). `validate`/`test`
 play `eval_episodes` episodes with the deterministic (or sampled) policy and report the mean and std of their
-returns.
+returns. With `eval_seeds: fresh` (the default) the k-th evaluation during fit plays new episodes, seeded
+`eval_seed + k * eval_episodes + i`; `test`, and every evaluation with `eval_seeds: fixed`, plays the episodes seeded
+`eval_seed + i`.
 """
 
 from __future__ import annotations
@@ -138,6 +140,13 @@ class A2C(Technique):
         env_steps_per_epoch: environment steps, summed over all actors and processes, per epoch; validation runs
             after each epoch (by `check_val_every_n_epoch`).
         eval_episodes: episodes played by `validate` and `test`.
+        eval_seeds: which episodes the evaluations during fit play. `fresh` (the default): new ones each time, the
+            k-th evaluation of the run (k = 1, 2, ..., counted in checkpoints, so a resumed run goes on with the
+            next) seeding episode i with `eval_seed + k * eval_episodes + i` (the datamodule's `eval_seed`), so
+            that every evaluation is an independent estimate and a stopping rule or best-checkpoint choice is not
+            tuned to one set of start states. `fixed`: the same episodes every time, `eval_seed + i` (evaluations
+            compare the policies on identical episodes). `test`, `validate` outside fit and fit's sanity check
+            always play the fixed set, `eval_seed + i` for i < `eval_episodes`, the same for every checkpoint.
         eval_deterministic: evaluate the policy's mode (argmax / mean) rather than sampled actions.
         eval_video: record the first evaluation episode of each validate/test as MP4 under `<run dir>/videos`
             (needs the `video` extra: moviepy).
@@ -165,6 +174,7 @@ class A2C(Technique):
         log_std_init: float = 0.0,
         env_steps_per_epoch: int = 10_000,
         eval_episodes: int = 10,
+        eval_seeds: Literal["fresh", "fixed"] = "fresh",
         eval_deterministic: bool = True,
         eval_video: bool = False,
         observation_shape: tuple[int, ...] | None = None,
@@ -178,6 +188,8 @@ class A2C(Technique):
             raise ConfigError(f"gamma and gae_lambda must be in [0, 1], got {gamma} and {gae_lambda}.")
         if lr <= 0 or vf_coef < 0 or ent_coef < 0 or max_grad_norm < 0:
             raise ConfigError("lr must be positive; vf_coef, ent_coef and max_grad_norm 0 or more.")
+        if eval_seeds not in ("fresh", "fixed"):
+            raise ConfigError(f"eval_seeds must be 'fresh' or 'fixed', got {eval_seeds!r}.")
         if eval_video and importlib.util.find_spec("moviepy") is None:
             raise ConfigError('eval_video needs moviepy: pip install "lightning-gen[video]".')
         self.save_hyperparameters()
@@ -186,6 +198,7 @@ class A2C(Technique):
         self._obs: np.ndarray | None = None
         self._finished: list[tuple[float, int]] = []  # (return, length) of episodes ended since the last log
         self.env_steps = 0
+        self.evaluations = 0  # evaluations done during fit (sanity check excluded): numbers the fresh episode sets
 
     # ---- the environments (an `Environments` datamodule such as GymEnv) and the network built for them ---------
     def environments(self) -> Environments:
@@ -340,22 +353,31 @@ class A2C(Technique):
         return [opt], [{"scheduler": LambdaLR(opt, LinearDecay(constant=0, decay=updates, offset=0)),
                         "interval": "step"}]
 
-    # ---- checkpoints: the step counter travels with the weights ----------------------------------------------
+    # ---- checkpoints: the step and evaluation counters travel with the weights ----------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["a2c_env_steps"] = self.env_steps
+        checkpoint["a2c_evaluations"] = self.evaluations
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.env_steps = int(checkpoint.get("a2c_env_steps", 0))
+        self.evaluations = int(checkpoint.get("a2c_evaluations", 0))
 
     # ---- evaluation: whole episodes ---------------------------------------------------------------------------
-    def play(self, episodes: int, deterministic: bool, video_dir: Path | None = None) -> tuple[list[float], list[int]]:
-        """Play `episodes` episodes on a fresh evaluation environment (episode i seeded eval_seed + i); returns their
-        (unclipped) returns and lengths. Every process plays the same episodes, so every process reports the same."""
+    def evaluation_seeds(self, k: int, episodes: int) -> list[int]:
+        """The seeds of evaluation set k: `eval_seed + k * episodes + i`, i < `episodes` (k = 0: the fixed set)."""
+        base = self.environments().eval_seed + k * episodes
+        return list(range(base, base + episodes))
+
+    def play(self, episodes: int, deterministic: bool, video_dir: Path | None = None,
+             k: int = 0) -> tuple[list[float], list[int]]:
+        """Play `episodes` episodes on a new evaluation environment, those of set k (episode i seeded
+        eval_seed + k * episodes + i; k = 0 the fixed set); returns their (unclipped) returns and lengths. Every
+        process plays the same episodes, so every process reports the same."""
         dm = self.environments()
         returns, lengths = [], []
         with closing(dm.make_evaluator(video_dir=video_dir)) as env, eval_mode(self.net):
-            for i in range(episodes):
-                obs, _ = env.reset(seed=dm.eval_seed + i)
+            for seed in self.evaluation_seeds(k, episodes):
+                obs, _ = env.reset(seed=seed)
                 total, length, done = 0.0, 0, False
                 while not done:
                     _, env_action, _ = self.act(obs[None], deterministic)
@@ -369,8 +391,14 @@ class A2C(Technique):
         hp = self.hparams
         video_dir = run_dir(self.trainer) / "videos" / f"{stage}_epoch{self.current_epoch:04d}" if hp.eval_video \
             else None
+        # the k-th evaluation during fit plays set k (fresh) or set 0 (fixed); test, validate outside fit and the
+        # sanity check play set 0. The counter is saved in checkpoints: a resumed run goes on with new sets.
+        counted = stage == "val" and self.trainer.state.fn == "fit" and not self.trainer.sanity_checking
+        k = self.evaluations + 1 if counted and hp.eval_seeds == "fresh" else 0
         start = time.perf_counter()
-        returns, lengths = self.play(hp.eval_episodes, hp.eval_deterministic, video_dir)
+        returns, lengths = self.play(hp.eval_episodes, hp.eval_deterministic, video_dir, k=k)
+        if counted:
+            self.evaluations += 1
         # every process played the same episodes: the values agree, and the sync only keeps Lightning content
         self.log(f"{stage}/episodic_return", float(np.mean(returns)), prog_bar=True, sync_dist=True)
         self.log_dict({f"{stage}/episodic_return_std": float(np.std(returns)),

@@ -1,5 +1,6 @@
 """A2C: the advantage estimators and losses in closed form, the rollout's episode-end handling, the environments
-datamodule, and the module through fit/test (CartPole, Pendulum, Atari frames), DDP and bad input."""
+datamodule, the module through fit/test (CartPole, Pendulum, Atari frames), DDP and bad input, and the seeds of the
+evaluation episodes (fresh or fixed, across a resume)."""
 
 import math
 
@@ -289,6 +290,75 @@ def test_linear_schedule_decays_the_learning_rate_to_zero(tmp_path):
         A2C(lr=1e-3, lr_schedule="linear", env_steps_per_epoch=80, eval_episodes=1), GymEnv(num_envs=4),
         ckpt_path=saved.last_model_path)
     assert lrs == pytest.approx([1e-3 * (1 - k / 8) for k in range(5, 9)])
+
+
+# ---- evaluation episodes: fresh ones at every evaluation of a fit, or the same ones -------------------------------
+class SeedRecorder(gym.Wrapper):
+    """Records the seed of every reset of the wrapped environment into `seeds`."""
+
+    def __init__(self, env, seeds: list):
+        super().__init__(env)
+        self.seeds = seeds
+
+    def reset(self, *, seed=None, options=None):
+        self.seeds.append(seed)
+        return self.env.reset(seed=seed, options=options)
+
+
+def recording(data: GymEnv) -> list[list[int]]:
+    """The seeds each evaluation environment of `data` is reset with, one list per evaluation environment built."""
+    evaluations: list[list[int]] = []
+    make = data.make_evaluator
+
+    def make_recorded(video_dir=None):
+        evaluations.append([])
+        return SeedRecorder(make(video_dir=video_dir), evaluations[-1])
+
+    data.make_evaluator = make_recorded
+    return evaluations
+
+
+@pytest.mark.parametrize("mode", ["fresh", "fixed"])
+def test_evaluations_during_fit_play_fresh_or_fixed_episodes(tmp_path, mode):
+    L.seed_everything(0)
+    data = GymEnv(num_envs=2, eval_seed=100)
+    played = recording(data)
+    model = A2C(env_steps_per_epoch=20, eval_episodes=3, eval_seeds=mode)  # 2 updates of 5 steps x 2 actors
+    t = trainer(tmp_path, max_epochs=3, num_sanity_val_steps=1)
+    t.fit(model, data)
+    t.test(model, data, verbose=False)
+    fixed = [100, 101, 102]
+    if mode == "fresh":  # evaluation k of the fit plays eval_seed + k * eval_episodes + i
+        want_fit = [[100 + 3 * k + i for i in range(3)] for k in (1, 2, 3)]
+        assert want_fit == [[103, 104, 105], [106, 107, 108], [109, 110, 111]]
+    else:
+        want_fit = [fixed] * 3
+    # the sanity check and the test play the fixed set; the three evaluations of the fit, `want_fit`
+    assert played == [fixed, *want_fit, fixed]
+    assert model.evaluations == 3
+    assert model.evaluation_seeds(2, 3) == [106, 107, 108]
+    with pytest.raises(ConfigError, match="eval_seeds"):
+        A2C(eval_seeds="random")
+
+
+def test_fresh_evaluations_go_on_with_new_episodes_after_a_resume(tmp_path):
+    class StopAfterFirstEpoch(L.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            trainer.should_stop = True
+
+    L.seed_everything(0)
+    args = dict(env_steps_per_epoch=20, eval_episodes=2, eval_seeds="fresh")
+    data = GymEnv(num_envs=2, eval_seed=100)
+    played = recording(data)
+    saved = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    trainer(tmp_path, max_epochs=3, enable_checkpointing=True, callbacks=[StopAfterFirstEpoch(), saved]).fit(
+        A2C(**args), data)
+    assert played == [[102, 103]]  # evaluation 1
+    assert torch.load(saved.last_model_path, weights_only=False)["a2c_evaluations"] == 1
+    resumed = A2C(**args)
+    trainer(tmp_path, max_epochs=3).fit(resumed, data, ckpt_path=saved.last_model_path)
+    assert played == [[102, 103], [104, 105], [106, 107]]  # evaluations 2 and 3, not 1 again
+    assert resumed.evaluations == 3
 
 
 @pytest.mark.skipif(__import__("importlib").util.find_spec("moviepy") is None, reason="needs the video extra")

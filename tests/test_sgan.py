@@ -376,3 +376,22 @@ def test_classifier_rejects_labels_out_of_range(tmp_path):
         trainer(tmp_path).fit(model, UncountedDigits(batch_size=32))
     with pytest.raises(ConfigError, match="num_classes=5 but Digits has 10"):
         trainer(tmp_path).fit(Classifier(num_classes=5), Digits(batch_size=32))
+
+
+def test_supervised_baseline_is_the_control_its_config_describes():
+    # the baseline claims the SGAN's network, optimiser, labeled images, validation split and running average
+    import yaml
+
+    sgan = yaml.safe_load((ROOT / "configs" / "sgan" / "mnist_100.yaml").read_text())
+    base = yaml.safe_load((ROOT / "configs" / "classifier" / "mnist_100.yaml").read_text())
+    assert base["model"]["init_args"]["arch"] == sgan["model"]["init_args"]["arch"]
+    assert base["model"]["init_args"]["lr"] == sgan["model"]["init_args"]["lr_d"]
+    assert base["model"]["init_args"]["betas"] == sgan["model"]["init_args"]["betas"]
+    for key in ("num_labeled", "seed", "num_validation"):
+        assert base["data"]["init_args"][key] == sgan["data"]["init_args"][key]
+
+    def averaging(config):
+        (ema,) = [c for c in config["trainer"]["callbacks"] if c["class_path"].endswith("EMA")]
+        return {k: v for k, v in ema["init_args"].items() if k != "attribute"}
+
+    assert averaging(base) == averaging(sgan)
