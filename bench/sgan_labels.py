@@ -28,9 +28,9 @@ from lightning_gen.core.checkpoints import load_checkpoint
 
 
 def run(method: str, labels: int, seed: int, out: Path, sgan_epochs: int, sup_epochs: int, accelerator: str,
-        extra: list[str]) -> dict:
+        extra: list[str], evaluate_only: bool = False) -> dict:
     folder = out / f"{method}_{labels}_seed{seed}"
-    if folder.exists():
+    if folder.exists() and not evaluate_only:
         shutil.rmtree(folder)
     common = ["--seed_everything", str(seed), "--data.num_labeled", str(labels), "--data.seed", str(seed),
               "--trainer.default_root_dir", str(folder), *QUIET,
@@ -44,17 +44,20 @@ def run(method: str, labels: int, seed: int, out: Path, sgan_epochs: int, sup_ep
         config = ROOT / "configs" / "classifier" / "mnist_100.yaml"
         limits = ["--trainer.max_epochs", str(sup_epochs)]
     start = time.perf_counter()
-    cli("fit", "--config", str(config), *common, *limits, *extra, capture=False)
-    wall = time.perf_counter() - start
+    if not evaluate_only:
+        cli("fit", "--config", str(config), *common, *limits, *extra, capture=False)
+    wall = float("nan") if evaluate_only else time.perf_counter() - start
     ckpt = next(folder.glob("**/checkpoints/last.ckpt"))  # the run folder is the logger's version folder
     epochs = load_checkpoint(ckpt)["epoch"] + 1
-    metrics = evaluate("test", ckpt.parent.parent / "config.yaml", ckpt, "--trainer.accelerator", accelerator)
+    config_used = ckpt.parent.parent / "config.yaml"
+    metrics = evaluate("test", config_used, ckpt, "--trainer.accelerator", accelerator)  # the running average
+    live = evaluate("test", config_used, ckpt, "--trainer.accelerator", accelerator, "--trainer.callbacks=[]")
     row = {"method": method, "labels": labels, "seed": seed, "epochs": epochs, "minutes": wall / 60,
-           "accuracy": metrics["test/accuracy"]}
+           "accuracy": metrics["test/accuracy"], "live": live["test/accuracy"]}
     trajectory = epoch_accuracies(folder)
     marks = " ".join(f"{e}:{100 * trajectory[e - 1]:.1f}" for e in (1, 5, 10, 20, 30, 50) if e <= len(trajectory))
-    print(f"| {method} | {labels} | {seed} | {epochs} | {wall / 60:.1f} | {marks} | {100 * row['accuracy']:.2f} |",
-          flush=True)
+    print(f"| {method} | {labels} | {seed} | {epochs} | {wall / 60:.1f} | {marks} | {100 * row['accuracy']:.2f} | "
+          f"{100 * row['live']:.2f} |", flush=True)
     if len(trajectory) > 1:
         print(f"  {method} seed {seed}, validation accuracy (%) after each epoch: "
               + " ".join(f"{100 * a:.2f}" for a in trajectory), flush=True)
@@ -79,23 +82,27 @@ def main() -> None:
     parser.add_argument("--sgan-args", default="", help="extra CLI arguments of the SGAN runs, one string "
                         "(e.g. '--trainer.callbacks.decay 0.999 --trainer.callbacks.bias_correction false')")
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "sgan_labels"))
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="skip training: test the checkpoints already in --out (wall time shown as nan)")
     args = parser.parse_args()
     out = Path(args.out)
     print("| method | labels | seed | epochs | wall time (min) | validation accuracy (%) after epoch e (e:acc) | "
-          "test accuracy (%) |")
-    print("|---|---|---|---|---|---|---|", flush=True)
+          "test accuracy (%), running average | test accuracy (%), live weights |")
+    print("|---|---|---|---|---|---|---|---|", flush=True)
     rows = [run(m, n, s, out, args.sgan_epochs, args.sup_epochs, args.accelerator,
-                shlex.split(args.sgan_args) if m == "sgan" else [])
+                shlex.split(args.sgan_args) if m == "sgan" else [], args.evaluate_only)
             for n in args.labels for s in args.seeds for m in args.methods]
-    print("\n| labels | method | seeds | test accuracy (%), mean +- std | min | max | wall time per run (min) |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| labels | method | weights | seeds | test accuracy (%), mean +- std | min | max | "
+          "wall time per run (min) |")
+    print("|---|---|---|---|---|---|---|---|")
     for n in args.labels:
         for m in args.methods:
-            acc = [100 * r["accuracy"] for r in rows if r["labels"] == n and r["method"] == m]
-            minutes = [r["minutes"] for r in rows if r["labels"] == n and r["method"] == m]
-            std = statistics.stdev(acc) if len(acc) > 1 else 0.0
-            print(f"| {n} | {m} | {len(acc)} | {statistics.mean(acc):.2f} +- {std:.2f} | {min(acc):.2f} | "
-                  f"{max(acc):.2f} | {statistics.mean(minutes):.1f} |")
+            for key, weights in (("accuracy", "running average"), ("live", "live")):
+                acc = [100 * r[key] for r in rows if r["labels"] == n and r["method"] == m]
+                minutes = [r["minutes"] for r in rows if r["labels"] == n and r["method"] == m]
+                std = statistics.stdev(acc) if len(acc) > 1 else 0.0
+                print(f"| {n} | {m} | {weights} | {len(acc)} | {statistics.mean(acc):.2f} +- {std:.2f} | "
+                      f"{min(acc):.2f} | {max(acc):.2f} | {statistics.mean(minutes):.1f} |")
 
 
 if __name__ == "__main__":
