@@ -4,14 +4,23 @@ Models and datamodules are chosen by short name (`--model DCGAN --data MNIST`) o
 top of Lightning's: the W&B logger (offline without a login), a Rich progress bar, `RunCheckpoint`
 (`last.ckpt`, save on Ctrl-C/SIGTERM, no silent overwrite), the run's config saved in its own folder, and PNG
 output for `predict`. `--ckpt_path last` finds the newest `last.ckpt` under the run root and resumes its W&B run.
+
+Bad input stops before anything runs, with one line `error: <the problem and the fix>` and exit status 2: the
+project's own checks (`ConfigError`, `DataError`, also when raised in a constructor that jsonargparse runs), a
+parse error (an unknown option, a wrong type: jsonargparse's message without its usage dump), and a `--ckpt_path`
+that is missing, unreadable, or of another technique than the configured model.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
+from jsonargparse import ArgumentError
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -21,7 +30,7 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 import datamodules
 import lightning_gen  # noqa: F401  (registers the techniques for short names)
 from lightning_gen.callbacks import ImageWriter, RunCheckpoint, SaveRunConfig
-from lightning_gen.core.checkpoints import load_checkpoint
+from lightning_gen.core.checkpoints import read_lightning_checkpoint
 from lightning_gen.core.checks import ConfigError
 from lightning_gen.core.loggers import AutoWandbLogger
 from lightning_gen.core.protocols import OwnsPredictInputs
@@ -29,12 +38,90 @@ from lightning_gen.core.runs import run_dir
 from lightning_gen.metrics import SampleQuality  # noqa: F401  (short name for --trainer.callbacks+=SampleQuality)
 
 DEFAULT_LOGGER = {"class_path": "lightning_gen.core.loggers.AutoWandbLogger"}
+USER_ERRORS = (ConfigError, datamodules.DataError)  # what the checks raise: printed as one line, exit status 2
+
+
+def user_error(error: BaseException) -> BaseException | None:
+    """The project's own error (`ConfigError`, `DataError`) behind `error`: itself, or one it was raised from or
+    while handling (`__cause__`, `__context__`, followed to the end). jsonargparse runs the constructors of the
+    model, the datamodule and the callbacks and wraps what they raise in a `ValueError` "Does not validate against
+    any of the Union subtypes" raised from it (jsonargparse/_typehints.py, `raise_union_unexpected_value`)."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [error]
+    while todo:
+        err = todo.pop(0)
+        if err is None or id(err) in seen:
+            continue
+        seen.add(id(err))
+        if isinstance(err, USER_ERRORS):
+            return err
+        todo += [err.__cause__, err.__context__]
+    return None
+
+
+_UNION_NOISE = re.compile(r"^(Does not validate against any of the Union subtypes|Subtypes: |Errors:|Given value type: "
+                          r"|Expected a <class 'NoneType'>$)")
+_CLASS_REPR = re.compile(r"<class '([\w.]+)'>")
+_LITERAL = re.compile(r"Expected a typing\.Literal\[(.*?)\]")
+_CLASS_PATH = re.compile(r"^Parser key \"(model|data)\":.*Problem with given class_path '([\w.]+)'")
+
+
+def short_parse_error(message: str) -> str:
+    """jsonargparse's parse error on one line: without the Union boilerplate (the subtypes tried, the `None` that
+    did not fit either, the value's type) and with types written as names."""
+    text, given, seen = "", None, set()
+    for line in (raw.strip().removeprefix("- ") for raw in message.splitlines()):
+        if not line or _UNION_NOISE.match(line) or line in seen:
+            continue
+        seen.add(line)
+        if line.startswith("Given value: "):
+            given = line[len("Given value: "):]
+        else:
+            text += line if not text else (" " if text.endswith(":") else "; ") + line
+    if not text:
+        return " ".join(message.split())
+    shown = given is not None and re.search(rf"(?<![\w.]){re.escape(given)}(?![\w.])", text)
+    if given is not None and not shown and not given.startswith(("Namespace(", "NestedArg(")):
+        text += f". Got value: {given}"
+    text = _LITERAL.sub(r"Expected one of \1", _CLASS_REPR.sub(r"\1", text))
+    return text.replace("Expected a int", "Expected an int")
+
+
+class GenArgumentParser(LightningArgumentParser):
+    """Lightning's parser, whose errors are one line and a pointer to the help instead of the usage of every
+    option (60 lines) before the message."""
+
+    def error(self, message: str, ex: Exception | None = None) -> Any:
+        if not self.exit_on_error or os.environ.get("JSONARGPARSE_DEBUG"):  # a caller that handles it, or debugging
+            return super().error(message, ex)
+        parser = getattr(ex, "subcommand_parser", None) or self
+        prog = parser.prog.replace(" [options]", "")
+        text = short_parse_error(message)
+        found = _CLASS_PATH.match(text)
+        pointer = f"{prog} --{found[1]}.help {found[2]}" if found else f"{prog} --help"
+        sys.stderr.write(f"error: {text} (see {pointer})\n")
+        self.exit(2)
 
 
 def find_last_checkpoint(roots: list[Path]) -> Path | None:
     """The most recently written `last.ckpt` under any of `roots`."""
     found = [p for root in roots if root.is_dir() for p in root.rglob("last.ckpt") if p.is_file()]
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def is_local_checkpoint(ckpt_path: str) -> bool:
+    """Whether `--ckpt_path` names a local file (which must exist), not a URL or Lightning's `hpc`/`registry`."""
+    text = str(ckpt_path)
+    return "://" not in text and text != "hpc" and not text.startswith("registry")
+
+
+def _import_class(class_path: str) -> type | None:
+    module, _, name = class_path.rpartition(".")
+    try:
+        found = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return None
+    return found if isinstance(found, type) else None
 
 
 def _logger_configs(logger_cfg: Any) -> list[Any]:
@@ -49,6 +136,7 @@ class GenCLI(LightningCLI):
         kwargs.setdefault("save_config_callback", SaveRunConfig)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("auto_configure_optimizers", False)  # each technique owns its optimizers
+        kwargs.setdefault("parser_class", GenArgumentParser)
         trainer_defaults = {"logger": DEFAULT_LOGGER, "default_root_dir": "runs"}
         trainer_defaults.update(kwargs.pop("trainer_defaults", {}) or {})
         kwargs["trainer_defaults"] = trainer_defaults
@@ -58,6 +146,7 @@ class GenCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         given = sys.argv[1:] if args is None else args
         self._raw_args = [str(a) for a in given] if isinstance(given, (list, tuple)) else []  # not a dict/Namespace
+        self._checkpoint: dict[str, Any] | None = None  # the `--ckpt_path` file's contents, once checked
         super().parse_arguments(parser, args)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -65,8 +154,10 @@ class GenCLI(LightningCLI):
 
     # ---- `--ckpt_path last` and resuming the same W&B run --------------------------------------------------
     def _parse_ckpt_path(self) -> None:
-        """Resolve `--ckpt_path last` to the newest `last.ckpt` under the run root, before Lightning reads the
-        checkpoint's hyperparameters (so `predict` knows the image shape from it)."""
+        """Resolve `--ckpt_path last` to the newest `last.ckpt` under the run root, and check the file (it exists,
+        is a readable Lightning checkpoint without code in it, and is of the configured technique: one `ConfigError`
+        line otherwise), before Lightning reads the checkpoint's hyperparameters (so `predict` knows the image shape
+        from it) and before anything else reads it."""
         subcommand = self.config.get("subcommand")
         if subcommand and self.config[subcommand].get("ckpt_path") == "last":
             cfg = self.config[subcommand]
@@ -94,12 +185,54 @@ class GenCLI(LightningCLI):
                 if init_args is not None and key in init_args:
                     explicit[key] = init_args[key]
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if ckpt_path and Path(ckpt_path).is_file():  # refused with one line, before Lightning's own read of it
-            load_checkpoint(ckpt_path)
-        super()._parse_ckpt_path()
+        if ckpt_path and is_local_checkpoint(ckpt_path):  # refused with one line, before anything else reads it
+            self._checkpoint = read_lightning_checkpoint(ckpt_path)
+            self._check_technique(subcommand, ckpt_path, self._checkpoint)
+        exit_on_error, self.parser.exit_on_error = self.parser.exit_on_error, False
+        try:
+            super()._parse_ckpt_path()
+        except ArgumentError as err:  # a checkpoint without `_class_path` whose hyperparameters do not fit the model
+            raise ConfigError(
+                f"--ckpt_path {ckpt_path}: its hyperparameters do not fit the model to {subcommand} "
+                f"({short_parse_error(str(err))}). Give a checkpoint of that model, or the config of the run that "
+                "wrote it."
+            ) from None
+        finally:
+            self.parser.exit_on_error = exit_on_error
         init_args = getattr(self.config[subcommand].get("model"), "init_args", None) if subcommand else None
         for key, value in explicit.items():
             init_args[key] = value
+
+    def _check_technique(self, subcommand: str, ckpt_path: str, ckpt: dict[str, Any]) -> None:
+        """Refuse a checkpoint of another technique than the configured model: Lightning would build the model from
+        the checkpoint's class (its hyperparameters' `_class_path`) and run that one instead, without a word."""
+        saved = (ckpt.get("hyper_parameters") or {}).get("_class_path")
+        configured = getattr(self.config[subcommand].get("model"), "class_path", None)
+        if not saved or not configured:  # no model configured: the checkpoint's is the one to run
+            return
+        saved_class, configured_class = _import_class(saved), _import_class(configured)
+        if saved == configured or (saved_class is not None and saved_class is configured_class):
+            return
+        saved_name = saved_class.__name__ if saved_class is not None else saved
+        configured_name = configured_class.__name__ if configured_class is not None else configured
+        run_config = Path(ckpt_path).resolve().parent.parent / "config.yaml"
+        its_config = f" (`--config {run_config}`)" if run_config.is_file() else ""
+        raise ConfigError(
+            f"--ckpt_path {ckpt_path} is a checkpoint of {saved_name} ({saved}), but the model to {subcommand} is "
+            f"{configured_name} ({configured}). Give a {configured_name} checkpoint, or the config of the "
+            f"{saved_name} run that wrote it{its_config}."
+        )
+
+    def instantiate_classes(self) -> None:
+        """Lightning's, with a check raised in a constructor surfacing as itself: jsonargparse wraps it while
+        instantiating (see `user_error`), and `main` prints the project's own errors as one line."""
+        try:
+            super().instantiate_classes()
+        except Exception as error:
+            original = user_error(error)
+            if original is None or original is error:
+                raise
+            raise original from None
 
     def before_instantiate_classes(self) -> None:
         subcommand = self.config.get("subcommand")
@@ -113,10 +246,10 @@ class GenCLI(LightningCLI):
             "AutoWandbLogger" in str(getattr(c, "class_path", "")) for c in _logger_configs(cfg.trainer.logger)
         ):
             cfg.trainer.logger = False  # predict logs nothing: do not open a W&B run for it
-        if subcommand == "fit" and ckpt_path:
-            if not Path(ckpt_path).is_file():
-                raise ConfigError(f"--ckpt_path {ckpt_path}: no such file.")
-            meta = load_checkpoint(ckpt_path).get("lightning_gen", {})
+        if subcommand == "fit" and ckpt_path and is_local_checkpoint(ckpt_path):
+            if self._checkpoint is None:
+                self._checkpoint = read_lightning_checkpoint(ckpt_path)
+            meta = self._checkpoint.get("lightning_gen", {})
             run_id = meta.get("run_id")
             for logger in _logger_configs(cfg.trainer.logger):
                 init = getattr(logger, "init_args", None)
@@ -169,7 +302,7 @@ def main(args: list[str] | None = None) -> None:
     """Entry point of the `lightning-gen` console script and of `python cli.py`."""
     try:
         GenCLI(args=args)
-    except (ConfigError, datamodules.DataError) as err:
+    except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
 
