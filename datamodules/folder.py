@@ -18,23 +18,39 @@ def images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
 
 
-def scan_image_folder(root: Path, classes: list[str] | None = None) -> tuple[list[tuple[Path, int]], list[str]]:
-    """List `(path, class index)` for the images under `root`; raise `DataError` naming the fix if there are none."""
+def scan_image_folder(
+    root: Path, classes: list[str] | None = None, option: str = "--data.root", labels: bool = True
+) -> tuple[list[tuple[Path, int]], list[str]]:
+    """List `(path, class index)` for the images under `root`; raise `DataError` naming the fix if there are none,
+    or (with `labels`: the sub-folders are classes) if a class sub-folder, of those `classes` selects, holds no
+    images: dropping it would shift the class indices of the folders after it. Without `labels` an empty sub-folder
+    is skipped. `option` is the option that gave `root` (`--data.test_roots`), named in the messages."""
     if not root.is_dir():
         raise DataError(
-            f"image folder {root} does not exist. Set `--data.root` to a folder of images (one sub-folder per "
+            f"image folder {root} does not exist. Set `{option}` to a folder of images (one sub-folder per "
             "class, or images directly inside)."
         )
 
     subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     found = [d.name for d in subdirs if images_in(d)]
     if found:
-        names = found
+        names = [d.name for d in subdirs]
         if classes is not None:
-            unknown = sorted(set(classes) - set(found))
+            unknown = sorted(set(classes) - set(names))
             if unknown:
-                raise DataError(f"classes {unknown} are not sub-folders of {root}; it has {found}.")
-            names = [c for c in found if c in classes]
+                raise DataError(f"classes {unknown} are not sub-folders of {root}; it has {names}.")
+            names = [c for c in names if c in classes]
+        empty = [name for name in names if name not in found] if labels else []
+        if empty:
+            more = f" (and {len(empty) - 1} more: {', '.join(empty[1:4])})" if len(empty) > 1 else ""
+            fix = ("leave it out of `--data.classes`" if classes is not None else
+                   "remove the folder (or select the classes to use with `--data.classes`)")
+            raise DataError(
+                f"class folder {root / empty[0]} is empty{more}: it holds no images "
+                f"({', '.join(IMG_EXTENSIONS)}), and dropping it would change the class indices of the folders "
+                f"after it. Put its images in it, or {fix}."
+            )
+        names = [name for name in names if name in found]
         samples = [(p, i) for i, name in enumerate(names) for p in images_in(root / name)]
     else:
         if classes is not None:
@@ -44,7 +60,7 @@ def scan_image_folder(root: Path, classes: list[str] | None = None) -> tuple[lis
     if not samples:
         raise DataError(
             f"no images found under {root} (looked for {', '.join(IMG_EXTENSIONS)} files in it and in its "
-            "sub-folders). Point `--data.root` at a folder of images."
+            f"sub-folders). Point `{option}` at a folder of images."
         )
     return samples, names
 
@@ -125,8 +141,8 @@ class ImageFolder(ImageDataModule):
         self.verify = verify
         self.class_names = []
 
-    def _samples(self, root: str) -> list[tuple[Path, int]]:
-        samples, names = scan_image_folder(data_root(root), self.classes)
+    def _samples(self, root: str, option: str = "--data.root") -> list[tuple[Path, int]]:
+        samples, names = scan_image_folder(data_root(root), self.classes, option)
         if self.verify or self.image_size is None:  # without verify, the sizes are checked from the headers
             height, width = check_images(samples, self.image_size, decode=self.verify)
         else:
@@ -141,5 +157,6 @@ class ImageFolder(ImageDataModule):
     def _load(self) -> tuple[Dataset, Dataset | None]:
         transform, mode = to_signed_tensor(self.image_size, channels=self.channels), mode_for(self.channels)
         train = FolderImages(self._samples(self.root), transform, mode)
-        test = FolderImages(self._samples(self.test_root), transform, mode) if self.test_root else None
+        test = (FolderImages(self._samples(self.test_root, "--data.test_root"), transform, mode) if self.test_root
+                else None)
         return train, test

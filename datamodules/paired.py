@@ -22,6 +22,22 @@ from datamodules.folder import images_in
 from datamodules.images import mode_for, read_image, read_size
 
 Pair = tuple[Path, Path | None]  # (A, B) files, or (the aligned file, None)
+ALIGNED_RATIO = (1.5, 2.5)
+"""The width/height an aligned A | B file may have: two images side by side, each of about the same shape, so about
+2:1 (pix2pix's datasets are exactly 2:1). Outside it, the file is a single image that would be cut in half."""
+
+
+def check_aligned_shape(path: Path, width: int, height: int) -> None:
+    """Raise `DataError` naming `path`, its ratio and the fix when an aligned A | B file is not about twice as wide as
+    high (`ALIGNED_RATIO`): an ordinary photo would be cut in half and trained left half -> right half."""
+    low, high = ALIGNED_RATIO
+    if not low <= width / height <= high:
+        raise DataError(
+            f"{path} is {width}x{height} (width/height {width / height:.2f}), but an aligned pair holds A and B side "
+            f"by side, so it is about twice as wide as high ({low} to {high}). It looks like a single image: put the "
+            "inputs and targets in A/ and B/ sub-folders (files of the same names) and use layout: folders, or join "
+            "each pair side by side."
+        )
 
 
 def scan_pairs(folder: Path, layout: Literal["aligned", "folders"]) -> list[Pair]:
@@ -52,8 +68,9 @@ def scan_pairs(folder: Path, layout: Literal["aligned", "folders"]) -> list[Pair
 def check_sizes(pairs: list[Pair], folder: Path, layout: Literal["aligned", "folders"]) -> tuple[int, int]:
     """The `(width, height)` that the files of one split folder share, read from their headers only (nothing is
     decoded). Raises `DataError` naming the file, its size, the folder's size and the fix for an aligned file of odd
-    width, an A and B of different sizes, or a file whose size differs from the folder's other pairs (a 300x300 photo
-    among 512x256 aligned pairs would otherwise be cut into two 150x300 halves and resized without a word)."""
+    width, an A and B of different sizes, aligned files that are not about 2:1 (`check_aligned_shape`: a folder of
+    photos), or a file whose size differs from the folder's other pairs (a 300x300 photo among 512x256 aligned pairs
+    would otherwise be cut into two 150x300 halves and resized without a word)."""
     sizes: dict[Path, tuple[int, int]] = {}
     for first, second in pairs:
         w, h = read_size(first)
@@ -68,6 +85,8 @@ def check_sizes(pairs: list[Pair], folder: Path, layout: Literal["aligned", "fol
                             "have the same size: resize one of them, or remove the pair.")
         sizes[first] = (w, h)
     (width, height), count = Counter(sizes.values()).most_common(1)[0]
+    if layout == "aligned":  # the folder's usual size first: a folder of photos is not told to match one of them
+        check_aligned_shape(next(path for path, size in sizes.items() if size == (width, height)), width, height)
     strays = [(path, size) for path, size in sizes.items() if size != (width, height)]
     if strays:
         path, (w, h) = strays[0]
@@ -96,6 +115,7 @@ def load_pair(pair: Pair, channels: tuple[int, int]) -> tuple[Tensor, Tensor]:
                 f"{first} is {w}x{h}: an aligned pair holds A and B side by side, so its width must be even. "
                 "Is it a single image? Use layout: folders for separate A/ and B/ files."
             )
+        check_aligned_shape(first, w, h)
         halves = [whole.crop((0, 0, w // 2, h)), whole.crop((w // 2, 0, w, h))]
         a, b = [half.convert("L") if c == 1 else half for half, c in zip(halves, channels)]
     else:
@@ -189,7 +209,8 @@ class PairedImages(ImageDataModule):
     Splits: `train/`, `val/` (else `val_fraction` of train is held out) and `test/` (else val) under `root`.
     Training jitter (Isola et al.): resize both images to `load_size`, then one random `crop_size` crop and one
     random horizontal flip, the same for A and B. Evaluation: resize to `crop_size`. Before training, `setup()`
-    reads every file's header and refuses a file whose size differs from its folder's pairs (and an unpaired file);
+    reads every file's header and refuses a file whose size differs from its folder's pairs, an aligned file that is
+    not about twice as wide as high (a single photo, not an A | B pair), and an unpaired file;
     with `verify: true` it also decodes every file, so a corrupt one is reported before training too.
 
     Args:
@@ -310,6 +331,9 @@ class PairedImages(ImageDataModule):
         files = images_in(folder)
         if not files:
             raise DataError(f"no images found in {folder}. Set `--data.predict_root` to a folder of input images.")
+        if aligned:  # headers only: a single photo among them is refused now, not halfway through
+            for file in files:
+                check_aligned_shape(file, *read_size(file))
         return InputImages(files, self.input_channels, self.crop_size, aligned, self.swap)
 
     def predict_dataloader(self) -> DataLoader:
@@ -318,4 +342,5 @@ class PairedImages(ImageDataModule):
         return self._loader(self.predict_set, train=False)
 
 
-__all__ = ["PairedImages", "apply_jointly", "check_sizes", "jitter", "joint_transform", "load_pair", "scan_pairs"]
+__all__ = ["ALIGNED_RATIO", "PairedImages", "apply_jointly", "check_aligned_shape", "check_sizes", "jitter",
+           "joint_transform", "load_pair", "scan_pairs"]

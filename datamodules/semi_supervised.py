@@ -33,32 +33,84 @@ def dataset_labels(dataset: Dataset) -> Tensor:
     return torch.as_tensor([int(dataset[i][1]) for i in range(len(dataset))], dtype=torch.long)
 
 
-def stratified_indices(labels: Tensor, num_labeled: int, num_classes: int, seed: int) -> Tensor:
-    """`num_labeled // num_classes` positions of each class, drawn at random by `seed`, sorted. Raises
-    `DataError` naming the fix when `num_labeled` cannot be split evenly or a class has too few images."""
+def largest_num_labeled(labels: Tensor, num_classes: int, held_out: int = 0, min_left: int = 0) -> int:
+    """The largest `num_labeled` (a multiple of `num_classes`, possibly 0) that `stratified_indices` accepts on
+    `labels` when `held_out` more images of every class must remain (validation) and at least `min_left` images in all
+    must remain after both (one unlabeled batch): the number the messages suggest, so that it works when given."""
+    counts = torch.bincount(labels.clamp(0, num_classes), minlength=num_classes + 1)[:num_classes]
+    per_class = min(int(counts.min()) - held_out, (len(labels) - held_out * num_classes - min_left) // num_classes)
+    return max(0, per_class) * num_classes
+
+
+def _fewest(labels: Tensor, num_classes: int) -> str:
+    counts = torch.bincount(labels.clamp(0, num_classes), minlength=num_classes + 1)[:num_classes]
+    c = int(counts.argmin())
+    return f"class {c} has {int(counts[c])} training images"
+
+
+def _check_even_split(num_labeled: int, num_classes: int, most: int) -> None:
+    """Raise `DataError` suggesting a working multiple of `num_classes` (at most `most`) when `num_labeled` is not."""
     if num_labeled < num_classes or num_labeled % num_classes:
+        example = max(num_classes, min(num_labeled // num_classes * num_classes, most))
         raise DataError(
             f"num_labeled={num_labeled} cannot be split evenly over {num_classes} classes. Use a multiple of "
-            f"{num_classes} (for example {max(num_classes, num_labeled // num_classes * num_classes)})."
+            f"{num_classes} (for example {example})."
         )
-    if num_labeled > len(labels):
+
+
+def stratified_indices(labels: Tensor, num_labeled: int, num_classes: int, seed: int) -> Tensor:
+    """`num_labeled // num_classes` positions of each class, drawn at random by `seed`, sorted. Raises
+    `DataError` naming the fix when `num_labeled` cannot be split evenly or a class has too few images; the value it
+    suggests is one that works (`largest_num_labeled`)."""
+    most = largest_num_labeled(labels, num_classes)
+    _check_even_split(num_labeled, num_classes, most)
+    if num_labeled > most:
+        total = f"is more than the {len(labels)} training images" if num_labeled > len(labels) else "is too many"
         raise DataError(
-            f"num_labeled={num_labeled} is more than the {len(labels)} training images. Use at most "
-            f"{len(labels) // num_classes * num_classes}."
+            f"num_labeled={num_labeled} {total}: it takes {num_labeled // num_classes} of each class, and "
+            f"{_fewest(labels, num_classes)}. Use at most {most}."
         )
     per_class = num_labeled // num_classes
     generator = torch.Generator().manual_seed(seed)
     chosen = []
     for c in range(num_classes):
         members = torch.nonzero(labels == c).flatten()
-        if len(members) < per_class:
-            raise DataError(
-                f"class {c} has {len(members)} training images, fewer than the {per_class} per class that "
-                f"num_labeled={num_labeled} needs. Lower num_labeled to at most "
-                f"{min(int((labels == k).sum()) for k in range(num_classes)) * num_classes}."
-            )
         chosen.append(members[torch.randperm(len(members), generator=generator)[:per_class]])
     return torch.cat(chosen).sort().values
+
+
+def check_split_sizes(labels: Tensor, num_classes: int, num_labeled: int, num_validation: int, batch_size: int) -> None:
+    """Raise `DataError` naming a value that works when `num_labeled` labeled and `num_validation` validation images
+    (the same number of each class) and one batch of `batch_size` unlabeled images do not fit in `labels`."""
+    if num_validation % num_classes:
+        raise DataError(
+            f"num_validation={num_validation} cannot be split evenly over {num_classes} classes. Use a multiple of "
+            f"{num_classes} (for example {num_validation // num_classes * num_classes})."
+        )
+    held_out = num_validation // num_classes
+    most = largest_num_labeled(labels, num_classes, held_out, batch_size)
+    if most < num_classes:  # not even one labeled image of each class fits beside the validation images
+        per_class = -(-num_labeled // num_classes)
+        if num_labeled <= largest_num_labeled(labels, num_classes, 0, batch_size):
+            room = largest_num_labeled(labels, num_classes, per_class, batch_size)  # validation that fits beside
+            fix = f"--data.num_validation {room}" + (" (no validation)" if not room else "")
+        else:
+            fix = (f"for example --data.num_labeled {num_classes} --data.num_validation "
+                   f"{largest_num_labeled(labels, num_classes, 1, batch_size)}")
+        raise DataError(
+            f"num_validation={num_validation} leaves no room for num_labeled={num_labeled} labeled images and one "
+            f"unlabeled batch of {batch_size} ({_fewest(labels, num_classes)}, {len(labels)} in all). Use {fix}."
+        )
+    _check_even_split(num_labeled, num_classes, most)
+    if num_labeled > most:
+        total = f"is more than the {len(labels)} training images" if num_labeled > len(labels) else "is too many"
+        validation = (f", of which {held_out} per class are held out for validation (num_validation={num_validation})"
+                      if held_out else "")
+        raise DataError(
+            f"num_labeled={num_labeled} {total}: it takes {num_labeled // num_classes} of each class, and "
+            f"{_fewest(labels, num_classes)}{validation}, and one batch of {batch_size} must stay unlabeled. Use at "
+            f"most {most}" + (", or lower --data.num_validation." if held_out else ".")
+        )
 
 
 class ImagesOnly(Dataset):
@@ -193,15 +245,13 @@ class SemiSupervised(ImageDataModule):
             )
         pool = ConcatDataset([self.data.train_set, self.data.val_set])
         labels = dataset_labels(pool)
+        check_split_sizes(labels, self.num_classes, self.num_labeled, self.num_validation, self.batch_size)
         self.labeled_indices = stratified_indices(labels, self.num_labeled, self.num_classes, self.seed)
         taken = torch.zeros(len(pool), dtype=torch.bool)
         taken[self.labeled_indices] = True
         if self.num_validation:  # drawn from what the labeled set left, with a stream of its own
             rest = torch.nonzero(~taken).flatten()
-            try:
-                picked = stratified_indices(labels[rest], self.num_validation, self.num_classes, self.seed + 1)
-            except DataError as err:
-                raise DataError(f"num_validation: {err}".replace("num_labeled", "num_validation")) from None
+            picked = stratified_indices(labels[rest], self.num_validation, self.num_classes, self.seed + 1)
             self.validation_indices = rest[picked]
             taken[self.validation_indices] = True
             self.val_set = Subset(pool, self.validation_indices.tolist())
@@ -239,4 +289,5 @@ class SemiSupervised(ImageDataModule):
         return {"labeled": labeled, "unlabeled": self._loader(self.unlabeled_set, train=True)}
 
 
-__all__ = ["ImagesOnly", "PermutationStream", "SemiSupervised", "dataset_labels", "stratified_indices"]
+__all__ = ["ImagesOnly", "PermutationStream", "SemiSupervised", "check_split_sizes", "dataset_labels",
+           "largest_num_labeled", "stratified_indices"]

@@ -208,8 +208,9 @@ class SuperResolution(L.LightningDataModule):
         self.eval_names: dict[str, list[str]] = {}
 
     @staticmethod
-    def _files(root: str) -> list[Path]:
-        return [p for p, _ in scan_image_folder(data_root(root))[0]]
+    def _files(root: str, option: str = "--data.root") -> list[Path]:
+        """The images under `root` (directly inside, or in sub-folders); `option` gave it, for the messages."""
+        return [p for p, _ in scan_image_folder(data_root(root), option=option, labels=False)[0]]
 
     def _eval(self, stage: str, roots: list[str] | None, half: Literal["left", "right"] | None = None) -> None:
         if stage in self.eval_sets:
@@ -220,7 +221,8 @@ class SuperResolution(L.LightningDataModule):
                                ("test_roots", "[$LIGHTNING_GEN_DATA/sr/Set5, $LIGHTNING_GEN_DATA/sr/Set14]"))
             raise DataError(f"SuperResolution needs folders of HR images to {stage} on: set --data.{option} (e.g. "
                             f"{example}).")
-        self.eval_sets[stage] = [WholeImages(self._files(r), self.scale, half) for r in roots]
+        option = "--data.val_roots" if stage == "validate" else "--data.test_roots"
+        self.eval_sets[stage] = [WholeImages(self._files(r, option), self.scale, half) for r in roots]
         self.eval_names[stage] = [data_root(r).name for r in roots]
 
     def setup(self, stage: str | None = None) -> None:
@@ -265,5 +267,5 @@ class SuperResolution(L.LightningDataModule):
         if not self.predict_root:
             raise DataError("predict upscales the images of --data.predict_root (a folder of low-resolution images).")
         path = data_root(self.predict_root)
-        files = [path] if path.is_file() else self._files(self.predict_root)
+        files = [path] if path.is_file() else self._files(self.predict_root, "--data.predict_root")
         return self._loader(LowResImages(files, self.scale), 1)

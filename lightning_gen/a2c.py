@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from lightning_gen.core.checks import ConfigError
+from lightning_gen.core.checks import ConfigError, check_learning_rates
 from lightning_gen.core.protocols import Environments
 from lightning_gen.core.runs import logs_this_step, run_dir
 from lightning_gen.core.technique import LinearDecay, Technique, eval_mode
@@ -182,12 +182,13 @@ class A2C(Technique):
         action_dim: int | None = None,
     ) -> None:
         super().__init__()
+        check_learning_rates(lr=lr)
         if n_steps < 1 or env_steps_per_epoch < 1 or eval_episodes < 1:
             raise ConfigError("n_steps, env_steps_per_epoch and eval_episodes must be 1 or more.")
         if not (0.0 <= gamma <= 1.0 and 0.0 <= gae_lambda <= 1.0):
             raise ConfigError(f"gamma and gae_lambda must be in [0, 1], got {gamma} and {gae_lambda}.")
-        if lr <= 0 or vf_coef < 0 or ent_coef < 0 or max_grad_norm < 0:
-            raise ConfigError("lr must be positive; vf_coef, ent_coef and max_grad_norm 0 or more.")
+        if vf_coef < 0 or ent_coef < 0 or max_grad_norm < 0:
+            raise ConfigError("vf_coef, ent_coef and max_grad_norm must be 0 or more.")
         if eval_seeds not in ("fresh", "fixed"):
             raise ConfigError(f"eval_seeds must be 'fresh' or 'fixed', got {eval_seeds!r}.")
         if eval_video and importlib.util.find_spec("moviepy") is None:

@@ -15,7 +15,13 @@ import torch.nn.functional as F
 import torchmetrics
 from torch import Tensor
 
-from lightning_gen.core.checks import ConfigError, check_labels, resolve_image_shape, resolve_num_classes
+from lightning_gen.core.checks import (
+    ConfigError,
+    check_labels,
+    check_learning_rates,
+    resolve_image_shape,
+    resolve_num_classes,
+)
 from lightning_gen.core.distributed import average_parameters
 from lightning_gen.core.evaluation import evaluate_accuracy
 from lightning_gen.core.optim import adam
@@ -57,10 +63,11 @@ class Classifier(Technique):
         data_name: str | None = None,
     ) -> None:
         super().__init__()
+        check_learning_rates(lr=lr)
         if num_classes is not None and num_classes < 2:
             raise ConfigError(f"num_classes must be 2 or more, got {num_classes}.")
-        if lr <= 0 or not 0 < lr_decay <= 1:
-            raise ConfigError(f"lr must be positive and lr_decay in (0, 1]; got lr={lr}, lr_decay={lr_decay}.")
+        if not 0 < lr_decay <= 1:
+            raise ConfigError(f"lr_decay must be in (0, 1], got {lr_decay}.")
         self.save_hyperparameters()
 
     def build(self) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lightning_gen.core.checks import ConfigError, resolve_image_shape
+from lightning_gen.core.checks import ConfigError, check_learning_rates, resolve_image_shape
 from lightning_gen.core.cpu import FlushDenormals
 from lightning_gen.core.optim import adam
 from lightning_gen.core.runs import logs_this_step
@@ -58,6 +58,7 @@ class DCGAN(FlushDenormals, GenerativeTechnique):
         flush_denormal: bool = True,
     ) -> None:
         super().__init__()
+        check_learning_rates(lr_g=lr_g, lr_d=lr_d)
         if n_critic < 1:
             raise ConfigError(f"n_critic must be 1 or more (discriminator steps per generator step), got {n_critic}.")
         if not 0.0 <= label_smoothing < 1.0:

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from datamodules.files import ImageFiles, image_file, load_image
-from lightning_gen.core.checks import ConfigError
+from lightning_gen.core.checks import ConfigError, check_learning_rates
 from lightning_gen.core.optim import adam
 from lightning_gen.core.runs import logs_this_step, save_and_log_images
 from lightning_gen.core.technique import Technique
@@ -122,6 +122,7 @@ class FastStyleTransfer(Technique):
         predict_size: int | None = None,
     ) -> None:
         super().__init__()
+        check_learning_rates(lr=lr)
         self.save_hyperparameters()
         if width < 1 or num_residual < 0 or lr <= 0 or style_size < 8:
             raise ConfigError(f"need width >= 1, num_residual >= 0, lr > 0 and style_size >= 8; got {width}, "

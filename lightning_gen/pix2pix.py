@@ -26,7 +26,7 @@ from torch import Tensor
 from torchmetrics import CatMetric
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
-from lightning_gen.core.checks import ConfigError, resolve_image_shape
+from lightning_gen.core.checks import ConfigError, check_learning_rates, resolve_image_shape
 from lightning_gen.core.cpu import FlushDenormals
 from lightning_gen.core.optim import adam
 from lightning_gen.core.protocols import PairedData
@@ -93,9 +93,9 @@ class Pix2Pix(FlushDenormals, Technique):
         image_shape: tuple[int, int, int] | None = None,
     ) -> None:
         super().__init__()
-        if l1_weight < 0 or lr <= 0 or constant_epochs < 0 or decay_epochs < 0 or num_triplets < 0:
-            raise ConfigError("l1_weight, constant_epochs, decay_epochs and num_triplets must be 0 or more, lr "
-                              "positive.")
+        check_learning_rates(lr=lr)
+        if l1_weight < 0 or constant_epochs < 0 or decay_epochs < 0 or num_triplets < 0:
+            raise ConfigError("l1_weight, constant_epochs, decay_epochs and num_triplets must be 0 or more.")
         if gan_loss not in ("bce", "lsgan", "hinge"):
             raise ConfigError(f"gan_loss must be bce, lsgan or hinge; got {gan_loss!r}.")
         self.save_hyperparameters()

@@ -23,7 +23,13 @@ import torch.nn.functional as F
 import torchmetrics
 from torch import Tensor, nn
 
-from lightning_gen.core.checks import ConfigError, check_labels, resolve_image_shape, resolve_num_classes
+from lightning_gen.core.checks import (
+    ConfigError,
+    check_labels,
+    check_learning_rates,
+    resolve_image_shape,
+    resolve_num_classes,
+)
 from lightning_gen.core.distributed import average_parameters
 from lightning_gen.core.evaluation import evaluate_accuracy
 from lightning_gen.core.optim import adam
@@ -99,6 +105,7 @@ class SGAN(GenerativeTechnique):
         sample_seed: int = 0,
     ) -> None:
         super().__init__()
+        check_learning_rates(lr_g=lr_g, lr_d=lr_d)
         if num_classes is not None and num_classes < 2:
             raise ConfigError(f"num_classes must be 2 or more, got {num_classes}.")
         if unsupervised_weight < 0 or lr_decay_epochs < 0:

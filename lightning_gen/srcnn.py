@@ -19,7 +19,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from lightning_gen.core.checks import ConfigError
+from lightning_gen.core.checks import ConfigError, check_learning_rates
 from lightning_gen.core.optim import adam
 from lightning_gen.core.technique import Technique
 from lightning_gen.metrics.sr import SREvaluation, SuperResolutionEvaluation
@@ -49,6 +49,7 @@ class SRCNN(SuperResolutionEvaluation, Technique):
         num_strips: int = 2,
     ) -> None:
         super().__init__()
+        check_learning_rates(lr=lr)
         self.save_hyperparameters()
         if any(k % 2 == 0 or k < 1 for k in kernels) or min(features) < 1 or lr <= 0:
             raise ConfigError(f"kernels must be odd and positive, features positive and lr > 0; got {kernels}, "

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_gen.core.checkpoints import load_checkpoint
-from lightning_gen.core.checks import ConfigError
+from lightning_gen.core.checks import ConfigError, check_learning_rates
 from lightning_gen.core.optim import adam
 from lightning_gen.core.runs import logs_this_step
 from lightning_gen.core.technique import Technique
@@ -80,6 +80,7 @@ class SRGAN(SuperResolutionEvaluation, Technique):
         num_strips: int = 2,
     ) -> None:
         super().__init__()
+        check_learning_rates(lr=lr)
         self.save_hyperparameters()
         self.automatic_optimization = False
         if min(content_weight, adversarial_weight, pixel_weight) < 0 or lr <= 0:

@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from lightning_gen.core.checks import ConfigError
+from lightning_gen.core.checks import ConfigError, check_learning_rates
 from lightning_gen.core.optim import adam
 from lightning_gen.core.technique import Technique
 from lightning_gen.metrics.sr import SREvaluation, SuperResolutionEvaluation
@@ -50,6 +50,7 @@ class SRResNet(SuperResolutionEvaluation, Technique):
         num_strips: int = 2,
     ) -> None:
         super().__init__()
+        check_learning_rates(lr=lr)
         self.save_hyperparameters()
         if channels < 1 or num_blocks < 0 or lr <= 0 or scale not in (2, 3, 4):
             raise ConfigError(f"need channels >= 1, num_blocks >= 0, lr > 0 and scale 2, 3 or 4; got {channels}, "

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 
 from datamodules.base import Ticks
 from datamodules.files import image_file, load_image
-from lightning_gen.core.checks import ConfigError
+from lightning_gen.core.checks import ConfigError, check_learning_rates
 from lightning_gen.core.optim import adam
 from lightning_gen.core.runs import logs_this_step, run_dir, save_and_log_images
 from lightning_gen.core.technique import Technique
@@ -78,6 +78,7 @@ class StyleTransfer(Technique):
         steps_per_epoch: int = 50,
     ) -> None:
         super().__init__()
+        check_learning_rates(lr=lr)
         self.save_hyperparameters()
         if image_size < 8 or (style_size is not None and style_size < 8):
             raise ConfigError(f"image_size and style_size must be 8 or more; got {image_size}, {style_size}.")

@@ -20,6 +20,7 @@ from torchmetrics import SumMetric
 from lightning_gen.core.checks import (
     ConfigError,
     check_labels,
+    check_learning_rates,
     check_sample_classes,
     resolve_image_shape,
     resolve_num_classes,
@@ -123,6 +124,7 @@ class VAE(GenerativeTechnique):
         sample_seed: int = 0,
     ) -> None:
         super().__init__()
+        check_learning_rates(lr=lr)
         if latent_dim < 1:
             raise ConfigError(f"latent_dim must be 1 or more, got {latent_dim}.")
         if beta < 0:

@@ -3,6 +3,12 @@ fragment of the message they must see), each run through the real command line. 
 print the fragment, print no `Traceback`, and write nothing to the run folder. docs/common-mistakes.md shows every
 row's message (a test below checks it).
 
+A row marked `setup` is a mistake in the data that the datamodule finds when it reads its folder (`setup()`, still
+before any training step). Lightning starts the logger's run just before that (`Trainer` touches
+`logger.experiment` so that loggers know their run id when the data is set up), so W&B's own offline run folder
+(`runs/wandb/`) may exist; nothing else may: no run folder, no config, no checkpoint. Every other row leaves the
+working directory empty, not even an empty `runs/`, and prints nothing about W&B (the logger is lazy).
+
 The rows run in this process through `lightning_gen.core.cli.main` (what the `lightning-gen` console script calls),
 with the output captured at the file descriptors; `test_a_subprocess_prints_the_same` checks on two rows that a
 separate process, as a user starts it, prints the same line.
@@ -10,6 +16,7 @@ separate process, as a user starts it, prints the same line.
 
 from __future__ import annotations
 
+import inspect
 import random
 import re
 import sys
@@ -18,6 +25,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from lightning_gen.core.cli import main
 from tests.conftest import ROOT, run_cli, shared_data
@@ -33,9 +41,10 @@ def config(technique: str) -> str:
 class Mistake:
     id: str
     args: tuple[str, ...]  # `{dcgan_ckpt}`, `{unnamed_ckpt}`, `{random_bytes}`, `{truncated}`, `{missing}`,
-    # `{folder}`: the files made by `inputs`
+    # `{folder}`, `{empty}`, `{classes}`, `{photos}`: the files made by `inputs`
     message: str  # a fragment of the one line the user sees
     needs: str = ""  # "data": a config that reads $LIGHTNING_GEN_DATA; "gymnasium": the rl extra
+    setup: bool = False  # found by the datamodule's `setup()`, after Lightning started the logger's run
 
 
 MISTAKES = [
@@ -60,9 +69,24 @@ MISTAKES = [
             "need 1 <= crop_size <= load_size; got crop_size=64, load_size=36.", needs="data"),
     Mistake("sr-crop", ("fit", "--config", config("srcnn"), "--data.crop_size", "25"),
             "crop_size must be a multiple of the scale (3); got 25.", needs="data"),
+    Mistake("negative-lr", ("fit", "--config", config("dcgan"), "--model.lr_g", "-0.0002"),
+            "lr_g must be a positive learning rate, got -0.0002."),
     Mistake("ema-decay", ("fit", "--config", config("dcgan"), "--trainer.callbacks+=lightning_gen.callbacks.EMA",
                           "--trainer.callbacks.decay", "1.5"),
             "EMA decay must be in [0, 1), got 1.5."),
+    # ---- a folder or a file that is not what the technique needs, found when the datamodule reads it
+    Mistake("empty-class-folder", ("fit", "--config", config("cgan"), "--data", "datamodules.ImageFolder",
+                                   "--data.root", "{classes}"),
+            "is empty: it holds no images (.jpg, .jpeg, .png", setup=True),
+    Mistake("empty-class-named", ("fit", "--config", config("cgan"), "--data", "datamodules.ImageFolder",
+                                  "--data.root", "{classes}", "--data.classes", "[a,b]"),
+            "Put its images in it, or leave it out of `--data.classes`.", setup=True),
+    Mistake("photo-not-aligned", ("fit", "--config", config("pix2pix"), "--data.root", "{photos}"),
+            "is 640x480 (width/height 1.33), but an aligned pair holds A and B side by side", setup=True),
+    Mistake("sr-empty-test-roots", ("test", "--config", config("srcnn"), "--data.test_roots", "[{empty}]"),
+            "Point `--data.test_roots` at a folder of images.", setup=True),
+    Mistake("num-labeled-too-many", ("fit", "--config", config("sgan"), "--data.num_labeled", "1430"),
+            "num_labeled=1430 is too many", setup=True),
     # ---- an option the parser rejects: its message and a pointer to the help, without the usage of every option
     Mistake("unknown-option", ("fit", "--config", config("dcgan"), "--model.n_critics", "2"),
             "Option 'n_critics' is not accepted (see lightning-gen fit --model.help lightning_gen.DCGAN)"),
@@ -110,9 +134,18 @@ def inputs(tmp_path_factory) -> dict[str, str]:
     (folder / "truncated.ckpt").write_bytes(data[: len(data) // 2])
     (folder / "random.ckpt").write_bytes(b"\0" + random.Random(0).randbytes(4095))
     (folder / "checkpoints").mkdir()
+    (folder / "empty").mkdir()
+    for name in ("a", "b", "c"):  # class folders, b empty
+        (folder / "classes" / name).mkdir(parents=True)
+        for i in range(4 if name != "b" else 0):
+            Image.new("RGB", (8, 8), (60 * i, 0, 0)).save(folder / "classes" / name / f"{i}.png")
+    (folder / "photos" / "train").mkdir(parents=True)  # ordinary 4:3 photos where aligned A | B pairs belong
+    for i in range(4):
+        Image.new("RGB", (640, 480), (60 * i, 90, 0)).save(folder / "photos" / "train" / f"{i}.jpg")
     return {"dcgan_ckpt": str(ckpt), "unnamed_ckpt": str(folder / "unnamed.ckpt"),
             "truncated": str(folder / "truncated.ckpt"), "random_bytes": str(folder / "random.ckpt"),
-            "folder": str(folder / "checkpoints"), "missing": str(folder / "no-such-file.png")}
+            "folder": str(folder / "checkpoints"), "missing": str(folder / "no-such-file.png"),
+            "empty": str(folder / "empty"), "classes": str(folder / "classes"), "photos": str(folder / "photos")}
 
 
 def prepare(mistake: Mistake, inputs: dict[str, str]) -> list[str]:
@@ -123,18 +156,24 @@ def prepare(mistake: Mistake, inputs: dict[str, str]) -> list[str]:
     return [arg.format(**inputs) for arg in mistake.args] + ["--trainer.default_root_dir", "run"]
 
 
-def written(folder: Path) -> list[Path]:
-    return [p for p in folder.rglob("*") if p.is_file()]
+def written(folder: Path, setup: bool = False) -> list[Path]:
+    """What a refused command left in `folder`: every file and folder; for a `setup` row, every file outside W&B's
+    own `runs/wandb/` (see the module's docstring)."""
+    if setup:
+        return [p for p in folder.rglob("*") if p.is_file() and "wandb" not in p.relative_to(folder).parts[:2]]
+    return list(folder.iterdir())
 
 
 @pytest.mark.parametrize("mistake", MISTAKES, ids=[m.id for m in MISTAKES])
-def test_one_line_and_nothing_runs(mistake, inputs, tmp_path, monkeypatch, capfd):
+def test_one_line_and_nothing_runs(mistake, inputs, tmp_path, monkeypatch, capfd, caplog):
     args = prepare(mistake, inputs)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["lightning-gen"])  # the console script's name, and no pytest arguments
     monkeypatch.setenv("WANDB_SILENT", "true")
     with pytest.raises(SystemExit) as stop:  # any other exception would reach the user as a traceback
         main(args)
+    if mistake.setup and "wandb" in sys.modules:  # the process would end here; the next row starts a run of its own
+        sys.modules["wandb"].finish()
     out, err = capfd.readouterr()
     output = out + err
     assert stop.value.code == 2, output
@@ -142,7 +181,9 @@ def test_one_line_and_nothing_runs(mistake, inputs, tmp_path, monkeypatch, capfd
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and mistake.message in errors[0], output
     assert not err.strip().splitlines()[-1:] or err.strip().splitlines()[-1] == errors[0], err  # the last line
-    assert not written(tmp_path), written(tmp_path)  # no run folder content, no checkpoint, no config
+    assert not written(tmp_path, mistake.setup), written(tmp_path)  # no run folder, no checkpoint, no config
+    if not mistake.setup:
+        assert "W&B" not in output + caplog.text, output  # the logger says nothing until its run starts
 
 
 @pytest.mark.parametrize("mistake", [m for m in MISTAKES if m.id in ("batch-size-0", "unknown-option")],
@@ -155,8 +196,96 @@ def test_a_subprocess_prints_the_same(mistake, inputs, tmp_path):
     assert not written(tmp_path)
 
 
+def test_a_broken_image_found_in_a_worker_is_named_on_one_line(tmp_path, monkeypatch, capfd):
+    """With `verify: false` a truncated JPEG is found when a batch reads it, mid-epoch, maybe in a DataLoader worker
+    (torch sends the worker's error back with its traceback in the message): the user still gets one line naming
+    the file."""
+    for name in ("a", "b"):
+        (tmp_path / "images" / name).mkdir(parents=True)
+        for i in range(8):
+            Image.new("RGB", (8, 8), (30 * i, 0, 0)).save(tmp_path / "images" / name / f"{i}.jpg", quality=95)
+    broken = tmp_path / "images" / "a" / "3.jpg"
+    broken.write_bytes(broken.read_bytes()[:200])
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["lightning-gen"])
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", "--config", config("dcgan"), "--data", "datamodules.ImageFolder", "--data.root", "images",
+              "--data.verify", "false", "--data.num_workers", "1", "--data.batch_size", "16", "--trainer.logger",
+              "false", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"])
+    out, err = capfd.readouterr()
+    assert stop.value.code == 2 and "Traceback" not in out + err, out + err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: cannot read image images/a/3.jpg as an image") and "Remove or replace it" in last
+
+
+def test_one_line_keeps_a_plain_message_and_unwraps_a_workers():
+    from datamodules import DataError
+    from lightning_gen.core.cli import one_line
+
+    assert one_line(DataError("two\nlines stay")) == "two\nlines stay"
+    wrapped = DataError("Caught DataError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):"
+                        '\n  File "x.py", line 1, in f\n    g()\ndatamodules.base.DataError: image x.png is bad.\n')
+    assert one_line(wrapped) == "image x.png is bad."
+
+
 def test_common_mistakes_page_shows_every_row():
     page = PAGE.read_text()
     missing = [m.id for m in MISTAKES if m.message not in page]
     assert not missing, f"docs/common-mistakes.md lacks the messages of the rows {missing}"
     assert re.search(r"^# Common mistakes", page, flags=re.MULTILINE)
+
+
+def learning_rate_options() -> list[tuple[type, str]]:
+    """Every technique's learning-rate arguments: float arguments named `lr` or `lr_*` (of the class or a parent
+    whose constructor it passes `**kwargs` to), except the decay factor `lr_decay`."""
+    import lightning_gen
+
+    found = []
+    for name in lightning_gen.__all__:
+        cls = getattr(lightning_gen, name)
+        options = set()
+        for klass in cls.__mro__:
+            init = klass.__dict__.get("__init__")
+            if init is not None and klass.__module__.startswith("lightning_gen"):
+                options |= {p.name for p in inspect.signature(init).parameters.values()
+                            if (p.name == "lr" or p.name.startswith("lr_")) and p.name != "lr_decay"
+                            and "float" in str(p.annotation)}
+        found += [(cls, option) for option in sorted(options)]
+    return found
+
+
+@pytest.mark.parametrize("cls, option", learning_rate_options(), ids=lambda v: getattr(v, "__name__", v))
+@pytest.mark.parametrize("value", [-2e-4, 0.0, float("nan")])
+def test_every_learning_rate_is_checked_when_the_technique_is_built(cls, option, value):
+    """A negative, zero or NaN learning rate is refused by the constructor (one line through the CLI, before the model
+    summary), not by the optimizer once training starts: the shared `check_learning_rates`, first thing."""
+    from lightning_gen.core.checks import ConfigError
+
+    required = {"content": "content.png", "style": "style.png", "images": "images"}  # never read: the check is first
+    args = {k: v for k, v in required.items() if k in inspect.signature(cls.__init__).parameters}
+    with pytest.raises(ConfigError, match=rf"^{option} must be a positive learning rate, got {value}\."):
+        cls(**args, **{option: value})
+
+
+def test_the_logger_writes_and_prints_nothing_until_its_run_starts(tmp_path, monkeypatch, capfd, caplog):
+    """jsonargparse builds `trainer.logger` before the model: a model refused by its constructor must not leave an
+    empty `runs/` or a W&B note behind. The folder and the note come with the W&B run, on first use."""
+    from lightning_gen.core.loggers import AutoWandbLogger
+
+    def said() -> str:  # Lightning's rank_zero_info goes through `logging`
+        text = "".join(capfd.readouterr()) + caplog.text
+        caplog.clear()
+        return text
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    caplog.set_level("INFO")
+    logger = AutoWandbLogger(save_dir=str(tmp_path / "runs"))  # auto, and no login in the tests: offline
+    assert logger.mode == "offline" and not (tmp_path / "runs").exists()
+    assert "W&B" not in said()
+    run = logger.experiment
+    try:
+        assert (tmp_path / "runs" / "wandb").is_dir()
+        assert "W&B: no login found, logging offline" in said()
+        assert logger.experiment is run and "W&B" not in said()  # said once
+    finally:
+        run.finish()

@@ -75,6 +75,48 @@ def test_image_folder_errors_name_the_problem(tmp_path):
         ImageFolder(root=str(root), classes=["bird"]).setup("fit")
 
 
+def test_an_empty_class_folder_is_refused_not_dropped(tmp_path):
+    root = make_folder(tmp_path / "imgs", classes=("ant", "bee", "cat"))
+    for image in (root / "bee").iterdir():
+        image.unlink()
+    (root / "bee" / "notes.txt").write_text("not an image")
+    for classes in (None, ["bee", "cat"]):  # dropping bee would make cat class 1, not 2 (or 0, not 1)
+        with pytest.raises(DataError, match=r"class folder .*imgs/bee is empty: it holds no images .* change the class "
+                                            r"indices"):
+            ImageFolder(root=str(root), classes=classes).setup("fit")
+    only = ImageFolder(root=str(root), classes=["ant", "cat"], batch_size=2)  # not selected: no harm
+    only.setup("fit")
+    assert only.class_names == ["ant", "cat"]
+    (root / ".cache").mkdir()  # hidden folders are not classes
+    (root / "bee").rename(tmp_path / "bee")
+    dm = ImageFolder(root=str(root), batch_size=2)
+    dm.setup("fit")
+    assert dm.class_names == ["ant", "cat"]
+
+
+def test_a_folder_error_names_the_option_that_gave_the_folder(tmp_path):
+    from datamodules import SuperResolution
+
+    root = make_folder(tmp_path / "imgs", sizes=((16, 16),) * 4)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="Point `--data.test_root` at a folder"):
+        ImageFolder(root=str(root), test_root=str(tmp_path / "empty")).setup("fit")
+    for option in ("test_roots", "val_roots"):
+        dm = SuperResolution(root=str(root), scale=2, crop_size=8, batch_size=2, **{option: [str(tmp_path / "empty")]})
+        with pytest.raises(DataError, match=rf"Point `--data.{option}` at a folder of images"):
+            dm.setup("test" if option == "test_roots" else "validate")
+    with pytest.raises(DataError, match="Set `--data.test_roots` to a folder"):
+        SuperResolution(root=str(root), scale=2, crop_size=8, test_roots=[str(tmp_path / "nowhere")]).setup("test")
+    with pytest.raises(DataError, match="Point `--data.predict_root` at a folder"):
+        SuperResolution(root=str(root), scale=2, crop_size=8, predict_root=str(tmp_path / "empty")).predict_dataloader()
+    with pytest.raises(DataError, match="Point `--data.root` at a folder"):
+        SuperResolution(root=str(tmp_path / "empty"), scale=2, crop_size=8).setup("fit")
+    (root / "empty-too").mkdir()  # super-resolution folders have no classes: an empty sub-folder is no harm
+    dm = SuperResolution(root=str(root), scale=2, crop_size=8, batch_size=2)
+    dm.setup("fit")
+    assert len(dm.train_set) == 8
+
+
 def test_corrupt_image_is_reported_before_training(tmp_path):
     root = make_folder(tmp_path / "imgs")
     (root / "cat" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
@@ -193,6 +235,26 @@ def test_paired_folder_refuses_a_file_of_another_size_before_training(tmp_path, 
     message = str(err.value)
     assert "photo.png is 30x30" in message and "are 32x16 (4 of 5 files)" in message
     assert "each half 16x16" in message and "remove it, or replace it with a 32x16 file" in message
+
+
+@pytest.mark.parametrize("size", [(40, 30), (30, 40), (64, 16)])
+def test_aligned_folder_of_single_photos_is_refused_from_the_headers(tmp_path, monkeypatch, size):
+    from PIL import ImageFile
+
+    from datamodules import PairedImages
+
+    make_aligned(tmp_path / "photos" / "train", size=size)  # all the same size: only the ratio is wrong
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: pytest.fail("decoded the pixels"))
+    dm = PairedImages(root=str(tmp_path / "photos"), load_size=18, crop_size=16, batch_size=2, verify=False)
+    with pytest.raises(DataError, match=rf"0\.png is {size[0]}x{size[1]} \(width/height {size[0] / size[1]:.2f}\), "
+                                        r"but an aligned pair holds A and B side by side.*use layout: folders"):
+        dm.setup("fit")
+    make_aligned(tmp_path / "pairs" / "train", size=(36, 20))  # 1.8: a pair of slightly tall halves is fine
+    PairedImages(root=str(tmp_path / "pairs"), load_size=18, crop_size=16, batch_size=2, verify=False).setup("fit")
+    predict = PairedImages(root=str(tmp_path / "pairs"), load_size=18, crop_size=16, predict_aligned=True,
+                           predict_root=str(tmp_path / "photos" / "train"))
+    with pytest.raises(DataError, match="but an aligned pair holds A and B side by side"):
+        predict.setup("predict")
 
 
 def test_paired_folders_layout_refuses_a_pair_of_another_size(tmp_path):

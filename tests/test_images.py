@@ -122,3 +122,63 @@ def test_images_are_8_bit_tensors_in_range(tmp_path):
     Image.fromarray(np.full((6, 6), 65535, dtype=np.uint16)).save(tmp_path / "white.png")
     x = load_image(tmp_path / "white.png")
     assert torch.all(x == 1.0)
+
+
+# ---- every reader of the project goes through read_image -------------------------------------------------------------
+def test_no_module_decodes_images_but_the_shared_reader():
+    """`read_image` is the one place that opens image files (so 16-bit scaling, EXIF orientation, transparency and
+    the one-line error apply everywhere): no other module of datamodules/ or lightning_gen/ calls `Image.open`,
+    torchvision's decoders, or a PIL `.convert(` on a file it opened itself."""
+    from tests.conftest import ROOT
+
+    allowed = {"datamodules/images.py"}
+    opened = []
+    for folder in ("datamodules", "lightning_gen"):
+        for path in (ROOT / folder).rglob("*.py"):
+            rel = path.relative_to(ROOT).as_posix()
+            text = path.read_text()
+            if rel not in allowed and any(call in text for call in ("Image.open(", "decode_image(", "read_file(",
+                                                                    "pil_loader(", "default_loader(", "imread(")):
+                opened.append(rel)
+    assert not opened, f"{opened} decode image files themselves: read them with datamodules.images.read_image"
+
+
+def sixteen_bit_and_rotated(folder):
+    """A 16-bit grey PNG whose values read back as 8-bit v where stored as 257 * v, and an EXIF-rotated JPEG whose
+    upright picture is white on top: both 16 wide and 8 high once read."""
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((8, 16), 257 * 100, dtype=np.uint16)).save(folder / "deep.png")
+    exif = Image.Exif()
+    exif[ORIENTATION] = 6
+    upright(16, 8).transpose(Image.Transpose.ROTATE_90).save(folder / "phone.jpg", exif=exif.tobytes(), quality=95)
+    return folder / "deep.png", folder / "phone.jpg"
+
+
+def check_read(tensor, kind, size=(8, 16)):
+    """`tensor` in [-1, 1] of `size` (height, width), with any leading dimensions: the 16-bit file as grey 100, the
+    JPEG upright (white on top; stored sideways, it would be white on the left)."""
+    x = tensor.reshape(-1, *tensor.shape[-2:]).float()
+    assert tuple(x.shape[-2:]) == size, (kind, x.shape)
+    if kind == "deep":
+        assert torch.allclose((x + 1) * 127.5, torch.full_like(x, 100.0), atol=0.6), kind
+    else:
+        third = size[0] // 3
+        assert x[:, :third].mean() > 0.8 and x[:, -third:].mean() < -0.8, kind
+
+
+def test_every_reader_scales_16_bits_and_turns_exif_upright(tmp_path):
+    from datamodules.files import ImageFiles
+    from datamodules.paired import InputImages, load_pair
+    from datamodules.super_resolution import LowResImages, WholeImages
+
+    deep, phone = sixteen_bit_and_rotated(tmp_path / "in")
+    for kind, path in (("deep", deep), ("phone", phone)):
+        check_read(load_image(path), kind)  # style, content, DeepDream and fast-style images
+        check_read(ImageFiles(str(path))[0]["image"], kind)  # DeepDream / fast-style predict inputs
+        for pair in ((path, path), (path, None)):  # pix2pix, layout: folders and aligned (A | B, 8x8 each)
+            a, b = load_pair(pair, (3, 1))
+            size = (8, 16) if pair[1] is not None else (8, 8)
+            check_read(a.float() / 127.5 - 1, kind, size), check_read(b.float() / 127.5 - 1, kind, size)
+        check_read(InputImages([path], 3, 8, aligned=False, swap=False)[0]["input"], kind, (8, 8))  # pix2pix predict
+        check_read(WholeImages([path], scale=2)[0]["hr"], kind)  # super-resolution evaluation
+        check_read(LowResImages([path], scale=2)[0]["lr"], kind)  # super-resolution predict

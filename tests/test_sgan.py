@@ -1,5 +1,7 @@
 """Semi-supervised split, the (N+1)-class discriminator, the supervised Classifier and the SGAN module."""
 
+import re
+
 import lightning as L
 import pytest
 import torch
@@ -106,13 +108,27 @@ def test_labeled_stream_is_split_between_processes_by_whole_batches():
 
 
 @pytest.mark.parametrize(
-    "num_labeled, message",
-    [(55, "multiple of 10"), (5, "multiple of 10"), (5000, "more than the"),
-     (1430, r"class \d has \d+ training images, fewer than the 143")],
+    "num_labeled, num_validation, message",
+    [(55, 200, "multiple of 10"), (5, 200, "multiple of 10"), (5000, 200, "more than the 1438 training images"),
+     (1430, 200, r"it takes 143 of each class, and class \d has 135 training images, of which 20 per class are held "
+                 r"out for validation"),
+     (1430, 0, r"it takes 143 of each class, and class \d has 135 training images, and one batch"),
+     (1350, 200, "is too many"), (1160, 200, "is too many"),  # fits without validation or without the unlabeled batch
+     (50, 1500, "num_validation=1500 leaves no room"), (5000, 1500, "num_validation=1500 leaves no room")],
 )
-def test_bad_num_labeled_is_refused(num_labeled, message):
-    with pytest.raises(DataError, match=message):
-        semi(num_labeled=num_labeled)
+def test_bad_num_labeled_is_refused_and_the_suggested_value_works(num_labeled, num_validation, message):
+    with pytest.raises(DataError, match=message) as err:
+        semi(num_labeled=num_labeled, num_validation=num_validation)
+    text = str(err.value)
+    suggested = re.search(r"(?:at most|for example) (\d+)", text)
+    labeled = int(suggested[1]) if suggested else num_labeled
+    labeled = int(re.search(r"--data.num_labeled (\d+)", text)[1]) if "--data.num_labeled" in text else labeled
+    validation = re.search(r"--data.num_validation (\d+)", text)
+    dm = semi(num_labeled=labeled, num_validation=int(validation[1]) if validation else num_validation)
+    assert len(dm.labeled_set) == labeled and len(dm.unlabeled_set) >= 32  # what the message said works, works
+    if suggested and "at most" in text:
+        with pytest.raises(DataError):  # and it is the largest that does
+            semi(num_labeled=labeled + 10, num_validation=num_validation)
 
 
 def test_unlabeled_data_cannot_be_split(tmp_path):

@@ -81,7 +81,7 @@ def paired_folders(tmp: Path, **loader) -> PairedImages:
 def super_resolution(tmp: Path, **loader) -> SuperResolution:
     hr = write_images(tmp / "hr", 3, (40, 36))
     return SuperResolution(root=str(hr), scale=4, crop_size=16, batch_size=2, crops_per_epoch=4,
-                           test_roots=[str(hr)], predict_root=str(hr), **loader)
+                           val_roots=[str(hr)], test_roots=[str(hr)], predict_root=str(hr), **loader)
 
 
 def semi_supervised(tmp: Path, **loader) -> SemiSupervised:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from lightning_gen.core.protocols import ImageData, LabeledData
@@ -10,6 +11,15 @@ from lightning_gen.core.protocols import ImageData, LabeledData
 class ConfigError(ValueError):
     """A setting that cannot work, found before training. The message names the problem and the fix."""
 
+
+def check_learning_rates(**rates: float) -> None:
+    """Raise `ConfigError` for a learning rate (`lr=...`, `lr_g=...`) that is not a positive, finite number. Every
+    technique with a learning-rate argument calls it first thing in its constructor, so a negative or zero rate is
+    refused before anything is built or read (and not later by the optimizer, after the model summary)."""
+    for name, value in rates.items():
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise ConfigError(f"{name} must be a positive learning rate, got {value}. Give `--model.{name}` a "
+                              "number above 0, such as 1e-4.")
 
 
 def resolve_image_shape(

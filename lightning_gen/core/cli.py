@@ -298,12 +298,25 @@ class GenCLI(LightningCLI):
         print("\n".join(lines), flush=True)
 
 
+def one_line(error: BaseException) -> str:
+    """The message of a project error as the user sees it. An error raised in a DataLoader worker process comes back
+    as the same type whose message is "Caught DataError in DataLoader worker process 0." and the worker's traceback
+    (torch's `ExceptionWrapper.reraise`): the original message is its last line(s), after the type's name."""
+    text = str(error)
+    kind = type(error)
+    if text.startswith(f"Caught {kind.__name__} ") and "Original Traceback" in text:
+        _, found, message = text.rpartition(f"{kind.__module__}.{kind.__qualname__}: ")
+        if found:
+            return message.strip()
+    return text
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point of the `lightning-gen` console script and of `python cli.py`."""
     try:
         GenCLI(args=args)
     except USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import netrc
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 from lightning.pytorch.loggers import WandbLogger
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from lightning_gen.core.lightning_private import started_wandb_run
 
@@ -45,6 +45,10 @@ class AutoWandbLogger(WandbLogger):
     Offline runs are written under `<save_dir>/wandb/offline-run-*`; upload one later with
     `wandb sync <that folder>`. Resumed fits (`--ckpt_path last`) continue the same run id.
 
+    Lazy, like Lightning's: building the logger writes and prints nothing. `save_dir` is created, and the note that
+    an automatic run is offline printed, when the W&B run starts (the first use of `experiment`), so a command
+    refused while the CLI builds the model (which it does after the logger) leaves no empty `runs/` folder behind.
+
     Args:
         project: W&B project name (also the folder under `save_dir` that holds each run's checkpoints).
         name: display name of the run (default: W&B picks one).
@@ -68,7 +72,8 @@ class AutoWandbLogger(WandbLogger):
         log_model: bool = False,
     ) -> None:
         self.mode = resolve_wandb_mode(mode)
-        Path(save_dir).mkdir(parents=True, exist_ok=True)
+        self.auto_offline = self.mode == "offline" and mode == "auto"
+        self._started = False
         super().__init__(
             project=project,
             name=name,
@@ -79,7 +84,21 @@ class AutoWandbLogger(WandbLogger):
             group=group,
             tags=tags,
         )
-        if self.mode == "offline" and mode == "auto":
+
+    @property
+    def experiment(self) -> Any:
+        """Lightning's `WandbLogger.experiment` (the W&B run, started on first use; a dummy on processes other than
+        rank 0), after `save_dir` is created and the offline note printed, once."""
+        if not self._started:
+            self._started = True
+            self._before_first_run()
+        return super().experiment
+
+    @rank_zero_only
+    def _before_first_run(self) -> None:
+        if self.save_dir:
+            Path(self.save_dir).mkdir(parents=True, exist_ok=True)  # W&B writes `<save_dir>/wandb/` there
+        if self.auto_offline:
             rank_zero_info("W&B: no login found, logging offline (upload later with `wandb sync`).")
 
     def run_folder(self) -> Path | None:
