@@ -70,7 +70,7 @@ MISTAKES = [
     Mistake("sr-crop", ("fit", "--config", config("srcnn"), "--data.crop_size", "25"),
             "crop_size must be a multiple of the scale (3); got 25.", needs="data"),
     Mistake("negative-lr", ("fit", "--config", config("dcgan"), "--model.lr_g", "-0.0002"),
-            "lr_g must be a positive learning rate, got -0.0002."),
+            "lr_g must be a learning rate of 0 or more, got -0.0002."),
     Mistake("ema-decay", ("fit", "--config", config("dcgan"), "--trainer.callbacks+=lightning_gen.callbacks.EMA",
                           "--trainer.callbacks.decay", "1.5"),
             "EMA decay must be in [0, 1), got 1.5."),
@@ -255,16 +255,17 @@ def learning_rate_options() -> list[tuple[type, str]]:
 
 
 @pytest.mark.parametrize("cls, option", learning_rate_options(), ids=lambda v: getattr(v, "__name__", v))
-@pytest.mark.parametrize("value", [-2e-4, 0.0, float("nan")])
+@pytest.mark.parametrize("value", [-2e-4, float("nan")])
 def test_every_learning_rate_is_checked_when_the_technique_is_built(cls, option, value):
-    """A negative, zero or NaN learning rate is refused by the constructor (one line through the CLI, before the model
+    """A negative or NaN learning rate is refused by the constructor (one line through the CLI, before the model
     summary), not by the optimizer once training starts: the shared `check_learning_rates`, first thing."""
     from lightning_gen.core.checks import ConfigError
 
     required = {"content": "content.png", "style": "style.png", "images": "images"}  # never read: the check is first
     args = {k: v for k, v in required.items() if k in inspect.signature(cls.__init__).parameters}
-    with pytest.raises(ConfigError, match=rf"^{option} must be a positive learning rate, got {value}\."):
+    with pytest.raises(ConfigError, match=rf"^{option} must be a learning rate of 0 or more, got {value}\."):
         cls(**args, **{option: value})
+    cls(**args, **{option: 0.0})  # 0 freezes that network: allowed
 
 
 def test_the_logger_writes_and_prints_nothing_until_its_run_starts(tmp_path, monkeypatch, capfd, caplog):

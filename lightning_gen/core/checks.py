@@ -13,13 +13,14 @@ class ConfigError(ValueError):
 
 
 def check_learning_rates(**rates: float) -> None:
-    """Raise `ConfigError` for a learning rate (`lr=...`, `lr_g=...`) that is not a positive, finite number. Every
-    technique with a learning-rate argument calls it first thing in its constructor, so a negative or zero rate is
-    refused before anything is built or read (and not later by the optimizer, after the model summary)."""
+    """Raise `ConfigError` for a learning rate (`lr=...`, `lr_g=...`) that is negative or not a finite number (0 is
+    allowed: it freezes that network, e.g. to train a discriminator against a fixed generator). Every technique with
+    a learning-rate argument calls it first thing in its constructor, so a bad rate is refused before anything is
+    built or read (and not later by the optimizer, after the model summary)."""
     for name, value in rates.items():
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-            raise ConfigError(f"{name} must be a positive learning rate, got {value}. Give `--model.{name}` a "
-                              "number above 0, such as 1e-4.")
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            raise ConfigError(f"{name} must be a learning rate of 0 or more, got {value}. Give `--model.{name}` a "
+                              "positive number such as 1e-4 (0 freezes that network).")
 
 
 def resolve_image_shape(
