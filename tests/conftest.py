@@ -21,9 +21,16 @@ def shared_data(*parts: str) -> Path:
     return path
 
 
+def child_env() -> dict[str, str]:
+    """This process's environment for a child process, without W&B's service token: a test that ran W&B in this
+    process (the in-process CLI tests) leaves `WANDB_SERVICE` set, and a child would then hand its run to this
+    process's W&B service, which writes the run's files after the child has exited."""
+    return {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+
+
 def run_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     """Run `python -m lightning_gen.core.cli ARGS` in a subprocess (as a user would), project root on PYTHONPATH."""
-    full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    full_env = {**child_env(), "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     full_env.setdefault("WANDB_SILENT", "true")
     full_env.update(env or {})
     return subprocess.run(

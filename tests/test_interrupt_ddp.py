@@ -14,7 +14,7 @@ import lightning as L
 import pytest
 import torch
 
-from tests.conftest import QUIET, ROOT, TINY
+from tests.conftest import QUIET, ROOT, TINY, child_env
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGTERM") or sys.platform == "win32", reason="POSIX signals")
 
@@ -51,7 +51,7 @@ def fit_and_signal_one_process(tmp_path: Path, during: str, timeout: float = 90)
             "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "8",
             "--trainer.num_sanity_val_steps", "0", "--trainer.callbacks+=tests.test_interrupt_ddp.SlowValidation",
             f"--trainer.callbacks.marker={marker}", f"--trainer.callbacks.during={during}", *QUIET]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_SILENT": "true"}
+    env = {**child_env(), "PYTHONPATH": str(ROOT), "WANDB_SILENT": "true"}
     # its own session: on a timeout the whole group (rank 0 and the rank it started) is killed, never left behind
     proc = subprocess.Popen([sys.executable, "-m", "lightning_gen.core.cli", *args], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
