@@ -6,11 +6,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from datamodules.base import DataError, ImageDataModule, data_root, to_signed_tensor
-from datamodules.images import Mode, mode_for, read_image, read_size
+from datamodules.images import Mode, is_greyscale, mode_for, read_image, read_size
 
 
 def images_in(folder: Path) -> list[Path]:
@@ -65,13 +66,18 @@ def scan_image_folder(
     return samples, names
 
 
-def check_images(samples: list[tuple[Path, int]], image_size: int | None, decode: bool = True) -> tuple[int, int]:
+def check_images(samples: list[tuple[Path, int]], image_size: int | None, decode: bool = True,
+                 channels: int | None = None, where: str = "") -> tuple[int, int]:
     """Read every image once: decoded (`read_image`, with `decode`) or its header only (`read_size`). Raise
     `DataError` for a corrupt file, or (without `image_size`) for sizes that differ from the first image's.
-    Returns the `(height, width)` of the first image."""
+    With `channels`, say in one line how many images have another number of channels and what is done with them
+    (grey images in an RGB folder, colour ones read as grey). Returns the `(height, width)` of the first image."""
     first: tuple[int, int] | None = None
+    other = 0
     for path, _ in samples:
         width, height = read_image(path, "L").size if decode else read_size(path)
+        if channels is not None:
+            other += is_greyscale(path) != (channels == 1)
         size = (height, width)
         if first is None:
             first = size
@@ -81,6 +87,12 @@ def check_images(samples: list[tuple[Path, int]], image_size: int | None, decode
                 "`--data.image_size` to resize every image to one size."
             )
     assert first is not None
+    if other and channels == 3:
+        rank_zero_info(f"{other} of {len(samples)} images in {where} are greyscale: each is used as RGB, its grey "
+                       "value in all three channels (`--data.channels 1` reads every image as grey).")
+    elif other:
+        rank_zero_info(f"{other} of {len(samples)} images in {where} are in colour: they are converted to greyscale "
+                       "(`--data.channels 3` keeps the colour).")
     return first
 
 
@@ -144,7 +156,7 @@ class ImageFolder(ImageDataModule):
     def _samples(self, root: str, option: str = "--data.root") -> list[tuple[Path, int]]:
         samples, names = scan_image_folder(data_root(root), self.classes, option)
         if self.verify or self.image_size is None:  # without verify, the sizes are checked from the headers
-            height, width = check_images(samples, self.image_size, decode=self.verify)
+            height, width = check_images(samples, self.image_size, self.verify, self.channels, root)
         else:
             width, height = read_size(samples[0][0])
         if not self.class_names:

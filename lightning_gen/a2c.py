@@ -31,6 +31,7 @@ import gymnasium
 import numpy as np
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -228,6 +229,13 @@ class A2C(Technique):
                 f"this A2C was built for observations {tuple(hp.observation_shape)} and {hp.action_dim} "
                 f"{hp.action_type} actions, but {dm.env_id} has {spec[0]} and {spec[2]} {spec[1]} actions. Use the "
                 "environment it was trained on."
+            )
+        if continuous and hp.action_type is None:  # said once, when the model is first built for this environment
+            rank_zero_info(
+                f"A2C: {dm.env_id} has continuous actions ({spec[2]} dimension{'s' if spec[2] > 1 else ''}): a "
+                "Gaussian policy (learned log-std), "
+                f"its actions clipped to [{float(space.low.min()):g}, {float(space.high.max()):g}] when sent to the "
+                "environment."
             )
         hp.observation_shape, hp.action_type, hp.action_dim = spec
 

@@ -200,12 +200,16 @@ def test_short_cartpole_run_beats_a_random_policy_by_far(tmp_path):
     assert result["test/episodic_return"] > 100, result
 
 
-def test_continuous_actions_train_with_a_gaussian_policy(tmp_path):
+def test_continuous_actions_train_with_a_gaussian_policy(tmp_path, caplog):
     L.seed_everything(0)
     model = A2C(n_steps=8, env_steps_per_epoch=64, eval_episodes=1, log_std_init=-0.5)
     data = GymEnv("Pendulum-v1", num_envs=2)
     t = trainer(tmp_path, max_epochs=1)
+    caplog.set_level("INFO")
     t.fit(model, data)
+    said = [r.getMessage() for r in caplog.records if "continuous actions" in r.getMessage()]
+    assert said == ["A2C: Pendulum-v1 has continuous actions (1 dimension): a Gaussian policy (learned log-std), its "
+                    "actions clipped to [-2, 2] when sent to the environment."]  # one line, what was done
     assert model.net.continuous and model.net.log_std.shape == (1,)
     assert model.net.log_std.detach().item() != pytest.approx(-0.5)  # the log-std is learned
     model.net.policy_head.bias.data.fill_(3.0)  # a mean beyond the bounds: the environment gets them clipped

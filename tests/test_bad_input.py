@@ -5,9 +5,9 @@ row's message (a test below checks it).
 
 A row marked `setup` is a mistake in the data that the datamodule finds when it reads its folder (`setup()`, still
 before any training step). Lightning starts the logger's run just before that (`Trainer` touches
-`logger.experiment` so that loggers know their run id when the data is set up), so W&B's own offline run folder
-(`runs/wandb/`) may exist; nothing else may: no run folder, no config, no checkpoint. Every other row leaves the
-working directory empty, not even an empty `runs/`, and prints nothing about W&B (the logger is lazy).
+`logger.experiment` so that loggers know their run id when the data is set up); the CLI discards that run, which
+logged nothing, so these rows too leave the working directory empty. Every other row also prints nothing about W&B
+(the logger is lazy).
 
 The rows run in this process through `lightning_gen.core.cli.main` (what the `lightning-gen` console script calls),
 with the output captured at the file descriptors; `test_a_subprocess_prints_the_same` checks on two rows that a
@@ -71,6 +71,13 @@ MISTAKES = [
             "crop_size must be a multiple of the scale (3); got 25.", needs="data"),
     Mistake("negative-lr", ("fit", "--config", config("dcgan"), "--model.lr_g", "-0.0002"),
             "lr_g must be a learning rate of 0 or more, got -0.0002."),
+    Mistake("env-kwargs", ("fit", "--config", config("a2c"), "--data.env_kwargs", "{{bad: 1}}"),
+            "GymEnv could not be built from the given options: TypeError: CartPoleEnv.__init__() got an unexpected "
+            "keyword argument 'bad'", needs="gymnasium"),
+    Mistake("style-missing", ("fit", "--config", config("fast_style"), "--model.style", "{missing}"),
+            "no-such-file.png does not exist. Give the path of an image file", needs="data"),
+    Mistake("style-size-0", ("fit", "--config", config("fast_style"), "--model.style_size", "0"),
+            "style_size >= 8; got 4, 1, 0.001, 0.", needs="data"),
     Mistake("ema-decay", ("fit", "--config", config("dcgan"), "--trainer.callbacks+=lightning_gen.callbacks.EMA",
                           "--trainer.callbacks.decay", "1.5"),
             "EMA decay must be in [0, 1), got 1.5."),
@@ -85,6 +92,11 @@ MISTAKES = [
             "is 640x480 (width/height 1.33), but an aligned pair holds A and B side by side", setup=True),
     Mistake("sr-empty-test-roots", ("test", "--config", config("srcnn"), "--data.test_roots", "[{empty}]"),
             "Point `--data.test_roots` at a folder of images.", setup=True),
+    Mistake("torchvision-not-there", ("fit", "--config", config("dcgan"), "--data", "datamodules.TorchvisionData",
+                                      "--data.dataset", "CIFAR10", "--data.root", "{empty}"),
+            "or pass `--data.download true` to download it there.", setup=True),
+    Mistake("style-predict-empty", ("predict", "--config", config("fast_style"), "--model.predict_images", "{empty}"),
+            "predict_images folder", needs="data"),
     Mistake("num-labeled-too-many", ("fit", "--config", config("sgan"), "--data.num_labeled", "1430"),
             "num_labeled=1430 is too many", setup=True),
     # ---- an option the parser rejects: its message and a pointer to the help, without the usage of every option
@@ -111,6 +123,13 @@ MISTAKES = [
             "is not a readable checkpoint: it begins like a torch.save file but cannot be read"),
     Mistake("no-last", ("fit", "--config", config("dcgan"), "--ckpt_path", "last"),
             "--ckpt_path last: no last.ckpt under run"),
+    Mistake("last-of-another", ("fit", "--config", config("vae"), "--ckpt_path", "last", "--trainer.default_root_dir",
+                                "{dcgan_root}"),
+            "--ckpt_path last: no last.ckpt of VAE under"),
+    Mistake("resume-new-size", ("fit", "--config", config("dcgan"), "--ckpt_path", "{dcgan_ckpt}",
+                                "--data.image_size", "16"),
+            "holds a model for images of shape (1, 8, 8), but Digits gives (1, 16, 16). Give the data the "
+            "checkpoint's size (`--data.image_size 8`), or start a new run without `--ckpt_path`."),
 ]
 
 
@@ -142,7 +161,7 @@ def inputs(tmp_path_factory) -> dict[str, str]:
     (folder / "photos" / "train").mkdir(parents=True)  # ordinary 4:3 photos where aligned A | B pairs belong
     for i in range(4):
         Image.new("RGB", (640, 480), (60 * i, 90, 0)).save(folder / "photos" / "train" / f"{i}.jpg")
-    return {"dcgan_ckpt": str(ckpt), "unnamed_ckpt": str(folder / "unnamed.ckpt"),
+    return {"dcgan_ckpt": str(ckpt), "dcgan_root": str(folder / "dcgan"), "unnamed_ckpt": str(folder / "unnamed.ckpt"),
             "truncated": str(folder / "truncated.ckpt"), "random_bytes": str(folder / "random.ckpt"),
             "folder": str(folder / "checkpoints"), "missing": str(folder / "no-such-file.png"),
             "empty": str(folder / "empty"), "classes": str(folder / "classes"), "photos": str(folder / "photos")}
@@ -153,15 +172,14 @@ def prepare(mistake: Mistake, inputs: dict[str, str]) -> list[str]:
         shared_data()
     elif mistake.needs == "gymnasium":
         pytest.importorskip("gymnasium", reason="needs the rl extra")
-    return [arg.format(**inputs) for arg in mistake.args] + ["--trainer.default_root_dir", "run"]
+    args = [arg.format(**inputs) for arg in mistake.args]
+    return args if "--trainer.default_root_dir" in args else [*args, "--trainer.default_root_dir", "run"]
 
 
-def written(folder: Path, setup: bool = False) -> list[Path]:
-    """What a refused command left in `folder`: every file and folder; for a `setup` row, every file outside W&B's
-    own `runs/wandb/` (see the module's docstring)."""
-    if setup:
-        return [p for p in folder.rglob("*") if p.is_file() and "wandb" not in p.relative_to(folder).parts[:2]]
-    return list(folder.iterdir())
+def written(folder: Path) -> list[Path]:
+    """What a refused command left in `folder`: every file and folder, but W&B's per-user folders, which the
+    tests' fixture puts there too (`WANDB_CONFIG_DIR`, `WANDB_CACHE_DIR`; a user's are in their home)."""
+    return [p for p in folder.rglob("*") if p.relative_to(folder).parts[0] not in ("wandb-config", "wandb-cache")]
 
 
 @pytest.mark.parametrize("mistake", MISTAKES, ids=[m.id for m in MISTAKES])
@@ -181,7 +199,7 @@ def test_one_line_and_nothing_runs(mistake, inputs, tmp_path, monkeypatch, capfd
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and mistake.message in errors[0], output
     assert not err.strip().splitlines()[-1:] or err.strip().splitlines()[-1] == errors[0], err  # the last line
-    assert not written(tmp_path, mistake.setup), written(tmp_path)  # no run folder, no checkpoint, no config
+    assert not written(tmp_path), written(tmp_path)  # no run folder, no checkpoint, no config
     if not mistake.setup:
         assert "W&B" not in output + caplog.text, output  # the logger says nothing until its run starts
 
@@ -216,6 +234,21 @@ def test_a_broken_image_found_in_a_worker_is_named_on_one_line(tmp_path, monkeyp
     assert stop.value.code == 2 and "Traceback" not in out + err, out + err
     last = err.strip().splitlines()[-1]
     assert last.startswith("error: cannot read image images/a/3.jpg as an image") and "Remove or replace it" in last
+
+
+def test_a_library_error_in_a_constructor_keeps_its_traceback_when_debugging(tmp_path, monkeypatch):
+    """`LIGHTNING_GEN_DEBUG=1` lets the original exception through (the traceback a bug report needs)."""
+    pytest.importorskip("gymnasium", reason="needs the rl extra")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["lightning-gen"])
+    monkeypatch.setenv("LIGHTNING_GEN_DEBUG", "1")
+    with pytest.raises(ValueError, match="Does not validate against any of the Union subtypes") as raised:
+        main(["fit", "--config", config("a2c"), "--data.env_kwargs", "{bad: 1}"])
+    chain, err = [], raised.value
+    while err is not None:
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    assert any(isinstance(e, TypeError) and "unexpected keyword argument 'bad'" in str(e) for e in chain)
 
 
 def test_one_line_keeps_a_plain_message_and_unwraps_a_workers():

@@ -198,3 +198,27 @@ def test_launcher_and_console_script_run_the_same_cli(tmp_path):
                                 cwd=tmp_path))
     for out in (launcher.stdout, console.stdout):
         assert "--model.n_critic" in out and "discriminator steps per generator step" in out
+
+
+def test_ckpt_path_last_takes_the_newest_run_of_the_configured_technique(tmp_path):
+    """Runs of several techniques share a run root: `last` is the newest `last.ckpt` of the configured technique's
+    runs (their saved config names it); a run without a config is still a candidate."""
+    from lightning_gen.core.cli import find_last_checkpoint
+
+    def run(name: str, class_path: str | None, mtime: int) -> Path:
+        ckpt = tmp_path / name / "checkpoints" / "last.ckpt"
+        ckpt.parent.mkdir(parents=True)
+        ckpt.write_bytes(b"")
+        if class_path:
+            (tmp_path / name / "config.yaml").write_text(f"model:\n  class_path: {class_path}\n")
+        os.utime(ckpt, (mtime, mtime))
+        return ckpt
+
+    vae = run("vae", "lightning_gen.VAE", 100)
+    dcgan_old = run("dcgan_old", "lightning_gen.DCGAN", 200)
+    run("cgan", "lightning_gen.CGAN", 300)  # a DCGAN subclass: another technique
+    assert find_last_checkpoint([tmp_path]) == tmp_path / "cgan" / "checkpoints" / "last.ckpt"
+    assert find_last_checkpoint([tmp_path], "lightning_gen.VAE") == vae
+    assert find_last_checkpoint([tmp_path], "lightning_gen.dcgan.DCGAN") == dcgan_old  # the same class, another path
+    unnamed = run("script", None, 400)
+    assert find_last_checkpoint([tmp_path], "lightning_gen.VAE") == unnamed

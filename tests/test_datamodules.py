@@ -94,6 +94,29 @@ def test_an_empty_class_folder_is_refused_not_dropped(tmp_path):
     assert dm.class_names == ["ant", "cat"]
 
 
+@pytest.mark.parametrize("channels", [3, 1])
+def test_images_of_other_channels_are_used_and_said_in_one_line(tmp_path, caplog, channels):
+    """Grey images in a colour folder (or colour ones read as grey) are valid: they are converted, and one line
+    says how many and what was done; a folder of the asked kind says nothing."""
+    for i in range(3):
+        Image.new("RGB", (8, 8), (90 * i, 10, 200)).save(tmp_path / f"rgb{i}.png")
+    for i in range(2):
+        Image.new("L", (8, 8), 100 + i).save(tmp_path / f"grey{i}.png")
+    caplog.set_level("INFO")
+    data = ImageFolder(root=str(tmp_path), channels=channels, batch_size=2, val_fraction=0.25)
+    data.setup("fit")
+    lines = [r.getMessage() for r in caplog.records if " of 5 images in " in r.getMessage()]
+    expected = ("2 of 5 images in {} are greyscale: each is used as RGB" if channels == 3
+                else "3 of 5 images in {} are in colour: they are converted to greyscale").format(tmp_path)
+    assert len(lines) == 1 and lines[0].startswith(expected), caplog.text
+    assert next(iter(data.train_dataloader()))[0].shape[1] == channels
+    for path in tmp_path.glob("grey*.png" if channels == 3 else "rgb*.png"):
+        path.unlink()  # only images of the asked kind: nothing to say
+    caplog.clear()
+    ImageFolder(root=str(tmp_path), channels=channels, batch_size=1, val_fraction=0.5).setup("fit")
+    assert " images in " not in caplog.text
+
+
 def test_a_folder_error_names_the_option_that_gave_the_folder(tmp_path):
     from datamodules import SuperResolution
 

@@ -38,8 +38,9 @@ def resolve_image_shape(
         model_shape = tuple(int(v) for v in model_shape)
     if data_shape and model_shape and data_shape != model_shape:
         raise ConfigError(
-            f"{technique} was built for images of shape {model_shape} but {type(datamodule).__name__} gives "
-            f"{data_shape}. Drop `--model.image_shape`, or resize the data (`--data.image_size`) to match."
+            f"{technique} was built for images of shape {model_shape} (`--model.image_shape`, or the shape of the "
+            f"checkpoint it loads) but {type(datamodule).__name__} gives {data_shape}. Resize the data to match "
+            "(`--data.image_size`), or leave out `--model.image_shape` / start a new run without `--ckpt_path`."
         )
     shape = data_shape or model_shape
     if shape is None:

@@ -14,12 +14,14 @@ that is missing, unreadable, or of another technique than the configured model.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import re
 import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
 from jsonargparse import ArgumentError
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter, ProgressBar, RichProgressBar
@@ -33,7 +35,7 @@ from lightning_gen.callbacks import ImageWriter, RunCheckpoint, SaveRunConfig
 from lightning_gen.core.checkpoints import read_lightning_checkpoint
 from lightning_gen.core.checks import ConfigError
 from lightning_gen.core.loggers import AutoWandbLogger
-from lightning_gen.core.protocols import OwnsPredictInputs
+from lightning_gen.core.protocols import ImageData, OwnsPredictInputs
 from lightning_gen.core.runs import run_dir
 from lightning_gen.metrics import SampleQuality  # noqa: F401  (short name for --trainer.callbacks+=SampleQuality)
 
@@ -57,6 +59,38 @@ def user_error(error: BaseException) -> BaseException | None:
             return err
         todo += [err.__cause__, err.__context__]
     return None
+
+
+_GIVEN_CLASS = re.compile(r"Given value: Namespace\(class_path='([\w.]+)'")
+
+
+def constructor_error(error: BaseException, subcommand: str = "fit") -> ConfigError | None:
+    """A library's exception (a `TypeError` from gymnasium, an `OSError` from PIL, ...) raised in the constructor of
+    a class the config names, which jsonargparse wrapped in its Union `ValueError`: one `ConfigError` line naming the
+    class, the original error and where its options are explained. None for any other error (a bug in the project
+    itself, raised elsewhere, keeps its traceback). `LIGHTNING_GEN_DEBUG=1` shows the traceback instead."""
+    found = _GIVEN_CLASS.search(str(error))
+    if not found or os.environ.get("LIGHTNING_GEN_DEBUG"):
+        return None
+    cause, seen = error.__cause__ or error.__context__, set()
+    while cause is not None and id(cause) not in seen:  # the first one raised outside jsonargparse
+        seen.add(id(cause))
+        tb = cause.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        if tb is not None and "jsonargparse" not in tb.tb_frame.f_code.co_filename:
+            break
+        cause = cause.__cause__ or cause.__context__
+    else:
+        return None
+    class_path = found[1]
+    group = "data" if class_path.startswith("datamodules.") else "model"
+    message = " ".join(str(cause).split())
+    return ConfigError(
+        f"{class_path.rpartition('.')[2]} could not be built from the given options: {type(cause).__name__}: "
+        f"{message}. Check its options (`lightning-gen {subcommand} --{group}.help {class_path}`); set "
+        "LIGHTNING_GEN_DEBUG=1 to see the traceback."
+    )
 
 
 _UNION_NOISE = re.compile(r"^(Does not validate against any of the Union subtypes|Subtypes: |Errors:|Given value type: "
@@ -103,9 +137,25 @@ class GenArgumentParser(LightningArgumentParser):
         self.exit(2)
 
 
-def find_last_checkpoint(roots: list[Path]) -> Path | None:
-    """The most recently written `last.ckpt` under any of `roots`."""
+def run_technique(ckpt: Path) -> str | None:
+    """The `model.class_path` in the config saved beside `ckpt` (`<run>/config.yaml` for `<run>/checkpoints/x.ckpt`),
+    or None when there is none. Read instead of the checkpoint, which may be large."""
+    config = ckpt.parent.parent / "config.yaml"
+    try:
+        model = (yaml.safe_load(config.read_text()) or {}).get("model")
+    except (OSError, yaml.YAMLError):
+        return None
+    return model.get("class_path") if isinstance(model, dict) else None
+
+
+def find_last_checkpoint(roots: list[Path], technique: str | None = None) -> Path | None:
+    """The most recently written `last.ckpt` under any of `roots`; with `technique` (a class path), the most recent
+    of the runs of that technique (runs whose saved config names another are skipped; runs without one are kept)."""
     found = [p for root in roots if root.is_dir() for p in root.rglob("last.ckpt") if p.is_file()]
+    if technique is not None:
+        wanted = _import_class(technique)
+        found = [p for p in found if (saved := run_technique(p)) is None or saved == technique
+                 or (wanted is not None and _import_class(saved) is wanted)]
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
@@ -141,7 +191,14 @@ class GenCLI(LightningCLI):
         trainer_defaults.update(kwargs.pop("trainer_defaults", {}) or {})
         kwargs["trainer_defaults"] = trainer_defaults
         kwargs.setdefault("parser_kwargs", {"description": "lightning_gen: generative models on Lightning."})
-        super().__init__(*args, **kwargs)
+        try:
+            super().__init__(*args, **kwargs)
+        except USER_ERRORS:  # bad data found by `setup()`, after Lightning started the logger's run
+            trainer = self.__dict__.get("trainer")  # None when the error came while building it
+            for logger in trainer.loggers if trainer is not None else []:
+                if isinstance(logger, AutoWandbLogger):
+                    logger.discard_if_empty()
+            raise
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         given = sys.argv[1:] if args is None else args
@@ -166,10 +223,12 @@ class GenCLI(LightningCLI):
                 save_dir = getattr(getattr(logger, "init_args", None), "save_dir", None)
                 if save_dir:
                     roots.append(Path(save_dir))
-            found = find_last_checkpoint(roots)
+            technique = getattr(cfg.get("model"), "class_path", None)
+            found = find_last_checkpoint(roots, technique)
             if found is None:
+                of = f" of {technique.rpartition('.')[2]}" if technique and find_last_checkpoint(roots) else ""
                 raise ConfigError(
-                    f"--ckpt_path last: no last.ckpt under {', '.join(map(str, roots))}. Give the checkpoint's "
+                    f"--ckpt_path last: no last.ckpt{of} under {', '.join(map(str, roots))}. Give the checkpoint's "
                     "path, or the same `--trainer.default_root_dir` / logger `save_dir` as the run to resume."
                 )
             rank_zero_info(f"Resuming from {found}")
@@ -229,7 +288,7 @@ class GenCLI(LightningCLI):
         try:
             super().instantiate_classes()
         except Exception as error:
-            original = user_error(error)
+            original = user_error(error) or constructor_error(error, self.config.get("subcommand") or "fit")
             if original is None or original is error:
                 raise
             raise original from None
@@ -266,8 +325,46 @@ class GenCLI(LightningCLI):
             callbacks = [*callbacks, RichProgressBar()]
         return super()._instantiate_trainer(config, callbacks)
 
+    # ---- a checkpoint's image shape against the data's ---------------------------------------------------------
+    def _check_checkpoint_shape(self) -> None:
+        """Refuse data of another image shape than the checkpoint's model, naming the checkpoint and the data option
+        that gives its size (the technique's own check would name `--model.image_shape`, which the user never gave:
+        the shape came from the checkpoint). Data whose shape is known only after `setup()` is left to that check."""
+        if self._checkpoint is None or self._given("--model.image_shape"):
+            return
+        saved = (self._checkpoint.get("hyper_parameters") or {}).get("image_shape")
+        data_shape = self.datamodule.image_shape if isinstance(self.datamodule, ImageData) else None
+        if saved is None or data_shape is None or tuple(saved) == tuple(data_shape):
+            return
+        saved, data_shape = tuple(int(v) for v in saved), tuple(int(v) for v in data_shape)
+        name = type(self.datamodule).__name__
+        options = {name for cls in type(self.datamodule).__mro__ if "__init__" in vars(cls)  # with its parents'
+                   for name in inspect.signature(cls.__init__).parameters}
+        size = next((f"`--data.{o} {saved[1]}`" for o in ("image_size", "crop_size") if o in options), None)
+        fix = f"Give the data the checkpoint's size ({size})" if size else "Give data of the checkpoint's shape"
+        if saved[0] != data_shape[0]:
+            fix = f"Give data with {saved[0]} channel{'s' if saved[0] > 1 else ''}"
+        raise ConfigError(
+            f"--ckpt_path {self.config[self.subcommand].ckpt_path} holds a model for images of shape {saved}, but "
+            f"{name} gives {data_shape}. {fix}, or start a new run without `--ckpt_path`."
+        )
+
+    def _given(self, option: str) -> bool:
+        """Whether `option` (e.g. `--model.image_shape`) was typed on the command line."""
+        return any(token == option or token.startswith(option + "=") for token in self._raw_args)
+
+    def before_fit(self) -> None:
+        self._check_checkpoint_shape()
+
+    def before_validate(self) -> None:
+        self._check_checkpoint_shape()
+
+    def before_test(self) -> None:
+        self._check_checkpoint_shape()
+
     # ---- predict: a generator needs no data, only its checkpoint --------------------------------------------
     def before_predict(self) -> None:
+        self._check_checkpoint_shape()
         dm = self.datamodule
         model_inputs = is_overridden("predict_dataloader", self.model, LightningModule)
         if dm is not None and model_inputs and (

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import netrc
 import os
+import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -48,6 +50,8 @@ class AutoWandbLogger(WandbLogger):
     Lazy, like Lightning's: building the logger writes and prints nothing. `save_dir` is created, and the note that
     an automatic run is offline printed, when the W&B run starts (the first use of `experiment`), so a command
     refused while the CLI builds the model (which it does after the logger) leaves no empty `runs/` folder behind.
+    A run that logged nothing when its command stopped on bad data (Lightning starts the run just before the
+    datamodule's `setup()` reads the data) is discarded by the CLI (`discard_if_empty`): no empty run is left.
 
     Args:
         project: W&B project name (also the folder under `save_dir` that holds each run's checkpoints).
@@ -74,6 +78,8 @@ class AutoWandbLogger(WandbLogger):
         self.mode = resolve_wandb_mode(mode)
         self.auto_offline = self.mode == "offline" and mode == "auto"
         self._started = False
+        self._logged = False  # anything sent to the run (hyperparameters, metrics, images)
+        self._made: list[Path] = []  # folders the first run created, outermost first
         super().__init__(
             project=project,
             name=name,
@@ -97,9 +103,37 @@ class AutoWandbLogger(WandbLogger):
     @rank_zero_only
     def _before_first_run(self) -> None:
         if self.save_dir:
-            Path(self.save_dir).mkdir(parents=True, exist_ok=True)  # W&B writes `<save_dir>/wandb/` there
+            root = Path(self.save_dir)
+            self._made = [p for p in (root, root / "wandb") if not p.exists()]
+            root.mkdir(parents=True, exist_ok=True)  # W&B writes `<save_dir>/wandb/` there
         if self.auto_offline:
             rank_zero_info("W&B: no login found, logging offline (upload later with `wandb sync`).")
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        self._logged = True
+        super().log_hyperparams(params, *args, **kwargs)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        self._logged = True
+        super().log_metrics(metrics, step)
+
+    @rank_zero_only
+    def discard_if_empty(self) -> None:
+        """Finish the run if it started but nothing was logged to it (the command stopped on bad input first), and
+        delete it when offline, with the folders its start created: no empty run is left to `wandb sync`. An
+        online run is only finished (marked failed): deleting it needs the W&B API."""
+        run = started_wandb_run(self)
+        if run is None or self._logged:  # not started, or in use
+            return
+        folder = self.run_folder()
+        run.finish(exit_code=1)
+        if self.mode != "offline" or folder is None:
+            return
+        shutil.rmtree(folder, ignore_errors=True)
+        for made in reversed(self._made):  # `<save_dir>/wandb` (W&B's logs and `latest-run` link), then save_dir
+            if made.is_dir() and all(p.name in ("latest-run", "debug.log", "debug-internal.log", "wandb")
+                                     for p in made.iterdir()):
+                shutil.rmtree(made, ignore_errors=True)
 
     def run_folder(self) -> Path | None:
         """W&B's folder for this run (`.../wandb/offline-run-...` or `run-...`), once the run exists."""
