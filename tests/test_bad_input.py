@@ -44,7 +44,7 @@ class Mistake:
     # `{folder}`, `{empty}`, `{classes}`, `{photos}`: the files made by `inputs`
     message: str  # a fragment of the one line the user sees
     needs: str = ""  # "data": a config that reads $LIGHTNING_GEN_DATA; "gymnasium": the rl extra
-    setup: bool = False  # found by the datamodule's `setup()`, after Lightning started the logger's run
+    setup: bool = False  # found by `setup()` or when the networks are built, after Lightning started the logger's run
 
 
 MISTAKES = [
@@ -78,6 +78,17 @@ MISTAKES = [
             "no-such-file.png does not exist. Give the path of an image file", needs="data"),
     Mistake("style-size-0", ("fit", "--config", config("fast_style"), "--model.style_size", "0"),
             "style_size >= 8; got 4, 1, 0.001, 0.", needs="data"),
+    Mistake("classifier-lr-decay", ("fit", "--config", config("classifier"), "--model.lr_decay", "0"),
+            "lr_decay must be in (0, 1], got 0.0."),
+    Mistake("cvae-no-sample-class", ("fit", "--config", config("cvae"), "--model.sample_classes", "[]"),
+            "sample_classes must name at least one class (or be left out for all classes)."),
+    Mistake("srresnet-blocks", ("fit", "--config", config("srresnet"), "--model.num_blocks", "-1"),
+            "need channels >= 1, num_blocks >= 0, lr > 0 and scale 2, 3 or 4; got", needs="data"),
+    Mistake("srgan-no-generator", ("fit", "--config", config("srgan"), "--model.generator_ckpt", "{missing}"),
+            "does not exist: train an SRResNet first (configs/srresnet/...) and give its last.ckpt.", needs="data",
+            setup=True),
+    Mistake("deepdream-octaves", ("predict", "--config", config("deepdream"), "--model.octaves", "0"),
+            "need octaves >= 1, steps >= 1, octave_scale > 1, step_size > 0 and jitter >= 0; got 0,", needs="data"),
     Mistake("ema-decay", ("fit", "--config", config("dcgan"), "--trainer.callbacks+=lightning_gen.callbacks.EMA",
                           "--trainer.callbacks.decay", "1.5"),
             "EMA decay must be in [0, 1), got 1.5."),
