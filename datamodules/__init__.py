@@ -14,6 +14,8 @@ from datamodules.files import ImageFiles, image_files, load_image
 from datamodules.folder import ImageFolder
 from datamodules.gym_env import GymEnv
 from datamodules.images import read_image, read_size
+from datamodules.metric import ClassBatches
+from datamodules.omniglot import Omniglot
 from datamodules.paired import PairedImages
 from datamodules.semi_supervised import SemiSupervised
 from datamodules.super_resolution import SuperResolution
@@ -39,6 +41,7 @@ def load_plugins() -> list[type]:
 
 __all__ = [
     "CIFAR10",
+    "ClassBatches",
     "DATA_ENV",
     "DataError",
     "Digits",
@@ -49,6 +52,7 @@ __all__ = [
     "ImageFiles",
     "ImageFolder",
     "MNIST",
+    "Omniglot",
     "PairedImages",
     "SemiSupervised",
     "SuperResolution",

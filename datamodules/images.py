@@ -11,6 +11,7 @@ upright (EXIF orientation applied), in the mode asked for, and a broken file is 
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Literal
 
@@ -74,19 +75,20 @@ def convert(image: Image.Image, mode: Mode) -> Image.Image:
     return image.convert(mode)  # RGB <-> L (ITU-R 601-2 luma), P, 1, CMYK, YCbCr, ...
 
 
-def read_image(path: str | Path, mode: Mode = "RGB") -> Image.Image:
+def read_image(path: str | Path, mode: Mode = "RGB", data: bytes | None = None) -> Image.Image:
     """Decode the image file at `path` as an upright 8-bit PIL image in `mode` (`RGB` or `L`).
 
     The EXIF orientation is applied (a phone photo stored sideways comes out upright), 16-bit greyscale is scaled
     to 8 bits, and transparency is composited over white (see the module's docstring). The whole file is decoded
-    here, so a truncated file fails now, not later.
+    here, so a truncated file fails now, not later. With `data`, those bytes are decoded (a file read from a zip
+    archive) and `path` only names them in messages (e.g. `archive.zip:folder/file.png`).
 
     Raises:
         DataError: naming the file and the fix, when it is missing, damaged, truncated or not an image.
     """
     path = Path(path)
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(data) if data is not None else path) as im:
             im.load()
             image = ImageOps.exif_transpose(im)  # a copy, upright
             return convert(image, mode)

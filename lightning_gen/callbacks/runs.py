@@ -24,7 +24,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lightning_gen.core.checks import ConfigError
-from lightning_gen.core.runs import image_grid, run_dir
+from lightning_gen.core.runs import image_grid, predictions_folder, run_dir
 
 log = logging.getLogger(__name__)
 
@@ -267,12 +267,7 @@ class ImageWriter(BasePredictionWriter):
         self.written = 0
 
     def folder(self, trainer: L.Trainer) -> Path:
-        if self.output_dir:
-            return Path(self.output_dir)
-        ckpt = trainer.ckpt_path
-        if ckpt and Path(ckpt).parent.name == "checkpoints":
-            return Path(ckpt).parent.parent / "predictions"
-        return Path(trainer.default_root_dir) / "predictions"
+        return predictions_folder(trainer, self.output_dir)
 
     def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._grid_images, self.written = [], 0

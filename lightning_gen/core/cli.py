@@ -35,7 +35,7 @@ from lightning_gen.callbacks import ImageWriter, RunCheckpoint, SaveRunConfig
 from lightning_gen.core.checkpoints import read_lightning_checkpoint
 from lightning_gen.core.checks import ConfigError
 from lightning_gen.core.loggers import AutoWandbLogger
-from lightning_gen.core.protocols import ImageData, OwnsPredictInputs
+from lightning_gen.core.protocols import ImageData, OwnsPredictInputs, WritesPredictions
 from lightning_gen.core.runs import run_dir
 from lightning_gen.metrics import SampleQuality  # noqa: F401  (short name for --trainer.callbacks+=SampleQuality)
 
@@ -373,7 +373,8 @@ class GenCLI(LightningCLI):
         ):
             self.datamodule = None
         if not any(isinstance(c, BasePredictionWriter) for c in self.trainer.callbacks):
-            self.trainer.callbacks.append(ImageWriter())
+            writer = self.model.prediction_writer() if isinstance(self.model, WritesPredictions) else ImageWriter()
+            self.trainer.callbacks.append(writer)
 
     def after_fit(self) -> None:
         trainer = self.trainer

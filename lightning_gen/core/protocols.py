@@ -21,6 +21,10 @@ Technique side (what a technique offers to callbacks and the CLI):
     NoiseGenerator   generator_inputs, generate  the EMA recomputes batch-norm statistics through it
     RolloutTechnique updates_per_epoch()         the environment datamodule sizes its epochs with it
     OwnsPredictInputs owns_predict_inputs         predict reads the technique's own inputs, not the data's
+    WritesPredictions prediction_writer()         predict outputs other than images (metric learning: embeddings)
+
+Evaluation batches of the metric-learning techniques (core/embedding.py) are `(images, labels)`, or
+`(images, labels, episode, is_support)` for one-shot episodes (Omniglot's test set).
 """
 
 from __future__ import annotations
@@ -150,6 +154,14 @@ class RolloutTechnique(Protocol):
     """A technique that learns from environment rollouts: one epoch is `updates_per_epoch()` updates."""
 
     def updates_per_epoch(self) -> int: ...
+
+
+@runtime_checkable
+class WritesPredictions(Protocol):
+    """A technique whose `predict` returns something other than images (e.g. embeddings): the CLI writes its
+    outputs with the callback `prediction_writer()` returns instead of the PNG writer."""
+
+    def prediction_writer(self) -> Any: ...
 
 
 @runtime_checkable

@@ -30,6 +30,17 @@ def run_dir(trainer: L.Trainer) -> Path:
     return Path(save_dir) / str(logger.name) / version
 
 
+def predictions_folder(trainer: L.Trainer, output_dir: str | None = None) -> Path:
+    """Where `predict` writes: `output_dir` if given, else `predictions/` in the run folder of the checkpoint it
+    loaded (beside its `checkpoints/`), else `<default_root_dir>/predictions`."""
+    if output_dir:
+        return Path(output_dir)
+    ckpt = trainer.ckpt_path
+    if ckpt and Path(ckpt).parent.name == "checkpoints":
+        return Path(ckpt).parent.parent / "predictions"
+    return Path(trainer.default_root_dir) / "predictions"
+
+
 def image_grid(images: Tensor, nrow: int | None = None, min_side: int = 32) -> Tensor:
     """Tile `(B, C, H, W)` images in [-1, 1] into one `(3, H', W')` grid in [0, 1].
 

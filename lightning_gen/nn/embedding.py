@@ -1,0 +1,83 @@
+"""Embedding networks for metric learning: images -> vectors whose distances mean something.
+
+`EmbeddingNet` is the four-block convolutional network used throughout few-shot learning (Vinyals et al. 2016,
+Snell et al. 2017: 3x3 convolution, batch norm, ReLU, 2x2 max-pooling), with as many blocks as the image size
+allows (down to 4x4, at most `max_blocks`), then a linear layer to `embedding_dim`. Embeddings are L2-normalised
+by default, which is what pytorch-metric-learning's distances assume (`LpDistance(normalize_embeddings=True)`)
+and keeps a margin meaningful.
+
+`VerificationHead` is Koch, Zemel & Salakhutdinov's (2015) Siamese head: the logit that two images show the same
+class is a learned weighted L1 distance of their embeddings, `w . |e1 - e2| + b`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+    )
+
+
+class EmbeddingNet(nn.Module):
+    """(B, C, H, W) images in [-1, 1] -> (B, embedding_dim) embeddings.
+
+    Args:
+        image_shape: (channels, height, width) of the images.
+        embedding_dim: size of the embedding (2 draws the embedding itself as a picture).
+        width: channels of every convolutional block (64 in the few-shot papers).
+        normalize: L2-normalise the embeddings (on the unit sphere).
+        max_blocks: most convolution blocks; fewer when the images are small (each halves the side, down to 4).
+    """
+
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        embedding_dim: int = 64,
+        width: int = 64,
+        normalize: bool = True,
+        max_blocks: int = 4,
+    ) -> None:
+        super().__init__()
+        channels, height, width_px = image_shape
+        blocks, side, c_in = [], min(height, width_px), channels
+        while len(blocks) < max_blocks and side >= 8:
+            blocks.append(conv_block(c_in, width))
+            c_in, side = width, side // 2
+        if not blocks:  # tiny images: one block without pooling below 4
+            blocks.append(nn.Sequential(nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(inplace=True)))
+        self.features = nn.Sequential(*blocks)
+        with torch.no_grad():
+            flat = self.features(torch.zeros(1, *image_shape)).numel()
+        self.project = nn.Linear(flat, embedding_dim)
+        self.normalize = normalize
+
+    def forward(self, images: Tensor) -> Tensor:
+        embedding = self.project(self.features(images).flatten(1))
+        return F.normalize(embedding, dim=1) if self.normalize else embedding
+
+
+class VerificationHead(nn.Module):
+    """Koch et al.'s same-or-different logit of two embeddings: `w . |e1 - e2| + b` (their sigmoid is the
+    probability of "same class")."""
+
+    def __init__(self, embedding_dim: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(embedding_dim, 1)
+
+    def forward(self, first: Tensor, second: Tensor) -> Tensor:
+        """(B, D), (B, D) -> (B,) logits."""
+        return self.linear((first - second).abs()).squeeze(1)
+
+    def pairwise(self, queries: Tensor, references: Tensor, chunk: int = 64) -> Tensor:
+        """(Q, D), (R, D) -> (Q, R) logits of every query with every reference, a few queries at a time."""
+        weight, bias = self.linear.weight[0], self.linear.bias[0]
+        rows = [((q[:, None, :] - references[None]).abs() * weight).sum(2) + bias for q in queries.split(chunk)]
+        return torch.cat(rows) if rows else queries.new_zeros(0, len(references))
