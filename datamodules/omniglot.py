@@ -76,7 +76,8 @@ def _open(root: Path, name: str, option: str) -> zipfile.ZipFile:
     if not path.is_file():
         present = sorted(p.name for p in root.glob("*.zip")) if root.is_dir() else []
         raise DataError(f"{path} is missing: Omniglot needs the zip files as published (`{name}`; the folder holds "
-                        f"{present or 'no zip files'}). Point `{option}` at the folder that holds them.")
+                        f"{present or 'no zip files'}). Point Omniglot's `root` at the folder that holds them "
+                        f"(`{option}`, or `--data.data.root` when it is wrapped in `ClassBatches`).")
     try:
         return zipfile.ZipFile(path)
     except zipfile.BadZipFile as err:

@@ -192,7 +192,9 @@ def test_omniglot_without_its_zips_says_which_are_missing(tmp_path):
 
     zipfile.ZipFile(tmp_path / "images_background_small1.zip", "w").close()
     with pytest.raises(DataError, match=r"images_background_small2.zip is missing: Omniglot needs the zip files as "
-                                        r"published .* Point `--data.root` at the folder"):
+                                        r"published .* Point Omniglot's `root` at the folder that holds them "
+                                        r"\(`--data.root`, or `--data.data.root` when it is wrapped in "
+                                        r"`ClassBatches`\)"):
         Omniglot(root=str(tmp_path)).setup("fit")
     (tmp_path / "images_background_small2.zip").write_bytes(b"not a zip")
     with pytest.raises(DataError, match=r"images_background_small2.zip is not a readable zip file"):
