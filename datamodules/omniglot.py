@@ -92,6 +92,8 @@ class Omniglot(ImageDataModule):
         background: the background zip files to train on (default the two minimal splits).
         val_characters: characters held out of training for validation (0: no validation).
         image_size: side the 105x105 images are resized to.
+        rotations: add each training character turned by 90, 180 and 270 degrees as three new classes (Santoro et
+            al. 2016, Vinyals et al. 2016 and most few-shot work since): 4x the training classes.
         **kwargs: `batch_size` (evaluation batches; training batches come from `ClassBatches`), `split_seed`,
             `num_workers`, ...
     """
@@ -102,9 +104,11 @@ class Omniglot(ImageDataModule):
         background: list[str] | None = None,
         val_characters: int = 20,
         image_size: int = 28,
+        rotations: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(image_size=image_size, **kwargs)
+        self.rotations = rotations
         if val_characters < 0:
             raise DataError(f"val_characters must be 0 or more, got {val_characters}.")
         self.root = root
@@ -161,6 +165,14 @@ class Omniglot(ImageDataModule):
             raise DataError(f"val_characters={self.val_characters} leaves no character to train on: use fewer than "
                             f"{self.num_classes}.")
         self.train_set = Subset(characters, torch.nonzero(~is_val).flatten().tolist())
+        if self.rotations:  # quarter turns as new classes: class c turned k times is class c + k * num_classes
+            kept = torch.nonzero(~is_val).flatten()
+            images, targets = characters.images[kept], characters.targets[kept]
+            self.train_set = Characters(
+                torch.cat([torch.rot90(images, k, dims=(2, 3)) for k in range(4)]),
+                torch.cat([targets + k * self.num_classes for k in range(4)]),
+            )
+            self.num_classes *= 4
         self.val_set = Subset(characters, torch.nonzero(is_val).flatten().tolist()) if self.val_characters else None
         self.test_set = runs
 

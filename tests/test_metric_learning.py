@@ -185,6 +185,13 @@ def test_omniglot_minimal_splits_and_lakes_runs():
     items = [runs[i] for i in range(40)]  # run 1: 20 training images, then 20 test images
     assert [s for _, _, _, s in items] == [True] * 20 + [False] * 20
     assert sorted(label for _, label, _, s in items if not s) == list(range(20))  # each class once
+    turned = Omniglot(val_characters=20, image_size=28, rotations=True)
+    turned.setup("fit")
+    assert turned.num_classes == 4 * 242 and len(turned.train_set) == 4 * len(data.train_set)
+    first, label = turned.train_set[0]
+    quarter, quarter_label = turned.train_set[len(data.train_set)]  # the same image, turned once: a new class
+    assert quarter_label == label + 242 and torch.equal(quarter, torch.rot90(first, 1, dims=(1, 2)))
+    assert len(turned.val_set) == len(data.val_set)  # validation characters are not turned
 
 
 def test_omniglot_without_its_zips_says_which_are_missing(tmp_path):
