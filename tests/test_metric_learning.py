@@ -257,6 +257,10 @@ def test_triplet_fit_test_predict_through_the_cli(tmp_path):
     written = torch.load(tmp_path / "run" / "predictions" / "embeddings.pt", weights_only=True)
     assert written["embeddings"].shape[1] == 8 and len(written["embeddings"]) == len(written["labels"])
     assert set(written["labels"].tolist()) <= {5, 6, 7, 8, 9}
+    assert torch.load(ckpt, weights_only=True)["global_step"] == 8  # 2 epochs of 4 batches
+    resumed = run_cli(["fit", *args, "--ckpt_path", "last", "--trainer.max_epochs", "3"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert torch.load(ckpt, weights_only=True)["global_step"] == 12  # one more epoch, from where it stopped
 
 
 @pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
