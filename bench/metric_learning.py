@@ -6,7 +6,8 @@ penultimate features, on classes never seen in training, and the Omniglot 20-way
   leave-one-out: Musgrave et al. 2020). The classifier baseline is `Classifier` (the project's small CNN) trained on
   the same images of classes 0-4 with cross-entropy; its penultimate features (`Classifier.features`) are scored
   the same way.
-- `omniglot`: trained on the two minimal background splits (222 characters; 20 more held out for validation),
+- `omniglot`: trained on the two minimal background splits (222 characters, each also turned by 90, 180 and 270
+  degrees as new classes; 20 more held out for validation),
   tested on Lake et al.'s 20 runs of 20-way one-shot classification (`configs/<technique>/omniglot.yaml`).
 
 Every run trains a fixed number of epochs (`--epochs`, per task), so the same command gives the same figures on
@@ -14,7 +15,7 @@ any machine; the wall time is printed beside them. One row per run, and the tabl
 `<out>/results.csv`.
 
     LIGHTNING_GEN_DATA=/path/to/datasets python bench/metric_learning.py [--tasks omniglot mnist]
-        [--methods contrastive verification semi_hard batch_hard classifier] [--seed 0] [--epochs omniglot=30 mnist=5]
+        [--methods contrastive verification semi_hard batch_hard classifier] [--seed 0] [--epochs omniglot=15 mnist=5]
         [--out bench/out/metric_learning]
 """
 
@@ -40,7 +41,7 @@ METHODS = {  # method: (technique config folder, extra options)
     "batch_hard": ("triplet", ["--model.mining", "batch_hard"]),
     "classifier": ("classifier", []),
 }
-EPOCHS = {"omniglot": 30, "mnist": 5, "cifar10": 10}
+EPOCHS = {"omniglot": 15, "mnist": 5, "cifar10": 10}
 DATA = {"mnist": MNIST, "cifar10": CIFAR10}
 
 
