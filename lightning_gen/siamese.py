@@ -14,9 +14,10 @@ Two heads:
   `AvgNonZeroReducer`). Every pair of the batch is used (P classes x K images: K(K-1)/2 same-class pairs per
   class); a miner can choose among them.
 - `verification` (Koch et al.'s one-shot network): the logit that a pair is of the same class is a learned
-  weighted L1 distance of the two embeddings, `w . |e1 - e2| + b`, trained with binary cross-entropy on all
-  same-class pairs of the batch and as many different-class pairs drawn at random. At evaluation the nearest item
-  is the one with the largest logit.
+  weighted L1 distance of the two embeddings, `b - w . |e1 - e2|` with `w >= 0` (Koch et al. leave the sign of `w`
+  free: see `nn.embedding.VerificationHead`), trained with binary cross-entropy on all same-class pairs of the
+  batch and as many different-class pairs drawn at random. At evaluation the nearest item is the one with the
+  largest logit.
 
 `--model.loss` takes any pytorch-metric-learning loss by class path in place of the contrastive loss.
 """

@@ -7,7 +7,7 @@ by default, which is what pytorch-metric-learning's distances assume (`LpDistanc
 and keeps a margin meaningful.
 
 `VerificationHead` is Koch, Zemel & Salakhutdinov's (2015) Siamese head: the logit that two images show the same
-class is a learned weighted L1 distance of their embeddings, `w . |e1 - e2| + b`.
+class is a learned weighted L1 distance of their embeddings, `b - w . |e1 - e2|` (here with `w >= 0`).
 """
 
 from __future__ import annotations
@@ -65,19 +65,26 @@ class EmbeddingNet(nn.Module):
 
 
 class VerificationHead(nn.Module):
-    """Koch et al.'s same-or-different logit of two embeddings: `w . |e1 - e2| + b` (their sigmoid is the
-    probability of "same class")."""
+    """Koch et al.'s same-or-different logit of two embeddings, `b - w . |e1 - e2|` with `w >= 0` (its sigmoid is the
+    probability of "same class"): a learned weighted L1 distance. Koch et al. leave the weights' sign free; kept
+    non-negative (`w = softplus(v)`) the logit falls with every coordinate's difference, so the ranking it gives is a
+    distance that carries over to classes never seen in training (free weights learned mixed signs on normalised
+    embeddings and ranked unseen classes at chance)."""
 
     def __init__(self, embedding_dim: int) -> None:
         super().__init__()
-        self.linear = nn.Linear(embedding_dim, 1)
+        self.raw_weight = nn.Parameter(torch.zeros(embedding_dim))  # softplus(0) = log 2: every coordinate alike
+        self.bias = nn.Parameter(torch.ones(()))
+
+    def weight(self) -> Tensor:
+        return F.softplus(self.raw_weight)
 
     def forward(self, first: Tensor, second: Tensor) -> Tensor:
         """(B, D), (B, D) -> (B,) logits."""
-        return self.linear((first - second).abs()).squeeze(1)
+        return self.bias - ((first - second).abs() * self.weight()).sum(1)
 
     def pairwise(self, queries: Tensor, references: Tensor, chunk: int = 64) -> Tensor:
         """(Q, D), (R, D) -> (Q, R) logits of every query with every reference, a few queries at a time."""
-        weight, bias = self.linear.weight[0], self.linear.bias[0]
-        rows = [((q[:, None, :] - references[None]).abs() * weight).sum(2) + bias for q in queries.split(chunk)]
+        weight = self.weight()
+        rows = [self.bias - ((q[:, None, :] - references[None]).abs() * weight).sum(2) for q in queries.split(chunk)]
         return torch.cat(rows) if rows else queries.new_zeros(0, len(references))
