@@ -15,7 +15,7 @@ any machine; the wall time is printed beside them. One row per run, and the tabl
 `<out>/results.csv`.
 
     LIGHTNING_GEN_DATA=/path/to/datasets python bench/metric_learning.py [--tasks omniglot mnist]
-        [--methods contrastive verification semi_hard batch_hard classifier] [--seed 0] [--epochs omniglot=15 mnist=5]
+        [--methods contrastive verification semi_hard batch_hard all_triplets classifier] [--seed 0] [--epochs omniglot=15 mnist=5]
         [--out bench/out/metric_learning]
 """
 
@@ -39,6 +39,7 @@ METHODS = {  # method: (technique config folder, extra options)
     "verification": ("siamese", ["--model.head", "verification"]),
     "semi_hard": ("triplet", ["--model.mining", "semi_hard"]),
     "batch_hard": ("triplet", ["--model.mining", "batch_hard"]),
+    "all_triplets": ("triplet", ["--model.mining", "all"]),
     "classifier": ("classifier", []),
 }
 EPOCHS = {"omniglot": 15, "mnist": 5, "cifar10": 10}

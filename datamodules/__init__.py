@@ -16,6 +16,7 @@ from datamodules.gym_env import GymEnv
 from datamodules.images import read_image, read_size
 from datamodules.metric import ClassBatches
 from datamodules.omniglot import Omniglot
+from datamodules.one_class import OneClass
 from datamodules.paired import PairedImages
 from datamodules.semi_supervised import SemiSupervised
 from datamodules.super_resolution import SuperResolution
@@ -53,6 +54,7 @@ __all__ = [
     "ImageFolder",
     "MNIST",
     "Omniglot",
+    "OneClass",
     "PairedImages",
     "SemiSupervised",
     "SuperResolution",

@@ -17,6 +17,7 @@ from lightning_gen.classifier import Classifier
 from lightning_gen.dcgan import DCGAN
 from lightning_gen.deepdream import DeepDream
 from lightning_gen.fast_style import FastStyleTransfer
+from lightning_gen.one_class import DOC, DeepSVDD
 from lightning_gen.pix2pix import Pix2Pix
 from lightning_gen.sgan import SGAN
 from lightning_gen.siamese import Siamese
@@ -28,8 +29,8 @@ from lightning_gen.triplet import Triplet
 from lightning_gen.vae import CVAE, VAE
 
 __all__ = [
-    "A2C", "CGAN", "CVAE", "Classifier", "DCGAN", "DeepDream", "FastStyleTransfer", "Pix2Pix", "SGAN", "SRCNN",
-    "SRGAN", "SRResNet", "Siamese", "StyleTransfer", "Triplet", "VAE",
+    "A2C", "CGAN", "CVAE", "Classifier", "DCGAN", "DOC", "DeepDream", "DeepSVDD", "FastStyleTransfer", "Pix2Pix",
+    "SGAN", "SRCNN", "SRGAN", "SRResNet", "Siamese", "StyleTransfer", "Triplet", "VAE",
 ]
 __version__ = "0.1.0"
 

@@ -244,3 +244,35 @@ def a2c_loss(
     value_loss = F.mse_loss(values, returns.detach())
     mean_entropy = entropy.mean()
     return policy_loss + vf_coef * value_loss - ent_coef * mean_entropy, policy_loss, value_loss, mean_entropy
+
+
+def compactness_loss(features: Tensor) -> Tensor:
+    """Perera & Patel (2019)'s compactness loss of a batch of target-class features (n, k), n >= 2: each feature's
+    squared distance to the mean of the OTHER n - 1 features, averaged over the n samples and k dimensions,
+
+        m_i = 1/(n-1) sum_{j != i} x_j,   l_C = 1/(n k) sum_i ||x_i - m_i||^2.
+
+    Since x_i - m_i = n/(n-1) (x_i - mu) (mu the batch mean), this is n^2/(n-1)^2 times the mean per-dimension
+    variance of the batch (the biased, 1/n variance): the form computed here. Computed in float32."""
+    n = features.shape[0]
+    if n < 2:
+        raise ValueError(f"the compactness loss needs a batch of 2 or more features, got {n}.")
+    x = features.float()
+    variance = (x - x.mean(0, keepdim=True)).pow(2).mean()  # 1/(n k) sum_i ||x_i - mu||^2
+    return variance * (n / (n - 1)) ** 2
+
+
+def svdd_loss(features: Tensor, center: Tensor) -> Tensor:
+    """Ruff et al. (2018)'s one-class Deep SVDD objective without its weight decay (given to the optimizer): the mean
+    over the batch of the squared distance of each feature (n, k) to the fixed centre c (k,),
+    1/n sum_i ||phi(x_i) - c||^2. Computed in float32."""
+    return (features.float() - center.float()).pow(2).sum(-1).mean()
+
+
+def knn_distance(queries: Tensor, bank: Tensor, k: int) -> Tensor:
+    """Mean Euclidean distance of each query (B, F) to its `k` nearest rows of `bank` (N, F) -> (B,). Computed in
+    float32."""
+    if not 1 <= k <= bank.shape[0]:
+        raise ValueError(f"k={k} nearest neighbours need 1 <= k <= {bank.shape[0]} (the bank's rows).")
+    distances = torch.cdist(queries.float(), bank.float())  # (B, N)
+    return distances.topk(k, dim=1, largest=False).values.mean(1)

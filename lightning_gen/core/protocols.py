@@ -15,6 +15,7 @@ Data side (what a datamodule offers):
     SuperResolutionData  scale                   super-resolution: the upscaling factor of the pairs
     ReferenceImages  train_set, test_set         sample-quality metrics compare samples with these
     Environments     make_actors, make_evaluator, spaces  reinforcement learning (gymnasium environments)
+    OneClassData     target_class, num_reference_classes, bank_set, bank_dataloader  one-class anomaly detection
 
 Technique side (what a technique offers to callbacks and the CLI):
     Generative       sample, default_labels, sample_grid   sample grids, EMA grids, SampleQuality, predict
@@ -32,7 +33,7 @@ from __future__ import annotations
 from typing import Any, Protocol, runtime_checkable
 
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 # ---- data side ------------------------------------------------------------------------------------------------
 
@@ -92,6 +93,19 @@ class SuperResolutionData(Protocol):
     """Batches of low-resolution images and their high-resolution originals, `scale` times larger."""
 
     scale: int
+
+
+@runtime_checkable
+class OneClassData(Protocol):
+    """One-vs-rest data (`datamodules.OneClass`): the normal class `target_class`, the reference set's class count
+    (None: no reference set), and `bank_dataloader(dataset)`, a loader of the target training images `bank_set` (or
+    of `dataset`, a part of them) in order."""
+
+    target_class: int
+    num_reference_classes: int | None
+    bank_set: Dataset | None
+
+    def bank_dataloader(self, dataset: Dataset | None = None) -> DataLoader: ...
 
 
 @runtime_checkable
