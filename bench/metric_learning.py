@@ -15,8 +15,8 @@ any machine; the wall time is printed beside them. One row per run, and the tabl
 `<out>/results.csv`.
 
     LIGHTNING_GEN_DATA=/path/to/datasets python bench/metric_learning.py [--tasks omniglot mnist]
-        [--methods contrastive verification semi_hard batch_hard all_triplets classifier] [--seed 0] [--epochs omniglot=15 mnist=5]
-        [--out bench/out/metric_learning]
+        [--methods contrastive verification semi_hard batch_hard all_triplets classifier] [--seed 0]
+        [--epochs omniglot=15 mnist=5] [--out bench/out/metric_learning] [--set=--data.data.rotations=false]
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from common import QUIET, ROOT, cli, evaluate
-from datamodules import CIFAR10, MNIST, ClassBatches
+from datamodules import MNIST, ClassBatches, ImageFolder
 from lightning_gen.classifier import load_classifier
 from lightning_gen.metrics.retrieval import retrieval_metrics
 
@@ -43,7 +43,9 @@ METHODS = {  # method: (technique config folder, extra options)
     "classifier": ("classifier", []),
 }
 EPOCHS = {"omniglot": 15, "mnist": 5, "cifar10": 10}
-DATA = {"mnist": MNIST, "cifar10": CIFAR10}
+DATA = {"mnist": lambda batch_size: MNIST(batch_size=batch_size),
+        "cifar10": lambda batch_size: ImageFolder(root="$LIGHTNING_GEN_DATA/cifar10/train", verify=False,
+                                                  test_root="$LIGHTNING_GEN_DATA/cifar10/test", batch_size=batch_size)}
 
 
 def classifier_features(ckpt: Path, task: str) -> dict[str, float]:
@@ -60,18 +62,21 @@ def classifier_features(ckpt: Path, task: str) -> dict[str, float]:
     return {f"test/{k}": v for k, v in metrics.items() if k != "queries"}
 
 
-def run(task: str, method: str, seed: int, epochs: int, out: Path) -> dict:
+def run(task: str, method: str, seed: int, epochs: int, out: Path, options: list[str]) -> dict:
     folder = out / f"{task}_{method}_seed{seed}"
     if folder.exists():
         shutil.rmtree(folder)
     technique, extra = METHODS[method]
+    extra = [*extra, *options]
     common = ["--seed_everything", str(seed), "--trainer.default_root_dir", str(folder), *QUIET]
     if technique == "classifier":
         config = ROOT / "configs" / "classifier" / f"{task}_0to4.yaml"
     else:
         config = ROOT / "configs" / technique / f"{'mnist' if task == 'cifar10' else task}.yaml"
         if task == "cifar10":
-            extra = [*extra, "--data.data", "datamodules.CIFAR10", "--data.data.batch_size", "500"]
+            extra = [*extra, "--data.data", "datamodules.ImageFolder", "--data.data.root",
+                     "$LIGHTNING_GEN_DATA/cifar10/train", "--data.data.test_root", "$LIGHTNING_GEN_DATA/cifar10/test",
+                     "--data.data.verify", "false", "--data.data.batch_size", "500"]
     start = time.perf_counter()
     cli("fit", "--config", str(config), *common, "--trainer.max_epochs", str(epochs), *extra, capture=False)
     wall = time.perf_counter() - start
@@ -90,6 +95,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", nargs="*", default=[], help="per task, e.g. omniglot=30 mnist=5")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "metric_learning")
+    parser.add_argument("--set", action="append", default=[], metavar="OPTION",
+                        help="an option for every fit and test, e.g. --set=--data.data.rotations=false")
     args = parser.parse_args()
     epochs = {**EPOCHS, **{k: int(v) for k, v in (item.split("=") for item in args.epochs)}}
     args.out.mkdir(parents=True, exist_ok=True)
@@ -98,7 +105,7 @@ def main() -> None:
         for method in args.methods:
             if task == "omniglot" and method == "classifier":
                 continue  # 222 classes of 18 images: the one-shot rows compare the metric losses
-            rows.append(run(task, method, args.seed, epochs[task], args.out))
+            rows.append(run(task, method, args.seed, epochs[task], args.out, args.set))
             print_table(rows)
     with open(args.out / "results.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=sorted({k for row in rows for k in row}))

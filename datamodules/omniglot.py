@@ -33,6 +33,7 @@ from datamodules.images import read_image
 
 MINIMAL = ["images_background_small1.zip", "images_background_small2.zip"]
 RUNS = "all_runs.zip"
+_DECODED: dict[tuple, tuple[Dataset, Dataset, list[str]]] = {}  # the last set of files decoded, by path, time, size
 
 
 class OneShotRuns(Dataset):
@@ -119,6 +120,17 @@ class Omniglot(ImageDataModule):
 
     def _load(self) -> tuple[Dataset, Dataset | None]:
         root = data_root(self.root)
+        files = [root / name for name in [*self.background, RUNS]]
+        key = (tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) if f.is_file() else (str(f),) for f in files),
+               self.image_size)
+        if key not in _DECODED:  # decoding 5,640 PNGs takes seconds: once per process and set of files
+            _DECODED.clear()
+            _DECODED[key] = self._decode_all(root)
+        characters, runs, self.character_names = _DECODED[key]
+        self.num_classes = len(self.character_names)
+        return characters, runs
+
+    def _decode_all(self, root: Path) -> tuple[Characters, OneShotRuns, list[str]]:
         members: dict[str, tuple[zipfile.ZipFile, str]] = {}  # "alphabet/character/file.png" -> where it is
         archives = [_open(root, name, "--data.root") for name in self.background]
         for archive in archives:
@@ -130,12 +142,11 @@ class Omniglot(ImageDataModule):
             raise DataError(f"{', '.join(self.background)} under {root} hold no `<split>/<alphabet>/<character>/"
                             "*.png` images: these are not Omniglot's background zips.")
         keys = sorted(members)
-        self.character_names = sorted({key.rsplit("/", 1)[0] for key in keys})
-        index = {name: i for i, name in enumerate(self.character_names)}
-        self.num_classes = len(self.character_names)
+        names = sorted({key.rsplit("/", 1)[0] for key in keys})
+        index = {name: i for i, name in enumerate(names)}
         images = torch.stack([_decode(*members[key], self.image_size) for key in keys])
         targets = torch.as_tensor([index[key.rsplit("/", 1)[0]] for key in keys])
-        return Characters(images, targets), self._runs(root)
+        return Characters(images, targets), self._runs(root), names
 
     def _runs(self, root: Path) -> Dataset:
         archive = _open(root, RUNS, "--data.root")

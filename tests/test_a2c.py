@@ -194,7 +194,7 @@ def test_short_cartpole_run_beats_a_random_policy_by_far(tmp_path):
     L.seed_everything(0)
     model = A2C(env_steps_per_epoch=20_000, eval_episodes=10)
     data = GymEnv("CartPole-v1", num_envs=8, seed=0)
-    t = trainer(tmp_path, max_epochs=2)
+    t = trainer(tmp_path, max_epochs=2, limit_val_batches=0)  # no evaluation during fit: only the test scores
     t.fit(model, data)
     (result,) = t.test(model, data, verbose=False)
     assert result["test/episodic_return"] > 100, result

@@ -241,39 +241,14 @@ def test_bad_options_are_refused_when_built():
         Siamese(head="verification", miner=miners.MultiSimilarityMiner())
 
 
-def test_triplet_fit_test_predict_through_the_cli(tmp_path):
-    args = ["--config", TRIPLET, "--trainer.logger", "false", "--trainer.default_root_dir", "run", *QUIET]
-    fit = run_cli(["fit", *args], tmp_path)
-    assert fit.returncode == 0, fit.stderr[-3000:]
-    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    samples = {p.name for p in (tmp_path / "run" / "samples").iterdir()}
-    assert {"val_embedding_epoch0001.png", "val_retrieval_epoch0001.png"} <= samples, samples
-    test = run_cli(["test", *args, "--ckpt_path", str(ckpt), SAVE_METRICS], tmp_path)
-    assert test.returncode == 0, test.stderr[-3000:]
-    metrics = json.loads((tmp_path / "run" / "test_metrics.json").read_text())
-    assert {"test/precision_at_1", "test/map_at_r", "test/knn_accuracy"} <= set(metrics), metrics
-    predict = run_cli(["predict", *args, "--ckpt_path", str(ckpt)], tmp_path)
-    assert predict.returncode == 0, predict.stderr[-3000:]
-    written = torch.load(tmp_path / "run" / "predictions" / "embeddings.pt", weights_only=True)
-    assert written["embeddings"].shape[1] == 8 and len(written["embeddings"]) == len(written["labels"])
-    assert set(written["labels"].tolist()) <= {5, 6, 7, 8, 9}
-    assert torch.load(ckpt, weights_only=True)["global_step"] == 8  # 2 epochs of 4 batches
-    resumed = run_cli(["fit", *args, "--ckpt_path", "last", "--trainer.max_epochs", "3"], tmp_path)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert torch.load(ckpt, weights_only=True)["global_step"] == 12  # one more epoch, from where it stopped
-
-
-@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
-def test_siamese_on_omniglot_reports_the_one_shot_accuracy_in_mixed_precision(tmp_path, precision):
+def test_siamese_on_omniglot_trains_in_bf16_tests_in_16_mixed_and_reports_the_one_shot_accuracy(tmp_path):
     shared_data("omniglot")
-    extra = ["--model.head", "verification"] if precision == "16-mixed" else []
-    result = run_cli(["fit", "--config", SIAMESE, *extra, "--trainer.precision", precision, "--trainer.logger",
-                      "false", "--trainer.default_root_dir", "run", *QUIET], tmp_path)
+    common = ["--config", SIAMESE, "--model.head", "verification", "--trainer.logger", "false",
+              "--trainer.default_root_dir", "run", *QUIET]
+    result = run_cli(["fit", *common, "--trainer.precision", "bf16-mixed"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    test = run_cli(["test", "--config", SIAMESE, *extra, "--trainer.precision", precision, "--trainer.logger", "false",
-                    "--trainer.default_root_dir", "run", "--ckpt_path", str(tmp_path / "run" / "checkpoints" /
-                                                                            "last.ckpt"), SAVE_METRICS, *QUIET],
-                   tmp_path)
+    test = run_cli(["test", *common, "--trainer.precision", "16-mixed", "--ckpt_path",
+                    str(tmp_path / "run" / "checkpoints" / "last.ckpt"), SAVE_METRICS], tmp_path)
     assert test.returncode == 0, test.stderr[-3000:]
     said = re.search(r"20-way one-shot accuracy over 20 runs: ([\d.]+)% \(runs: ([\d, ]+)\)", test.stdout + test.stderr)
     assert said, test.stdout[-2000:]
@@ -283,21 +258,32 @@ def test_siamese_on_omniglot_reports_the_one_shot_accuracy_in_mixed_precision(tm
     assert accuracy * 100 == pytest.approx(float(said[1]), abs=0.01) == pytest.approx(sum(runs) / 20, abs=0.01)
 
 
-def test_ddp_evaluates_every_item_once_like_one_process(tmp_path):
-    """Two processes split the test set and gather the embeddings: the same metrics as one process."""
-    args = ["--config", TRIPLET, "--trainer.logger", "false", *QUIET]
-    fit = run_cli(["fit", *args, "--trainer.default_root_dir", "run", "--trainer.devices", "2", "--trainer.strategy",
-                   "ddp"], tmp_path)
+def test_triplet_through_the_cli_ddp_fit_test_like_one_process_predict_and_resume(tmp_path):
+    """Fit on two processes (mining across them), then `test` on one and on two processes: the embeddings of every
+    test item are gathered once, so the metrics are the same; `predict` writes the embeddings; a resumed fit
+    continues where it stopped."""
+    args = ["--config", TRIPLET, "--trainer.logger", "false", "--trainer.default_root_dir", "run", *QUIET]
+    fit = run_cli(["fit", *args, "--trainer.devices", "2", "--trainer.strategy", "ddp"], tmp_path)
     assert fit.returncode == 0, fit.stderr[-3000:]
-    ckpt = str(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    samples = {p.name for p in (tmp_path / "run" / "samples").iterdir()}
+    assert {"val_embedding_epoch0001.png", "val_retrieval_epoch0001.png"} <= samples, samples
+    assert torch.load(ckpt, weights_only=True)["global_step"] == 8  # 2 epochs of 4 batches on each process
     metrics = {}
     for devices in ("1", "2"):
-        result = run_cli(["test", *args, "--ckpt_path", ckpt, "--trainer.devices", devices, "--trainer.strategy",
+        result = run_cli(["test", *args, "--ckpt_path", str(ckpt), "--trainer.devices", devices, "--trainer.strategy",
                           "ddp" if devices == "2" else "auto", "--data.data.batch_size", "37",
                           "--trainer.limit_test_batches", "1.0", "--trainer.default_root_dir", f"test{devices}",
-                          SAVE_METRICS],
-                         tmp_path)
+                          SAVE_METRICS], tmp_path)
         assert result.returncode == 0, result.stderr[-3000:]
         metrics[devices] = json.loads((tmp_path / f"test{devices}" / "test_metrics.json").read_text())
     for key in ("test/precision_at_1", "test/map_at_r", "test/knn_accuracy"):
         assert metrics["1"][key] == pytest.approx(metrics["2"][key], abs=1e-6), key
+    predict = run_cli(["predict", *args, "--ckpt_path", str(ckpt)], tmp_path)
+    assert predict.returncode == 0, predict.stderr[-3000:]
+    written = torch.load(tmp_path / "run" / "predictions" / "embeddings.pt", weights_only=True)
+    assert written["embeddings"].shape[1] == 8 and len(written["embeddings"]) == len(written["labels"])
+    assert set(written["labels"].tolist()) <= {5, 6, 7, 8, 9}
+    resumed = run_cli(["fit", *args, "--ckpt_path", "last", "--trainer.max_epochs", "3"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert torch.load(ckpt, weights_only=True)["global_step"] == 12  # one more epoch, from where it stopped
