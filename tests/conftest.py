@@ -9,6 +9,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `pytest -n 2`: one thread per worker (and per process it starts), so two
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # workers share two cores instead of each spinning two threads
+    import torch
+
+    torch.set_num_threads(1)
+
 
 def shared_data(*parts: str) -> Path:
     """A folder under `$LIGHTNING_GEN_DATA`, or skip the test with the reason."""
