@@ -169,3 +169,21 @@ def test_ddp_trains_srgan_with_one_set_of_weights(tmp_path):
         for key in ("psnr", "ssim", "bicubic_psnr", "bicubic_ssim"):
             key = f"test/{name}/{key}"
             assert abs(metrics["1"][key] - metrics["2"][key]) < 1e-4, (key, metrics)
+
+
+def test_ddp_one_class_auroc_equals_one_process(tmp_path):
+    """DOC's k-NN bank of target features is gathered from every process and each test image is scored once: the
+    AUROC on two processes equals one process's."""
+    shared_data()  # the reference set is MNIST
+    args = ["--config", str(ROOT / "configs" / "one_class" / "tiny.yaml"), "--trainer.logger", "false", *QUIET]
+    fit = run_cli(["fit", *args, "--trainer.default_root_dir", "doc"], tmp_path)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    metrics = {}
+    for devices in ("1", "2"):
+        result = run_cli(["test", *args, "--ckpt_path", str(tmp_path / "doc" / "checkpoints" / "last.ckpt"),
+                          "--trainer.devices", devices, "--trainer.strategy", "ddp" if devices == "2" else "auto",
+                          "--trainer.limit_test_batches", "1.0", "--trainer.callbacks+=tests.helpers.SaveTestMetrics",
+                          "--trainer.default_root_dir", f"doc_test{devices}"], tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        metrics[devices] = json.loads((tmp_path / f"doc_test{devices}" / "test_metrics.json").read_text())
+    assert abs(metrics["1"]["test/auroc"] - metrics["2"]["test/auroc"]) < 1e-6, metrics
