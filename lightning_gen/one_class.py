@@ -30,7 +30,7 @@ from torchmetrics.classification import BinaryAUROC
 from lightning_gen.core.checks import ConfigError, check_labels, check_learning_rates, resolve_image_shape
 from lightning_gen.core.optim import adam
 from lightning_gen.core.protocols import OneClassData
-from lightning_gen.core.runs import logs_this_step, predictions_folder, save_and_log_images
+from lightning_gen.core.runs import ColumnWriter, logs_this_step, save_and_log_images
 from lightning_gen.core.technique import Technique, batch_statistics, eval_mode
 from lightning_gen.losses import compactness_loss, knn_distance, svdd_loss
 from lightning_gen.nn.features import FeatureNet, attach_frozen, on_device
@@ -94,30 +94,18 @@ def nudge_center(center: Tensor, eps: float) -> Tensor:
     return torch.where(small & (center < 0), -eps, torch.where(small, eps, center))
 
 
-class AnomalyScoreWriter(BasePredictionWriter):
-    """Writes what a one-class `predict` returns to `predictions/anomaly_scores.csv` in the run's folder
-    (`index, class, is_anomaly, score`, in input order; `anomaly_scores_rank<R>.csv` per process under DDP).
+class AnomalyScoreWriter(ColumnWriter):
+    """Writes what a one-class `predict` returns to `predictions/anomaly_scores.csv` (see `ColumnWriter`):
+    `index, class, is_anomaly, score`, one row per image, sorted by index."""
 
-    Args:
-        output_dir: folder for the file. Default: `predictions/` beside the checkpoint's `checkpoints/` folder,
-            else `<default_root_dir>/predictions`.
-    """
+    stem, suffix = "anomaly_scores", ".csv"
 
-    def __init__(self, output_dir: str | None = None) -> None:
-        super().__init__(write_interval="epoch")
-        self.output_dir = output_dir
-
-    def write_on_epoch_end(self, trainer: Any, pl_module: Any, predictions: Any, batch_indices: Any) -> None:
-        outputs = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
-        columns = [torch.cat([out[key].detach().cpu() for out in outputs]).tolist()
-                   for key in ("index", "class", "is_anomaly", "score")] if outputs else [[]] * 4
-        folder = predictions_folder(trainer, self.output_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        name = "anomaly_scores.csv" if trainer.world_size == 1 else f"anomaly_scores_rank{trainer.global_rank}.csv"
-        with (folder / name).open("w", newline="") as file:
+    def save(self, columns: dict[str, Tensor], path: Any) -> None:
+        names = ["index", "class", "is_anomaly", "score"]
+        with path.open("w", newline="") as file:
             out = csv.writer(file)
-            out.writerow(["index", "class", "is_anomaly", "score"])
-            out.writerows(sorted(zip(*columns)))
+            out.writerow(names)
+            out.writerows(sorted(zip(*(columns[name].tolist() for name in names))))
 
 
 # ---- the shared skeleton -------------------------------------------------------------------------------------------

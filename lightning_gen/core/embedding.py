@@ -29,7 +29,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
 from lightning_gen.core.checks import ConfigError, check_learning_rates, resolve_image_shape
-from lightning_gen.core.runs import logs_this_step, predictions_folder, save_and_log_images
+from lightning_gen.core.runs import ColumnWriter, logs_this_step, save_and_log_images
 from lightning_gen.core.technique import Technique, eval_mode
 from lightning_gen.metrics.retrieval import euclidean, one_shot_accuracy, retrieval_metrics
 from lightning_gen.nn.embedding import EmbeddingNet
@@ -90,30 +90,15 @@ def project_2d(embeddings: Tensor, method: Projection, seed: int = 0) -> Tensor:
     return centred @ v[:2].T
 
 
-class EmbeddingWriter(BasePredictionWriter):
-    """Writes what a metric-learning `predict` returns, `embeddings` (and `labels` when the data has them), in
-    input order, to `predictions/embeddings.pt` in the run's folder (`embeddings_rank<R>.pt` per process under
-    DDP): a dict of tensors, read with `torch.load(path, weights_only=True)`.
+class EmbeddingWriter(ColumnWriter):
+    """Writes what a metric-learning `predict` returns, `embeddings` (and `labels` when the data has them), to
+    `predictions/embeddings.pt` (see `ColumnWriter`): a dict of tensors, read with
+    `torch.load(path, weights_only=True)`."""
 
-    Args:
-        output_dir: folder for the file. Default: `predictions/` beside the checkpoint's `checkpoints/` folder,
-            else `<default_root_dir>/predictions`.
-    """
+    stem, suffix = "embeddings", ".pt"
 
-    def __init__(self, output_dir: str | None = None) -> None:
-        super().__init__(write_interval="epoch")
-        self.output_dir = output_dir
-
-    def write_on_epoch_end(self, trainer: Any, pl_module: Any, predictions: Any, batch_indices: Any) -> None:
-        outputs = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
-        if not outputs:
-            return
-        columns = {key: torch.cat([out[key].detach().cpu() for out in outputs]) for key in outputs[0]}
-        folder = predictions_folder(trainer, self.output_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        name = "embeddings.pt" if trainer.world_size == 1 else f"embeddings_rank{trainer.global_rank}.pt"
-        torch.save(columns, folder / name)
-        rank_zero_info(f"predict: wrote {len(columns['embeddings'])} embeddings to {folder / name}")
+    def save(self, columns: dict[str, Tensor], path: Any) -> None:
+        torch.save(columns, path)
 
 
 class EmbeddingTechnique(Technique):

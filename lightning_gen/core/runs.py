@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
 import torchvision
+from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from torch import Tensor
 
 from lightning_gen.core.lightning_private import should_update_logs
@@ -39,6 +41,40 @@ def predictions_folder(trainer: L.Trainer, output_dir: str | None = None) -> Pat
     if ckpt and Path(ckpt).parent.name == "checkpoints":
         return Path(ckpt).parent.parent / "predictions"
     return Path(trainer.default_root_dir) / "predictions"
+
+
+class ColumnWriter(BasePredictionWriter):
+    """Base of the writers of `predict` outputs that are columns of numbers (embeddings, anomaly scores): gathers
+    the `{name: (B, ...) tensor}` dicts `predict_step` returned into one tensor per name, in input order, and hands
+    them to `save(columns, path)` with the path `predictions/<stem><suffix>` in the run's folder
+    (`<stem>_rank<R><suffix>` per process under DDP).
+
+    Args:
+        output_dir: folder for the file. Default: `predictions/` beside the checkpoint's `checkpoints/` folder,
+            else `<default_root_dir>/predictions`.
+    """
+
+    stem, suffix = "predictions", ".pt"
+
+    def __init__(self, output_dir: str | None = None) -> None:
+        super().__init__(write_interval="epoch")
+        self.output_dir = output_dir
+
+    def save(self, columns: dict[str, Tensor], path: Path) -> None:
+        raise NotImplementedError
+
+    def write_on_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, predictions: Any,
+                           batch_indices: Any) -> None:
+        outputs = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
+        if not outputs:
+            return
+        columns = {key: torch.cat([out[key].detach().cpu() for out in outputs]) for key in outputs[0]}
+        folder = predictions_folder(trainer, self.output_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        rank = "" if trainer.world_size == 1 else f"_rank{trainer.global_rank}"
+        path = folder / f"{self.stem}{rank}{self.suffix}"
+        self.save(columns, path)
+        rank_zero_info(f"predict: wrote {len(next(iter(columns.values())))} rows to {path}")
 
 
 def image_grid(images: Tensor, nrow: int | None = None, min_side: int = 32) -> Tensor:
