@@ -16,6 +16,7 @@ from lightning_gen.cgan import CGAN
 from lightning_gen.classifier import Classifier
 from lightning_gen.dcgan import DCGAN
 from lightning_gen.deepdream import DeepDream
+from lightning_gen.explain import Explain
 from lightning_gen.fast_style import FastStyleTransfer
 from lightning_gen.one_class import DOC, DeepSVDD
 from lightning_gen.pix2pix import Pix2Pix
@@ -29,8 +30,8 @@ from lightning_gen.triplet import Triplet
 from lightning_gen.vae import CVAE, VAE
 
 __all__ = [
-    "A2C", "CGAN", "CVAE", "Classifier", "DCGAN", "DOC", "DeepDream", "DeepSVDD", "FastStyleTransfer", "Pix2Pix",
-    "SGAN", "SRCNN", "SRGAN", "SRResNet", "Siamese", "StyleTransfer", "Triplet", "VAE",
+    "A2C", "CGAN", "CVAE", "Classifier", "DCGAN", "DOC", "DeepDream", "DeepSVDD", "Explain", "FastStyleTransfer",
+    "Pix2Pix", "SGAN", "SRCNN", "SRGAN", "SRResNet", "Siamese", "StyleTransfer", "Triplet", "VAE",
 ]
 __version__ = "0.1.0"
 

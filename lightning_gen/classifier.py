@@ -1,5 +1,6 @@
 """Supervised image classifier: the supervised-only baseline of the semi-supervised GAN, the scorer of
-conditional samples, and the feature network of the sample-quality metric ("MNIST-classifier FID").
+conditional samples, the feature network of the sample-quality metric ("MNIST-classifier FID"), the network the
+explanations explain, and transfer learning from ImageNet backbones (`backbone:`, `finetune: all | head`).
 
 Trains on `(images, labels)` batches of any labeled datamodule (or of `SemiSupervised` with
 `with_unlabeled: false`, for the same labeled examples as a semi-supervised run), reports accuracy with
@@ -8,7 +9,7 @@ torchmetrics, and loads by path: `Classifier.load_from_checkpoint(path)` or `loa
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -24,11 +25,13 @@ from lightning_gen.core.checks import (
 )
 from lightning_gen.core.distributed import average_parameters
 from lightning_gen.core.evaluation import evaluate_accuracy
+from lightning_gen.core.lightning_private import attached_trainer
 from lightning_gen.core.optim import adam
 from lightning_gen.core.protocols import NamedData, SemiSupervisedData
 from lightning_gen.core.runs import logs_this_step
 from lightning_gen.core.technique import Technique
 from lightning_gen.nn import ClassifierArch, ClassifierNet
+from lightning_gen.nn.backbones import NATIVE_SIZE, BackboneName, BackboneNet
 from lightning_gen.nn.classifier import classifier_checkpoint
 
 
@@ -48,6 +51,17 @@ class Classifier(Technique):
         noise: the network's regularisers (dropout / Gaussian noise) on or off.
         data_name: name of the training data, used to name metrics computed on this classifier's features
             ("MNIST-classifier FID"); taken from the datamodule when not given.
+        backbone: an ImageNet network to start from instead of `arch` (transfer learning): `vgg16`, `resnet18`,
+            `mobilenet_v3_large` (torchvision) or `mobilenet_v1` (the Keras MobileNet v1, alpha 0.25, available
+            offline). Its classifier is replaced by global average pooling and a new linear head.
+        weights: the backbone's ImageNet weights: a file path, or `imagenet` (torchvision's file in the torch hub
+            cache, downloaded there on a machine with internet). Read once, when a new run starts; a checkpoint
+            holds the trained weights.
+        input_size: the side images are resized to before the backbone (ImageNet networks see objects at 224 px;
+            smaller is faster). Default: 224 for a backbone.
+        finetune: `all` trains every weight; `head` trains the new head only (the backbone frozen, its batch norm
+            with the ImageNet statistics).
+        dropout: dropout before the backbone classifier's linear head.
     """
 
     def __init__(
@@ -61,9 +75,20 @@ class Classifier(Technique):
         lr_decay: float = 1.0,
         noise: bool = True,
         data_name: str | None = None,
+        backbone: BackboneName | None = None,
+        weights: str = "imagenet",
+        input_size: int | None = None,
+        finetune: Literal["all", "head"] = "all",
+        dropout: float = 0.2,
     ) -> None:
         super().__init__()
         check_learning_rates(lr=lr)
+        if input_size is not None and input_size < 32:
+            raise ConfigError(f"input_size must be at least 32 (the backbones downsample 32 times), got {input_size}.")
+        if backbone is not None and input_size is None:
+            input_size = NATIVE_SIZE
+        if not 0 <= dropout < 1:
+            raise ConfigError(f"dropout must be in [0, 1), got {dropout}.")
         if num_classes is not None and num_classes < 2:
             raise ConfigError(f"num_classes must be 2 or more, got {num_classes}.")
         if not 0 < lr_decay <= 1:
@@ -77,9 +102,23 @@ class Classifier(Technique):
         if hp.data_name is None and dm is not None:
             inner = dm.data if isinstance(dm, SemiSupervisedData) else dm  # it wraps the named datamodule
             hp.data_name = inner.dataset if isinstance(inner, NamedData) else type(inner).__name__
-        self.net = ClassifierNet(hp.image_shape, hp.num_classes, hp.arch, hp.noise)
+        if hp.backbone is None:
+            self.net = ClassifierNet(hp.image_shape, hp.num_classes, hp.arch, hp.noise)
+        else:  # ImageNet weights only for a new run: a resumed run, `test` or a loaded checkpoint bring their own
+            trainer = attached_trainer(self)
+            fresh = self.stage == "fit" and trainer is not None and trainer.ckpt_path is None
+            self.net = BackboneNet(hp.image_shape, hp.num_classes, hp.backbone, hp.weights if fresh else None,
+                                   hp.input_size, hp.dropout)
+            if hp.finetune == "head":
+                self.net.features.requires_grad_(False)
         self.val_acc = torchmetrics.Accuracy("multiclass", num_classes=hp.num_classes)
         self.test_acc = torchmetrics.Accuracy("multiclass", num_classes=hp.num_classes)
+
+    def train(self, mode: bool = True) -> Classifier:
+        super().train(mode)
+        if self.networks_built and self.hparams.finetune == "head" and isinstance(self.net, BackboneNet):
+            self.net.features.eval()  # a frozen backbone keeps its ImageNet batch-norm statistics
+        return self
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)  # (B, C, H, W) -> (B, num_classes) logits

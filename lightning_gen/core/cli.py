@@ -35,7 +35,7 @@ from lightning_gen.callbacks import ImageWriter, RunCheckpoint, SaveRunConfig
 from lightning_gen.core.checkpoints import read_lightning_checkpoint
 from lightning_gen.core.checks import ConfigError
 from lightning_gen.core.loggers import AutoWandbLogger
-from lightning_gen.core.protocols import ImageData, OwnsPredictInputs, WritesPredictions
+from lightning_gen.core.protocols import ExplainsData, ImageData, OwnsPredictInputs, WritesPredictions
 from lightning_gen.core.runs import run_dir
 from lightning_gen.metrics import SampleQuality  # noqa: F401  (short name for --trainer.callbacks+=SampleQuality)
 
@@ -301,7 +301,7 @@ class GenCLI(LightningCLI):
         ckpt_path = cfg.get("ckpt_path")
         if "weights_only" in cfg and cfg.get("weights_only") is None:  # the Trainer's restore runs no code from
             cfg.weights_only = True  # the checkpoint, on every torch and URL (`--weights_only false` opts out)
-        if subcommand == "predict" and any(
+        if subcommand == "predict" and not _explains_data(cfg) and any(
             "AutoWandbLogger" in str(getattr(c, "class_path", "")) for c in _logger_configs(cfg.trainer.logger)
         ):
             cfg.trainer.logger = False  # predict logs nothing: do not open a W&B run for it
@@ -367,7 +367,9 @@ class GenCLI(LightningCLI):
         self._check_checkpoint_shape()
         dm = self.datamodule
         model_inputs = is_overridden("predict_dataloader", self.model, LightningModule)
-        if dm is not None and model_inputs and (
+        if isinstance(self.model, ExplainsData):
+            self.model.source_data, self.datamodule = dm, None  # its own loader reads the datamodule's images
+        elif dm is not None and model_inputs and (
             (isinstance(self.model, OwnsPredictInputs) and self.model.owns_predict_inputs)  # e.g. `predict_images`
             or not is_overridden("predict_dataloader", dm, LightningDataModule)
         ):
@@ -394,6 +396,17 @@ class GenCLI(LightningCLI):
                 else:
                     lines.append(f"W&B run: {folder}")
         print("\n".join(lines), flush=True)
+
+
+def _explains_data(cfg: Any) -> bool:
+    """Whether the configured model class (read from its class path, before it is built) is `ExplainsData`."""
+    class_path = str(getattr(cfg.get("model"), "class_path", "") or "")
+    module, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name) if module else None
+    except (ImportError, AttributeError):
+        return False
+    return cls is not None and isinstance(cls, ExplainsData)
 
 
 def one_line(error: BaseException) -> str:

@@ -23,6 +23,8 @@ Technique side (what a technique offers to callbacks and the CLI):
     RolloutTechnique updates_per_epoch()         the environment datamodule sizes its epochs with it
     OwnsPredictInputs owns_predict_inputs         predict reads the technique's own inputs, not the data's
     WritesPredictions prediction_writer()         predict outputs other than images (metric learning: embeddings)
+    ExplainsData     explains_data, source_data  predict reads the datamodule's images (handed over as source_data)
+                                                 through the technique's own loader, and logs what it writes
 
 Evaluation batches of the metric-learning techniques (core/embedding.py) are `(images, labels)`, or
 `(images, labels, episode, is_support)` for one-shot episodes (Omniglot's test set).
@@ -184,3 +186,14 @@ class OwnsPredictInputs(Protocol):
     True, so the CLI does not hand it the datamodule's."""
 
     owns_predict_inputs: bool
+
+
+@runtime_checkable
+class ExplainsData(Protocol):
+    """A technique whose `predict` explains the datamodule's images: the CLI hands the datamodule to it as
+    `source_data` (its `predict_dataloader` reads a split of it: Lightning would otherwise ask the datamodule for a
+    predict loader) and keeps the configured logger, which `predict` otherwise turns off. `explains_data` is a class
+    attribute, read from the configured class before it is built."""
+
+    explains_data: bool
+    source_data: Any

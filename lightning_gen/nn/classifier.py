@@ -149,6 +149,13 @@ class ClassifierNet(nn.Module):
         self.image_shape = tuple(image_shape)
         self.num_outputs = num_outputs
         self.arch = arch
+        # the layer whose (B, 128, h, w) output global average pooling reduces (CAM reads it); the mlp has none
+        self.cam_layer = f"features.{len(self.features) - 3}" if arch == "cnn" else None
+
+    @property
+    def last_linear(self) -> nn.Linear:
+        """The linear layer that turns the features into logits."""
+        return self.head if isinstance(self.head, nn.Linear) else self.head[-1]
 
     def initialise(self, x: Tensor) -> None:
         """Data-dependent initialisation from a batch `x` (for `mlp`; the `cnn` needs none). Call before the first
@@ -181,14 +188,52 @@ def classifier_checkpoint(path: str) -> dict[str, Any]:
     return ckpt
 
 
-def classifier_net_from_checkpoint(path: str) -> tuple[ClassifierNet, dict[str, Any]]:
-    """The `ClassifierNet` of a Classifier checkpoint, rebuilt from the hyperparameters it saved (`arch`,
-    `image_shape`, `num_classes`, `noise`), frozen and in eval mode, on the CPU; and those hyperparameters."""
+def classifier_net(hp: dict[str, Any], num_outputs: int | None = None) -> nn.Module:
+    """The untrained network a Classifier's hyperparameters describe: a `ClassifierNet` (`arch`, `noise`) or, with
+    `backbone`, a `BackboneNet` without its ImageNet weights (they come from the checkpoint)."""
+    shape, outputs = tuple(hp["image_shape"]), int(num_outputs or hp["num_classes"])
+    if hp.get("backbone"):
+        from lightning_gen.nn.backbones import BackboneNet
+
+        return BackboneNet(shape, outputs, hp["backbone"], None, hp.get("input_size"), hp.get("dropout", 0.2))
+    return ClassifierNet(shape, outputs, hp["arch"], hp.get("noise", True))
+
+
+def classifier_net_from_checkpoint(path: str) -> tuple[nn.Module, dict[str, Any]]:
+    """The network of a Classifier checkpoint (`ClassifierNet` or `BackboneNet`), rebuilt from the hyperparameters it
+    saved, frozen and in eval mode, on the CPU; and those hyperparameters."""
     ckpt = classifier_checkpoint(path)
     hp = ckpt["hyper_parameters"]
-    net = ClassifierNet(tuple(hp["image_shape"]), int(hp["num_classes"]), hp["arch"], hp.get("noise", True))
+    net = classifier_net(hp)
     net.load_state_dict({k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")})
     return net.eval().requires_grad_(False), dict(hp)
+
+
+def explained_network(path: str) -> tuple[nn.Module, int, tuple[int, int, int], str]:
+    """The network an explanation explains, from a checkpoint: a `Classifier`'s network, or an `SGAN`'s
+    discriminator (whose first N logits are the real classes). Returns `(network, N, image shape, technique name)`;
+    the network is frozen, in eval mode, on the CPU, and its first N outputs are the class logits. Raises
+    `ConfigError` naming the fix for any other file."""
+    if not Path(path).is_file():
+        raise ConfigError(f"classifier checkpoint {path} does not exist. Train a classifier first (e.g. "
+                          "`lightning-gen fit --config configs/classifier/mnist.yaml`) and give its .ckpt file.")
+    ckpt = load_checkpoint(path)
+    hp, state = ckpt.get("hyper_parameters") or {}, ckpt.get("state_dict") or {}
+    technique = str(hp.get("_class_path", "")).rsplit(".", 1)[-1]
+    if "arch" in hp and "image_shape" in hp and any(k.startswith("net.") for k in state) and technique != "SGAN":
+        net, prefix, classes = classifier_net(hp), "net.", int(hp["num_classes"])
+        technique = technique or "Classifier"
+    elif technique == "SGAN" and any(k.startswith("discriminator.") for k in state):
+        classes = int(hp["num_classes"])
+        extra = 1 if hp.get("fake_logit") == "learned" else 0
+        net, prefix = ClassifierNet(tuple(hp["image_shape"]), classes + extra, hp["arch"]), "discriminator."
+    else:
+        raise ConfigError(
+            f"{path} is a {technique or 'non-lightning_gen'} checkpoint, not a classifier: explanations need a "
+            "Classifier checkpoint (`configs/classifier/`) or an SGAN's (its discriminator's real-class logits)."
+        )
+    net.load_state_dict({k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)})
+    return net.eval().requires_grad_(False), classes, tuple(int(v) for v in hp["image_shape"]), technique
 
 
 __all__ = [
@@ -196,6 +241,8 @@ __all__ = [
     "ClassifierNet",
     "GaussianNoise",
     "classifier_checkpoint",
+    "classifier_net",
     "classifier_net_from_checkpoint",
     "data_dependent_init",
+    "explained_network",
 ]

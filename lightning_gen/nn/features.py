@@ -195,9 +195,11 @@ def resolve_weights(weights: str, backbone: str) -> Path:
 def imagenet_url(backbone: str) -> str:
     if backbone == "mobilenet_v1":
         return MOBILENET_URL
-    from torchvision.models import VGG16_Weights, VGG19_Weights
+    import torchvision.models as tvm
 
-    return (VGG16_Weights if backbone == "vgg16" else VGG19_Weights).IMAGENET1K_V1.url
+    enums = {"vgg16": tvm.VGG16_Weights, "vgg19": tvm.VGG19_Weights, "resnet18": tvm.ResNet18_Weights,
+             "mobilenet_v3_large": tvm.MobileNet_V3_Large_Weights}
+    return enums[backbone].IMAGENET1K_V1.url
 
 
 def how_to_get(backbone: str) -> str:
