@@ -114,12 +114,6 @@ class Classifier(Technique):
         self.val_acc = torchmetrics.Accuracy("multiclass", num_classes=hp.num_classes)
         self.test_acc = torchmetrics.Accuracy("multiclass", num_classes=hp.num_classes)
 
-    def train(self, mode: bool = True) -> Classifier:
-        super().train(mode)
-        if self.networks_built and self.hparams.finetune == "head" and isinstance(self.net, BackboneNet):
-            self.net.features.eval()  # a frozen backbone keeps its ImageNet batch-norm statistics
-        return self
-
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)  # (B, C, H, W) -> (B, num_classes) logits
 
@@ -141,6 +135,8 @@ class Classifier(Technique):
         if self.global_step == 0 and batch_idx == 0:  # a fresh run (not a resumed one)
             self.net.initialise(images)
             average_parameters(self.net)
+        if self.hparams.finetune == "head" and isinstance(self.net, BackboneNet):
+            self.net.features.eval()  # a frozen backbone keeps its ImageNet batch-norm statistics
         logits = self(images)
         loss = F.cross_entropy(logits.float(), labels)
         if logs_this_step(self.trainer):
