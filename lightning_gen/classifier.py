@@ -56,7 +56,7 @@ class Classifier(Technique):
             offline). Its classifier is replaced by global average pooling and a new linear head.
         weights: the backbone's ImageNet weights: a file path, or `imagenet` (torchvision's file in the torch hub
             cache, downloaded there on a machine with internet). Read once, when a new run starts; a checkpoint
-            holds the trained weights.
+            holds the trained weights. `random` trains the same network from scratch.
         input_size: the side images are resized to before the backbone (ImageNet networks see objects at 224 px;
             smaller is faster). Default: 224 for a backbone.
         finetune: `all` trains every weight; `head` trains the new head only (the backbone frozen, its batch norm

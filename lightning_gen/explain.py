@@ -340,11 +340,12 @@ class Explain(Technique):
         n = len(data) if self.hparams.num_images is None else min(self.hparams.num_images, len(data))
         return DataLoader(_Indexed(data, n), batch_size=self.hparams.batch_size, shuffle=False)
 
-    def explain(self, images: Tensor, target: Tensor) -> dict[str, Tensor]:
-        """`{method: (B, H, W) map}` of every configured method for class `target[b]` of image b."""
+    def explain(self, images: Tensor, target: Tensor, methods: Sequence[str] | None = None) -> dict[str, Tensor]:
+        """`{method: (B, H, W) map}` for class `target[b]` of image b, for each of `methods` (default: the configured
+        ones)."""
         hp, size = self.hparams, images.shape[-2:]
         maps: dict[str, Tensor] = {}
-        for method in self.methods:
+        for method in methods or self.methods:
             if method == "cam":
                 maps[method] = upsample(cam(self.net, images, target, self.net.cam_layer, self.net.last_linear), size)
             elif method == "gradcam":

@@ -8,7 +8,8 @@ how far its features lie from those of the class; the test set's other classes a
   compactness loss pulls the target features together (each one's squared distance to the mean of the other
   n - 1, `compactness_loss`); the descriptiveness loss, the reference set's cross-entropy through a classifier head,
   keeps them informative. Loss: l_D + lambda * l_C. Score: the mean distance to the k nearest features of the target
-  training images (`knn_distance`), a bank gathered from every process.
+  training images (`knn_distance`; with `normalize`, of unit-length features), a bank gathered from every
+  process.
 - Deep SVDD: minimise the mean squared distance of the target features to a centre c fixed by an initial forward
   pass (entries within eps of 0 pushed to +-eps), with weight decay, on a network without biases and without affine
   batch norm (a bias would let it map every image onto c: the collapse Ruff et al. rule out). Score: ||phi(x) - c||^2.
@@ -273,6 +274,8 @@ class DOC(OneClassTechnique):
         input_size: side MobileNet's input images are resized to.
         compactness_weight: lambda, the weight of the compactness loss (the paper's 0.1).
         k: nearest target training features whose mean distance is the anomaly score.
+        normalize: score on unit-length features: the test features and the bank are L2-normalised before the k-NN
+            distance (cosine k-NN); the losses are unchanged.
         lr: Adam learning rate.
         weight_decay: Adam weight decay.
         image_shape: (channels, height, width); taken from the datamodule when not given.
@@ -290,6 +293,7 @@ class DOC(OneClassTechnique):
         input_size: int = 64,
         compactness_weight: float = 0.1,
         k: int = 1,
+        normalize: bool = False,
         lr: float = 1e-4,
         weight_decay: float = 0.0,
         image_shape: tuple[int, int, int] | None = None,
@@ -344,9 +348,11 @@ class DOC(OneClassTechnique):
         return loss
 
     def prepare_scoring(self) -> None:
-        self.bank = self.target_features()  # (N, F), the same on every process
+        bank = self.target_features()  # (N, F), the same on every process
+        self.bank = F.normalize(bank, dim=1) if self.hparams.normalize else bank
 
     def score(self, features: Tensor) -> Tensor:
+        features = F.normalize(features.float(), dim=1) if self.hparams.normalize else features
         return knn_distance(features, self.bank, self.hparams.k)  # (B, F) -> (B,)
 
 

@@ -3,7 +3,8 @@
 - **Deletion and insertion** (Petsiuk, Das & Saenko, BMVC 2018, "RISE"): remove the pixels in the order of the map
   (most important first) and follow the class probability; a faithful map makes it fall fast (low deletion AUC). Or
   start from a blurred image and put the pixels back in that order; a faithful map makes it rise fast (high insertion
-  AUC). Removed pixels become black (-1, the image's darkest value); insertion starts from a strongly blurred copy.
+  AUC). Removed pixels become 0 (mid grey in the project's [-1, 1] scaling, as Petsiuk et al. set removed pixels to
+  0 after normalising by the dataset mean); insertion starts from a strongly blurred copy.
 - **Model randomisation** (Adebayo et al., NeurIPS 2018, "Sanity checks for saliency maps"): re-initialise the
   network's layers from the top, one more at a time, and compare each map with the trained network's (Spearman rank
   correlation over the pixels). A map that stays the same does not explain what the network learned.
@@ -41,11 +42,11 @@ def deletion_insertion(probability: Callable[[Tensor], Tensor], images: Tensor, 
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(h * w, device=order.device).expand(b, -1))  # rank of each pixel in the order
     rank = rank.view(b, 1, h, w)
-    black, blurred = torch.full_like(images, -1.0), _blurred(images)
+    removed, blurred = torch.zeros_like(images), _blurred(images)
     deletion, insertion = [], []
     for k in range(steps + 1):
         shown = rank < round(k * h * w / steps)  # (B, 1, H, W): the first k/steps of the pixels in map order
-        deletion.append(probability(torch.where(shown, black, images)).gather(1, target[:, None])[:, 0])
+        deletion.append(probability(torch.where(shown, removed, images)).gather(1, target[:, None])[:, 0])
         insertion.append(probability(torch.where(shown, images, blurred)).gather(1, target[:, None])[:, 0])
     return torch.stack(deletion, 1), torch.stack(insertion, 1)
 

@@ -89,10 +89,11 @@ def _torchvision_state(path, name: str) -> dict[str, Tensor]:
 def build_body(name: str, weights: str | None) -> tuple[nn.Sequential, int]:
     """The ImageNet network `name` without its classifier, as a `Sequential` of named layers ending in its last
     feature map, and that map's number of channels. `weights`: a file, `imagenet` (torch hub cache, downloaded if
-    missing), or None (random initialisation: the weights will come from a checkpoint)."""
+    missing), `random` (PyTorch's initialisation: the same network trained from scratch) or None (the same, when the
+    weights will come from a checkpoint)."""
     if name not in BACKBONES:
         raise ConfigError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}.")
-    path = resolve_weights(weights, name) if weights is not None else None
+    path = resolve_weights(weights, name) if weights not in (None, "random") else None
     if name == "mobilenet_v1":
         layers = mobilenet_v1_layers()
         plain = nn.ModuleDict(layers)
