@@ -100,10 +100,11 @@ def retained_output(net: nn.Module, layer: str) -> Iterator[list[Tensor]]:
 
 # ---- CAM and Grad-CAM ------------------------------------------------------------------------------------------
 def _class_scores_and_map(net: nn.Module, images: Tensor, target: Tensor, layer: str) -> tuple[Tensor, Tensor]:
+    # Lightning's predict runs in inference mode; tensors made there are copied out of it (`clone`)
     with torch.inference_mode(False), torch.enable_grad(), retained_output(net, layer) as kept:
         logits = net(images.clone())
         activations = kept[0]  # (B, K, h, w)
-        score = logits.gather(1, target.view(-1, 1)).sum()  # each image's score depends on its own map only
+        score = logits.gather(1, target.clone().view(-1, 1)).sum()  # each image's score: its own map only
         (gradients,) = torch.autograd.grad(score, activations)
     return activations.detach(), gradients
 
@@ -230,18 +231,20 @@ def exact_shapley(f: Callable[[Tensor], Tensor], x: Tensor, baseline: Tensor) ->
 
 # ---- the technique ---------------------------------------------------------------------------------------------
 class _Indexed(Dataset):
-    """`(index, image, label)` items of the first `n` items of a dataset (items `(image, label)` or an image)."""
+    """`(index, image, label)` items of the items `indices` of a dataset (items `(image, label)` or an image; label
+    -1 when there is none)."""
 
-    def __init__(self, data: Dataset, n: int) -> None:
-        self.data, self.n = data, n
+    def __init__(self, data: Dataset, indices: list[int]) -> None:
+        self.data, self.indices = data, indices
 
     def __len__(self) -> int:
-        return self.n
+        return len(self.indices)
 
     def __getitem__(self, i: int) -> tuple[int, Tensor, int]:
-        item = self.data[i]
+        index = self.indices[i]
+        item = self.data[index]
         image, label = (item[0], int(item[1])) if isinstance(item, (tuple, list)) else (item, -1)
-        return i, image, label
+        return index, image, label
 
 
 class Explain(Technique):
@@ -259,13 +262,14 @@ class Explain(Technique):
         n_segments: about how many segments per image.
         n_samples: perturbed copies per image for LIME and Kernel SHAP (more: steadier maps, slower).
         baseline: what a switched-off segment shows: `zero` (mid grey), `mean` (the image's mean colour), `blur`.
-        num_images: explain the first this many images of the split (None: all of it).
+        num_images: explain this many images of the split, drawn at random with `seed` (None: all of it, in order).
         split: `test` or `train` images of the datamodule.
         batch_size: images per predict batch.
-        seed: seed of the LIME / Kernel SHAP sampling (image i uses seed + its index).
+        seed: seed of the image draw and of the LIME / Kernel SHAP sampling (image i uses seed + its index).
     """
 
-    explains_data = True  # the CLI keeps the datamodule and the logger for predict (core/protocols.py)
+    explains_data = True  # the CLI keeps the logger for predict and hands the datamodule over (core/protocols.py)
+    source_data: L.LightningDataModule | None = None  # the images to explain, set by the CLI
 
     def __init__(
         self,
@@ -312,7 +316,6 @@ class Explain(Technique):
             check_layer(self.net, self.layer, self.image_shape)
         self.methods: list[str] = methods
         self.technique = technique
-        self.source_data: L.LightningDataModule | None = None  # the images to explain: the CLI hands them over
 
     def build(self) -> None:
         dm = self.source_data or self.datamodule
@@ -337,8 +340,11 @@ class Explain(Technique):
         data = dm.test_set if self.hparams.split == "test" else dm.train_set
         if data is None:
             raise ConfigError(f"{type(dm).__name__} has no {self.hparams.split} images; choose another --model.split.")
-        n = len(data) if self.hparams.num_images is None else min(self.hparams.num_images, len(data))
-        return DataLoader(_Indexed(data, n), batch_size=self.hparams.batch_size, shuffle=False)
+        indices = list(range(len(data)))
+        if self.hparams.num_images is not None and self.hparams.num_images < len(data):
+            draw = torch.randperm(len(data), generator=torch.Generator().manual_seed(self.hparams.seed))
+            indices = sorted(draw[: self.hparams.num_images].tolist())
+        return DataLoader(_Indexed(data, indices), batch_size=self.hparams.batch_size, shuffle=False)
 
     def explain(self, images: Tensor, target: Tensor, methods: Sequence[str] | None = None) -> dict[str, Tensor]:
         """`{method: (B, H, W) map}` for class `target[b]` of image b, for each of `methods` (default: the configured

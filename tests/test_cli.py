@@ -170,18 +170,24 @@ def test_every_recipe_runs_a_batch(config, tmp_path, monkeypatch):
     if "LIGHTNING_GEN_DATA" in text or "datamodules.MNIST" in text:
         shared_data()  # skips unless the datasets folder is configured
     extra = []
+    subcommand = "fit"
+    if "lightning_gen.Explain" in text:  # explanations of a stand-in classifier of the recipe's images: 2 images
+        shape = (3, 32, 32) if "cifar10" in text else (1, 28, 28)
+        ckpt = untrained_classifier(tmp_path, shape, "CIFAR-10" if shape[0] == 3 else "MNIST")
+        subcommand, text = "predict", ""
+        extra = ["--model.classifier_ckpt", ckpt, "--model.num_images", "2", "--model.n_samples", "10",
+                 "--trainer.default_root_dir", str(tmp_path)]
     if "classifier_ckpt:" in text:  # the metric's feature network: a stand-in of the MNIST classifier
         assert text.rstrip().splitlines()[-1].strip().startswith("every_n_epochs"), "SampleQuality must come last"
         ckpt = untrained_classifier(tmp_path, (1, 28, 28), "MNIST")
         extra = [f"--trainer.callbacks.classifier_ckpt={ckpt}", "--trainer.callbacks.num_samples=64",
                  f"--trainer.callbacks.cache_dir={tmp_path / 'cache'}"]
-    init_args = yaml.safe_load(text)["model"].get("init_args") or {}
+    init_args = yaml.safe_load((ROOT / config).read_text())["model"].get("init_args") or {}
     if init_args.get("weights") == "imagenet":  # torchvision's VGG weights: only where downloaded (needs internet)
         backbone = init_args["backbone"]
         cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(imagenet_url(backbone)).name
         if not cached.is_file():
             pytest.skip(f"{backbone} ImageNet weights are not in the torch hub cache ({cached})")
-    subcommand = "fit"
     if "lightning_gen.DeepDream" in text:  # nothing to train: dream one small image
         subcommand, extra = "predict", ["--model.image_size", "64", "--model.octaves", "2", "--model.steps", "1"]
     monkeypatch.chdir(tmp_path)

@@ -195,15 +195,35 @@ def digits_classifier(tmp_path_factory) -> Path:
     return folder / "checkpoints" / "last.ckpt"
 
 
+def drawn_test_images(n: int, seed: int = 0) -> list[int]:
+    """The test images `Explain` draws from scikit-learn's digits: `n` of them, at random with `seed`."""
+    from datamodules import Digits
+
+    data = Digits(batch_size=32)
+    data.setup("test")
+    return sorted(torch.randperm(len(data.test_set), generator=torch.Generator().manual_seed(seed))[:n].tolist())
+
+
 def test_explain_predict_writes_pictures_grid_and_table(digits_classifier, tmp_path):
     GenCLI(args=["predict", "--config", TINY_EXPLAIN, "--model.classifier_ckpt", str(digits_classifier),
                  "--trainer.default_root_dir", str(tmp_path / "out"), *QUIET])
     folder = tmp_path / "out" / "predictions" / "explanations"
-    assert sorted(p.name for p in folder.glob("0*.png")) == ["00000.png", "00001.png", "00002.png", "00003.png"]
+    drawn = drawn_test_images(4)
+    assert sorted(p.name for p in folder.glob("0*.png")) == [f"{i:05d}.png" for i in drawn]
     assert (folder / "grid.png").is_file()
     rows = list(csv.DictReader((folder / "explanations.csv").open()))
-    assert [int(r["index"]) for r in rows] == [0, 1, 2, 3]
+    assert [int(r["index"]) for r in rows] == drawn
     assert all(r["predicted"] == r["target"] and 0 < float(r["probability"]) <= 1 for r in rows)
+
+
+def test_explain_logs_a_wandb_table_offline(digits_classifier, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    GenCLI(args=["predict", "--config", TINY_EXPLAIN, "--model.classifier_ckpt", str(digits_classifier),
+                 "--model.methods", "[gradcam]", "--trainer.logger", "lightning_gen.core.loggers.AutoWandbLogger",
+                 "--trainer.logger.mode", "offline", "--trainer.default_root_dir", str(tmp_path / "out"), *QUIET])
+    tables = list((tmp_path / "runs" / "wandb").glob("offline-run-*/files/media/table/explanations_*.table.json"))
+    assert len(tables) == 1
+    assert '"picture"' in tables[0].read_text()
 
 
 def test_explain_a_chosen_class_and_the_maps_differ_between_classes(digits_classifier):
@@ -272,7 +292,7 @@ def test_explain_under_ddp_shares_the_images_out(digits_classifier, tmp_path):
     folder = tmp_path / "out" / "predictions" / "explanations"
     tables = [csv.DictReader((folder / f"explanations_rank{rank}.csv").open()) for rank in (0, 1)]
     seen = [int(row["index"]) for table in tables for row in table]
-    assert sorted(seen) == list(range(6))  # each image once, split between the processes
+    assert sorted(seen) == drawn_test_images(6)  # each image once, split between the processes
     assert len(list(folder.glob("0*.png"))) == 6
 
 
