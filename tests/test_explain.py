@@ -216,6 +216,32 @@ def test_explain_predict_writes_pictures_grid_and_table(digits_classifier, tmp_p
     assert all(r["predicted"] == r["target"] and 0 < float(r["probability"]) <= 1 for r in rows)
 
 
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+def test_explain_and_a_backbone_classifier_under_mixed_precision(digits_classifier, tmp_path, precision):
+    import lightning as L
+
+    from datamodules import Digits
+    from lightning_gen.explain import ExplanationWriter
+    from tests.helpers import fp16_on_cpu
+
+    def trainer(**kw):
+        mixed = {"plugins": [fp16_on_cpu()]} if precision == "16-mixed" else {"precision": precision}
+        return L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path, **mixed, **kw)
+
+    model = Explain(str(digits_classifier), methods=["cam", "gradcam", "kernel_shap"], segments="grid",
+                    n_segments=16, n_samples=20, num_images=4)
+    model.source_data = Digits(batch_size=32)
+    out = trainer(callbacks=[ExplanationWriter(str(tmp_path / "explained"))]).predict(model)
+    maps = out[0]["maps"]
+    assert set(maps) == {"cam", "gradcam", "kernel_shap"}
+    assert all(torch.isfinite(m).all() and m.abs().sum() > 0 for m in maps.values())
+    classifier = Classifier(backbone="resnet18", weights="random", input_size=32)
+    fit = trainer(max_steps=2, limit_val_batches=1, enable_checkpointing=False)
+    fit.fit(classifier, datamodule=Digits(batch_size=32))
+    assert torch.isfinite(classifier(torch.zeros(2, 1, 8, 8))).all()
+
+
 def test_explain_logs_a_wandb_table_offline(digits_classifier, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     GenCLI(args=["predict", "--config", TINY_EXPLAIN, "--model.classifier_ckpt", str(digits_classifier),
