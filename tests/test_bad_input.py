@@ -40,8 +40,8 @@ def config(technique: str) -> str:
 @dataclass(frozen=True)
 class Mistake:
     id: str
-    args: tuple[str, ...]  # `{dcgan_ckpt}`, `{unnamed_ckpt}`, `{random_bytes}`, `{truncated}`, `{missing}`,
-    # `{folder}`, `{empty}`, `{classes}`, `{photos}`: the files made by `inputs`
+    args: tuple[str, ...]  # `{dcgan_ckpt}`, `{classifier_ckpt}`, `{unnamed_ckpt}`, `{random_bytes}`, `{truncated}`,
+    # `{missing}`, `{folder}`, `{empty}`, `{classes}`, `{photos}`: the files made by `inputs`
     message: str  # a fragment of the one line the user sees
     needs: str = ""  # "data": a config that reads $LIGHTNING_GEN_DATA; "gymnasium": the rl extra
     setup: bool = False  # found by `setup()` or when the networks are built, after Lightning started the logger's run
@@ -151,6 +151,16 @@ MISTAKES = [
     Mistake("last-of-another", ("fit", "--config", config("vae"), "--ckpt_path", "last", "--trainer.default_root_dir",
                                 "{dcgan_root}"),
             "--ckpt_path last: no last.ckpt of VAE under"),
+    Mistake("explain-not-a-classifier", ("predict", "--config", config("explain"), "--model.classifier_ckpt",
+                                         "{dcgan_ckpt}"),
+            "is a DCGAN checkpoint, not a classifier: explanations need a Classifier checkpoint"),
+    Mistake("explain-target-class", ("predict", "--config", config("explain"), "--model.classifier_ckpt",
+                                     "{classifier_ckpt}", "--model.target_class", "10"),
+            "target_class 10 is out of range: the Classifier knows classes 0..9."),
+    Mistake("explain-layer", ("predict", "--config", config("explain"), "--model.classifier_ckpt",
+                              "{classifier_ckpt}", "--model.layer", "conv5"),
+            "layer 'conv5' is not a convolutional layer of this network. Its layers with a (C, h, w) output are: "
+            "features.0,"),
     Mistake("resume-new-size", ("fit", "--config", config("dcgan"), "--ckpt_path", "{dcgan_ckpt}",
                                 "--data.image_size", "16"),
             "holds a model for images of shape (1, 8, 8), but Digits gives (1, 16, 16). Give the data the "
@@ -170,6 +180,9 @@ def inputs(tmp_path_factory) -> dict[str, str]:
         main(["fit", "--config", config("dcgan"), "--trainer.logger", "false", "--trainer.default_root_dir", "dcgan",
               "--trainer.max_steps", "1", "--trainer.limit_val_batches", "0", "--trainer.enable_progress_bar",
               "false", "--trainer.enable_model_summary", "false"])
+        main(["fit", "--config", config("classifier"), "--trainer.logger", "false", "--trainer.default_root_dir",
+              "classifier", "--trainer.max_steps", "1", "--trainer.limit_val_batches", "0",
+              "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"])
     ckpt = folder / "dcgan" / "checkpoints" / "last.ckpt"
     contents = torch.load(ckpt, weights_only=True)
     del contents["hyper_parameters"]["_class_path"]
@@ -186,7 +199,9 @@ def inputs(tmp_path_factory) -> dict[str, str]:
     (folder / "photos" / "train").mkdir(parents=True)  # ordinary 4:3 photos where aligned A | B pairs belong
     for i in range(4):
         Image.new("RGB", (640, 480), (60 * i, 90, 0)).save(folder / "photos" / "train" / f"{i}.jpg")
-    return {"dcgan_ckpt": str(ckpt), "dcgan_root": str(folder / "dcgan"), "unnamed_ckpt": str(folder / "unnamed.ckpt"),
+    return {"dcgan_ckpt": str(ckpt), "dcgan_root": str(folder / "dcgan"),
+            "classifier_ckpt": str(folder / "classifier" / "checkpoints" / "last.ckpt"),
+            "unnamed_ckpt": str(folder / "unnamed.ckpt"),
             "truncated": str(folder / "truncated.ckpt"), "random_bytes": str(folder / "random.ckpt"),
             "folder": str(folder / "checkpoints"), "missing": str(folder / "no-such-file.png"),
             "empty": str(folder / "empty"), "classes": str(folder / "classes"), "photos": str(folder / "photos")}
