@@ -37,8 +37,9 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
+from datamodules.base import ImageDataModule
 from lightning_gen.core.checks import ConfigError
 from lightning_gen.core.protocols import ImageData, ReferenceImages
 from lightning_gen.core.runs import image_grid, predictions_folder
@@ -263,7 +264,8 @@ class Explain(Technique):
         n_samples: perturbed copies per image for LIME and Kernel SHAP (more: steadier maps, slower).
         baseline: what a switched-off segment shows: `zero` (mid grey), `mean` (the image's mean colour), `blur`.
         num_images: explain this many images of the split, drawn at random with `seed` (None: all of it, in order).
-        split: `test` or `train` images of the datamodule.
+        split: `test` or `train` images of the datamodule, or `all` of them (a folder of your own pictures: its
+            training, validation and test images together).
         batch_size: images per predict batch.
         seed: seed of the image draw and of the LIME / Kernel SHAP sampling (image i uses seed + its index).
     """
@@ -282,7 +284,7 @@ class Explain(Technique):
         n_samples: int = 200,
         baseline: Baseline = "zero",
         num_images: int | None = 16,
-        split: Literal["test", "train"] = "test",
+        split: Literal["test", "train", "all"] = "test",
         batch_size: int = 16,
         seed: int = 0,
     ) -> None:
@@ -337,7 +339,12 @@ class Explain(Technique):
 
     def predict_dataloader(self) -> DataLoader:
         dm = self.source_data or self.datamodule
-        data = dm.test_set if self.hparams.split == "test" else dm.train_set
+        data = {"test": dm.test_set, "train": dm.train_set}.get(self.hparams.split)
+        if self.hparams.split == "all":
+            parts = [dm.train_set, dm.test_set]
+            if isinstance(dm, ImageDataModule):  # the validation split, unless it is the test set already
+                parts.insert(1, None if dm.val_set is dm.test_set else dm.val_set)
+            data = ConcatDataset([part for part in parts if part is not None])
         if data is None:
             raise ConfigError(f"{type(dm).__name__} has no {self.hparams.split} images; choose another --model.split.")
         indices = list(range(len(data)))

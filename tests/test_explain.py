@@ -296,6 +296,24 @@ def test_explain_refuses_grey_images_for_a_colour_classifier(tmp_path):
                      "--trainer.default_root_dir", str(tmp_path), *QUIET])
 
 
+def test_explain_every_picture_of_a_folder(tmp_path):
+    from PIL import Image
+
+    for i in range(6):
+        Image.new("RGB", (16, 16), (40 * i, 200 - 30 * i, 90)).save(tmp_path / f"photo{i}.png")
+    net = ClassifierNet((3, 16, 16), 4, "cnn")
+    hp = {"_class_path": "lightning_gen.Classifier", "arch": "cnn", "image_shape": (3, 16, 16), "num_classes": 4}
+    ckpt = tmp_path / "colour.ckpt"
+    torch.save({"hyper_parameters": hp, "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, ckpt)
+    GenCLI(args=["predict", "--config", TINY_EXPLAIN, "--model.classifier_ckpt", str(ckpt), "--model.split", "all",
+                 "--model.methods", "[gradcam, lime]", "--model.num_images", "null", "--data",
+                 "datamodules.ImageFolder", "--data.root", str(tmp_path), "--data.batch_size", "2",
+                 "--trainer.default_root_dir", str(tmp_path / "out"), *QUIET])
+    folder = tmp_path / "out" / "predictions" / "explanations"
+    rows = list(csv.DictReader((folder / "explanations.csv").open()))
+    assert len(rows) == 6 and len(list(folder.glob("0*.png"))) == 6
+
+
 def test_the_sgan_discriminator_is_explained_on_its_real_class_logits(tmp_path):
     disc = ClassifierNet((1, 8, 8), 10, "cnn")  # fake_logit "zero": N outputs, the fake logit is a constant
     hp = {"_class_path": "lightning_gen.SGAN", "arch": "cnn", "image_shape": (1, 8, 8), "num_classes": 10,
