@@ -14,9 +14,9 @@ Every run trains a fixed number of epochs (`--epochs`, per task), so the same co
 any machine; the wall time is printed beside them. One row per run, and the table is also written to
 `<out>/results.csv`.
 
-    LIGHTNING_GEN_DATA=/path/to/datasets python bench/metric_learning.py [--tasks omniglot mnist]
+    LIGHTNING_GEN_DATA=/path/to/datasets python bench/metric_learning.py [--tasks omniglot mnist cifar10]
         [--methods contrastive verification semi_hard batch_hard all_triplets classifier] [--seed 0]
-        [--epochs omniglot=15 mnist=5] [--out bench/out/metric_learning] [--set=--data.data.rotations=false]
+        [--epochs omniglot=15 mnist=5 cifar10=5] [--out bench/out/metric_learning] [--set=--data.data.rotations=false]
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ METHODS = {  # method: (technique config folder, extra options)
     "all_triplets": ("triplet", ["--model.mining", "all"]),
     "classifier": ("classifier", []),
 }
-EPOCHS = {"omniglot": 15, "mnist": 5, "cifar10": 10}
+EPOCHS = {"omniglot": 15, "mnist": 5, "cifar10": 5}
 DATA = {"mnist": lambda batch_size: MNIST(batch_size=batch_size),
         "cifar10": lambda batch_size: ImageFolder(root="$LIGHTNING_GEN_DATA/cifar10/train", verify=False,
                                                   test_root="$LIGHTNING_GEN_DATA/cifar10/test", batch_size=batch_size)}
