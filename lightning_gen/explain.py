@@ -358,16 +358,17 @@ class Explain(Technique):
         ones)."""
         hp, size = self.hparams, images.shape[-2:]
         maps: dict[str, Tensor] = {}
-        for method in methods or self.methods:
+        methods = list(methods or self.methods)
+        if {"lime", "kernel_shap"} & set(methods):  # one segmentation and baseline for both perturbation methods
+            segments, baselines = segment(images, hp.segments, hp.n_segments), baseline_images(images, hp.baseline)
+        for method in methods:
             if method == "cam":
                 maps[method] = upsample(cam(self.net, images, target, self.net.cam_layer, self.net.last_linear), size)
             elif method == "gradcam":
                 maps[method] = upsample(grad_cam(self.net, images, target, self.layer), size)
             else:
-                segments = segment(images, hp.segments, hp.n_segments)
                 maps[method] = perturbation_maps(method, class_probability(self.net, self.num_classes), images,
-                                                 target, segments, baseline_images(images, hp.baseline),
-                                                 hp.n_samples, hp.seed)
+                                                 target, segments, baselines, hp.n_samples, hp.seed)
         return maps
 
     def predict_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:
@@ -416,12 +417,13 @@ class ExplanationWriter(BasePredictionWriter):
         self.output_dir, self.grid_max = output_dir, grid_max
         self.rows: list[tuple[int, int, int, int, float]] = []
         self.grid: list[Tensor] = []
+        self.methods: list[str] = []
 
     def folder(self, trainer: L.Trainer) -> Any:
         return predictions_folder(trainer, self.output_dir) / "explanations"
 
     def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.rows, self.grid = [], []
+        self.rows, self.grid, self.methods = [], [], []
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
         folder = self.folder(trainer)
@@ -438,14 +440,14 @@ class ExplanationWriter(BasePredictionWriter):
                 rgb = images[b].expand(3, -1, -1)
                 heats = [heat_colours(m[b][None])[0].mul(2).sub(1) for m in maps.values()]
                 self.grid.append(torch.stack([rgb, *[0.45 * rgb + 0.55 * h for h in heats]]))
-        self._methods = list(maps)
+        self.methods = list(maps)
 
     def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.rows:
             return
         folder = self.folder(trainer)
         rank = "" if trainer.world_size == 1 else f"_rank{trainer.global_rank}"
-        columns = len(self._methods) + 1
+        columns = len(self.methods) + 1
         torchvision.utils.save_image(image_grid(torch.cat(self.grid), nrow=columns, min_side=96),
                                      folder / f"grid{rank}.png")
         with (folder / f"explanations{rank}.csv").open("w") as file:
@@ -458,7 +460,7 @@ class ExplanationWriter(BasePredictionWriter):
                 data = [[*row, wandb.Image(str(folder / f"{row[0]:05d}.png"))] for row in sorted(self.rows)]
                 columns = ["index", "label", "predicted", "target", "probability", "picture"]
                 logger.log_table("explanations", columns=columns, data=data)
-        rank_zero_info(f"predict: explained {len(self.rows)} images ({', '.join(self._methods)}) in {folder}")
+        rank_zero_info(f"predict: explained {len(self.rows)} images ({', '.join(self.methods)}) in {folder}")
 
 
 __all__ = ["Explain", "ExplanationWriter", "cam", "exact_shapley", "grad_cam", "perturbation_maps", "segment"]
