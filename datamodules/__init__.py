@@ -9,6 +9,7 @@ when their package declares an entry point in the `lightning_gen.datamodules` gr
 """
 
 from datamodules.base import DATA_ENV, DataError, ImageDataModule, data_root, make_loader
+from datamodules.char_text import CharText
 from datamodules.digits import Digits
 from datamodules.files import ImageFiles, image_files, load_image
 from datamodules.folder import ImageFolder
@@ -42,6 +43,7 @@ def load_plugins() -> list[type]:
 
 __all__ = [
     "CIFAR10",
+    "CharText",
     "ClassBatches",
     "DATA_ENV",
     "DataError",

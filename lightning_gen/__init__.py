@@ -13,6 +13,7 @@ import warnings as _warnings
 
 from lightning_gen.a2c import A2C
 from lightning_gen.cgan import CGAN
+from lightning_gen.char_lstm import CharLSTM
 from lightning_gen.classifier import Classifier
 from lightning_gen.dcgan import DCGAN
 from lightning_gen.deepdream import DeepDream
@@ -30,8 +31,8 @@ from lightning_gen.triplet import Triplet
 from lightning_gen.vae import CVAE, VAE
 
 __all__ = [
-    "A2C", "CGAN", "CVAE", "Classifier", "DCGAN", "DOC", "DeepDream", "DeepSVDD", "Explain", "FastStyleTransfer",
-    "Pix2Pix", "SGAN", "SRCNN", "SRGAN", "SRResNet", "Siamese", "StyleTransfer", "Triplet", "VAE",
+    "A2C", "CGAN", "CVAE", "CharLSTM", "Classifier", "DCGAN", "DOC", "DeepDream", "DeepSVDD", "Explain",
+    "FastStyleTransfer", "Pix2Pix", "SGAN", "SRCNN", "SRGAN", "SRResNet", "Siamese", "StyleTransfer", "Triplet", "VAE",
 ]
 __version__ = "0.1.0"
 

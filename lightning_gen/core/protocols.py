@@ -16,6 +16,7 @@ Data side (what a datamodule offers):
     ReferenceImages  train_set, test_set         sample-quality metrics compare samples with these
     Environments     make_actors, make_evaluator, spaces  reinforcement learning (gymnasium environments)
     OneClassData     target_class, num_reference_classes, bank_set, bank_dataloader  one-class anomaly detection
+    TextData         vocabulary                  text techniques: tokens as indices into the training vocabulary
 
 Technique side (what a technique offers to callbacks and the CLI):
     Generative       sample, default_labels, sample_grid   sample grids, EMA grids, SampleQuality, predict
@@ -108,6 +109,15 @@ class OneClassData(Protocol):
     bank_set: Dataset | None
 
     def bank_dataloader(self, dataset: Dataset | None = None) -> DataLoader: ...
+
+
+@runtime_checkable
+class TextData(Protocol):
+    """Text as token indices: `vocabulary[i]` is the token (a character, a word) of index i, made from the training
+    split (None until `setup`). Batches carry `(B, T)` int64 indices; what else they carry is the technique's
+    contract with its datamodule (see `datamodules/text.py`)."""
+
+    vocabulary: list[str] | None
 
 
 @runtime_checkable
