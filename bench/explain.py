@@ -58,12 +58,12 @@ def in_batches(fn, *tensors: torch.Tensor, size: int = 50) -> torch.Tensor:
     return torch.cat([fn(*(t[i : i + size] for t in tensors)) for i in range(0, len(tensors[0]), size)])
 
 
-def faithfulness(explainer: Explain, images: torch.Tensor, steps: int) -> list[dict]:
+def faithfulness(explainer: Explain, images: torch.Tensor, steps: int, methods: list[str] = METHODS) -> list[dict]:
     probability = class_probability(explainer.net, explainer.num_classes)
     with torch.no_grad():
         target = in_batches(lambda x: probability(x).argmax(1), images)
     maps, seconds = {}, {}
-    for method in METHODS:
+    for method in methods:
         start = time.perf_counter()
         maps[method] = in_batches(lambda x, t, m=method: explainer.explain(x, t, [m])[m], images, target)
         seconds[method] = (time.perf_counter() - start) / len(images)
@@ -142,22 +142,30 @@ def main() -> None:
     parser.add_argument("--mask-fraction", type=float, default=0.1, help="share of pixels masked in 8 -> 3")
     parser.add_argument("--mnist-ckpt", type=Path, default=CKPT["mnist"])
     parser.add_argument("--cifar10-ckpt", type=Path, default=CKPT["cifar10"])
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS,
+                        help="the methods of the deletion / insertion table")
+    parser.add_argument("--layer", default=None, help="the layer of CAM's and Grad-CAM's map (default: the last "
+                        "spatial layer, the one global pooling reduces), e.g. features.body.conv_pw_11_relu")
+    parser.add_argument("--no-randomisation", action="store_true", help="skip the model-randomisation table")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     for dataset in args.datasets:
         ckpt = args.mnist_ckpt if dataset == "mnist" else args.cifar10_ckpt
         explainer = Explain(str(ckpt), methods=METHODS, n_samples=args.samples, n_segments=args.segments,
-                            seed=args.seed)
+                            seed=args.seed, layer=args.layer)
         images, labels = test_images(dataset, args.images, args.seed)
         start = time.perf_counter()
-        rows = faithfulness(explainer, images, args.steps)
+        rows = faithfulness(explainer, images, args.steps, args.methods)
         print(f"\n{dataset}: {ckpt}, {len(images)} test images (seed {args.seed}), predicted class, "
               f"{args.samples} samples / {args.segments} SLIC segments for LIME and Kernel SHAP, "
-              f"{args.steps} steps per curve ({time.perf_counter() - start:.0f} s)")
+              f"{args.steps} steps per curve, CAM / Grad-CAM at {explainer.layer} "
+              f"({time.perf_counter() - start:.0f} s)")
         print("| method | deletion AUC (lower is better) | insertion AUC (higher is better) | seconds per image |")
         print("|---|---|---|---|")
         for row in rows:
             print(f"| {row['method']} | {row['deletion']:.3f} | {row['insertion']:.3f} | {row['seconds']:.3f} |")
+        if args.no_randomisation:
+            continue
         rows = randomisation(explainer, images[: args.randomisation_images], args.randomisation_stages)
         print(f"\n{dataset}: rank correlation with the trained network's map after re-initialising the top layers "
               f"(Spearman, mean over {min(len(images), args.randomisation_images)} images; Grad-CAM at "

@@ -30,3 +30,17 @@ def test_adam_is_not_fused_under_a_grad_scaler():
     module = L.LightningModule()
     module._trainer = SimpleNamespace(precision_plugin=SimpleNamespace(scaler=torch.amp.GradScaler("cpu")))
     assert not adam(module, nn.Linear(2, 2).parameters(), lr=1e-3).defaults["fused"]
+
+
+def test_adam_is_not_fused_for_a_technique_that_clips_under_mixed_precision():
+    """Lightning's mixed-precision plugins refuse to clip gradients for an optimizer that unscales inside its step
+    (a fused one), under bf16-mixed as under 16-mixed: a technique that clips asks for the plain step."""
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    module = L.LightningModule()
+    assert not adam(module, nn.Linear(2, 2).parameters(), lr=1e-3, clips_gradients=True).defaults["fused"]
+    net = nn.Linear(2, 2)
+    opt = adam(module, net.parameters(), lr=1e-3, clips_gradients=True)
+    net(torch.ones(1, 2)).sum().backward()
+    MixedPrecision("bf16-mixed", "cpu").clip_gradients(opt, clip_val=0.1)  # raises for a fused optimizer
+    assert torch.cat([p.grad.flatten() for p in net.parameters()]).norm() <= 0.1 + 1e-6
