@@ -139,6 +139,8 @@ class CharLSTM(TextTechnique):
         state = self._state[stage]
         if state is not None and state[0].shape[1] != inputs.shape[0]:
             state = None  # another number of streams than the carried state's (a resumed run with other data)
+        elif state is not None and state[0].device != inputs.device:  # restored from a checkpoint on the CPU
+            state = tuple(s.to(inputs.device) for s in state)
         logits, state = self(inputs, reset_rows(state, starts))
         self._state[stage] = tuple(s.detach() for s in state)
         loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())

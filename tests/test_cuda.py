@@ -114,3 +114,28 @@ def test_super_resolution_on_cuda(tmp_path, name, precision):
     assert probe.devices == {"cuda"} and all(torch.isfinite(p).all() for p in model.parameters())
     results = t.test(model, data, verbose=False)[0]
     assert results["test/hr/psnr"] > 0 and results["test/hr/bicubic_psnr"] > 0
+
+
+@pytest.mark.parametrize("precision", ["16-mixed", "bf16-mixed"])
+def test_char_lstm_trains_resumes_and_samples_on_cuda(tmp_path, precision):
+    """The carried recurrent state lives on the GPU, comes back from a checkpoint (saved on the CPU) to the GPU, and
+    sampling runs there."""
+    from datamodules import CharText
+    from lightning_gen import CharLSTM
+    from tests.test_char_lstm import write_text
+
+    write_text(tmp_path / "t.txt")
+
+    def fit(steps: int, ckpt_path=None) -> CharLSTM:
+        model = CharLSTM(embedding_dim=8, hidden=32, num_layers=2, sample_length=20)
+        t = L.Trainer(accelerator="gpu", devices=1, precision=precision, max_steps=steps, limit_val_batches=2,
+                      logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+        t.fit(model, CharText(path=str(tmp_path / "t.txt"), seq_len=8, batch_size=4), ckpt_path=ckpt_path)
+        t.save_checkpoint(tmp_path / f"step{steps}.ckpt")
+        return model
+
+    fit(3)
+    model = fit(6, ckpt_path=str(tmp_path / "step3.ckpt"))
+    assert {p.device.type for p in model.parameters()} == {"cuda"}
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert model.generate(torch.tensor([0]), torch.tensor([0.5]))[0].startswith("\n")
