@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 from common import CLI, QUIET, ROOT, evaluate
 
@@ -76,7 +77,8 @@ def main() -> None:
     metrics = evaluate("validate", CONFIG, ckpt, *options)
     saved = torch.load(ckpt, map_location="cpu", weights_only=False)
     model = CharLSTM.load_from_checkpoint(ckpt, map_location="cpu")
-    batches_per_epoch = len(data.streams(data.train_data, shifted=True))
+    run_data = yaml.safe_load((folder / "config.yaml").read_text())["data"]["init_args"]  # the run's streams
+    batches_per_epoch = len(CharText(**run_data).streams(data.train_data, shifted=True))
     epochs = saved["global_step"] / batches_per_epoch
     hp = model.hparams
     name = f"CharLSTM ({hp.cell}, {hp.num_layers} x {hp.hidden}), {args.minutes:g} min, {args.threads} threads"

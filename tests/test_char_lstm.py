@@ -337,6 +337,20 @@ def test_cli_fit_then_predict_from_a_prompt_writes_and_prints_the_text(tmp_path)
     assert written.count("\nROMEO:") == 2 and "ROMEO:" in predict.stdout
 
 
+def test_samples_reach_wandb_as_a_table_offline(tmp_path, monkeypatch):
+    from lightning_gen.core.cli import GenCLI
+
+    write_text(tmp_path / "t.txt")
+    monkeypatch.chdir(tmp_path)
+    GenCLI(args=["fit", "--config", TINY, "--data.path", str(tmp_path / "t.txt"), "--trainer.logger",
+                 "lightning_gen.core.loggers.AutoWandbLogger", "--trainer.logger.mode", "offline",
+                 "--trainer.default_root_dir", str(tmp_path / "out"), *QUIET])
+    tables = list((tmp_path / "runs" / "wandb").glob("offline-run-*/files/media/table/samples_*.table.json"))
+    assert len(tables) == 1
+    table = json.loads(tables[0].read_text())
+    assert table["columns"] == ["temperature", "text"] and [row[0] for row in table["data"]] == [0.2, 0.5, 1.0, 1.2]
+
+
 def test_ddp_trains_and_evaluates_like_one_process_with_the_same_streams(tmp_path):
     """Two processes with 2 streams each see the 4 streams of one process with 4: the same weights after training,
     the same validation loss."""
