@@ -19,6 +19,7 @@ from datamodules.metric import ClassBatches
 from datamodules.omniglot import Omniglot
 from datamodules.one_class import OneClass
 from datamodules.paired import PairedImages
+from datamodules.planetoid import Planetoid
 from datamodules.semi_supervised import SemiSupervised
 from datamodules.super_resolution import SuperResolution
 from datamodules.torchvision_sets import CIFAR10, MNIST, TORCHVISION_DATASETS, FashionMNIST, TorchvisionData
@@ -58,6 +59,7 @@ __all__ = [
     "Omniglot",
     "OneClass",
     "PairedImages",
+    "Planetoid",
     "SemiSupervised",
     "SuperResolution",
     "TORCHVISION_DATASETS",

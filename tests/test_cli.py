@@ -169,6 +169,8 @@ def test_every_recipe_runs_a_batch(config, tmp_path, monkeypatch):
     text = (ROOT / config).read_text()
     if "LIGHTNING_GEN_DATA" in text or "datamodules.MNIST" in text:
         shared_data()  # skips unless the datasets folder is configured
+    if "format: aclimdb" in text:  # the IMDB reviews are not in the shared datasets (users download them)
+        shared_data("text", "aclImdb")
     extra = []
     subcommand = "fit"
     if "lightning_gen.Explain" in text:  # explanations of a stand-in classifier of the recipe's images: 2 images

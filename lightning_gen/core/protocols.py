@@ -17,6 +17,8 @@ Data side (what a datamodule offers):
     Environments     make_actors, make_evaluator, spaces  reinforcement learning (gymnasium environments)
     OneClassData     target_class, num_reference_classes, bank_set, bank_dataloader  one-class anomaly detection
     TextData         vocabulary                  text techniques: tokens as indices into the training vocabulary
+    GraphData        num_features, num_classes   node classification on one graph (GCN): the whole graph one batch
+    EpisodicData     ways, shots, queries        meta-learning (MAML): batches of few-shot tasks (support + query)
 
 Technique side (what a technique offers to callbacks and the CLI):
     Generative       sample, default_labels, sample_grid   sample grids, EMA grids, SampleQuality, predict
@@ -118,6 +120,27 @@ class TextData(Protocol):
     contract with its datamodule (see `datamodules/text.py`)."""
 
     vocabulary: list[str] | None
+
+
+@runtime_checkable
+class GraphData(Protocol):
+    """One graph whose nodes are classified (`datamodules.Planetoid`): `num_features` per node and `num_classes`
+    (None until `setup`). Every loader yields the whole graph as one batch `(x (N, F), adjacency (N, N) sparse,
+    y (N,), mask (N,) bool)`, the mask choosing the stage's nodes (see `datamodules/planetoid.py`)."""
+
+    num_features: int | None
+    num_classes: int | None
+
+
+@runtime_checkable
+class EpisodicData(Protocol):
+    """Few-shot tasks (`datamodules.Episodes`, `datamodules.Sinusoid`): batches `(support_x, support_y, query_x,
+    query_y)`, each with a leading task dimension; `ways` classes per task (labels 0..ways-1; None: regression),
+    `shots` support examples and `queries` query examples of each class."""
+
+    ways: int | None
+    shots: int
+    queries: int
 
 
 @runtime_checkable
