@@ -11,6 +11,7 @@ when their package declares an entry point in the `lightning_gen.datamodules` gr
 from datamodules.base import DATA_ENV, DataError, ImageDataModule, data_root, make_loader
 from datamodules.char_text import CharText
 from datamodules.digits import Digits
+from datamodules.episodes import Episodes
 from datamodules.files import ImageFiles, image_files, load_image
 from datamodules.folder import ImageFolder
 from datamodules.gym_env import GymEnv
@@ -21,6 +22,7 @@ from datamodules.one_class import OneClass
 from datamodules.paired import PairedImages
 from datamodules.planetoid import Planetoid
 from datamodules.semi_supervised import SemiSupervised
+from datamodules.sinusoid import Sinusoid
 from datamodules.super_resolution import SuperResolution
 from datamodules.torchvision_sets import CIFAR10, MNIST, TORCHVISION_DATASETS, FashionMNIST, TorchvisionData
 
@@ -49,6 +51,7 @@ __all__ = [
     "DATA_ENV",
     "DataError",
     "Digits",
+    "Episodes",
     "GymEnv",
     "ENTRY_POINT_GROUP",
     "FashionMNIST",
@@ -61,6 +64,7 @@ __all__ = [
     "PairedImages",
     "Planetoid",
     "SemiSupervised",
+    "Sinusoid",
     "SuperResolution",
     "TORCHVISION_DATASETS",
     "TorchvisionData",

@@ -20,6 +20,7 @@ from lightning_gen.deepdream import DeepDream
 from lightning_gen.explain import Explain
 from lightning_gen.fast_style import FastStyleTransfer
 from lightning_gen.gcn import GCN
+from lightning_gen.maml import MAML
 from lightning_gen.one_class import DOC, DeepSVDD
 from lightning_gen.pix2pix import Pix2Pix
 from lightning_gen.sgan import SGAN
@@ -35,6 +36,7 @@ __all__ = [
     "A2C", "CGAN", "CVAE", "CharLSTM", "Classifier", "DCGAN", "DOC", "DeepDream", "DeepSVDD", "Explain",
     "FastStyleTransfer", "Pix2Pix", "SGAN", "SRCNN", "SRGAN", "SRResNet", "Siamese", "StyleTransfer", "Triplet", "VAE",
     "GCN",
+    "MAML",
 ]
 __version__ = "0.1.0"
 
