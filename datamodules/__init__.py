@@ -24,6 +24,7 @@ from datamodules.planetoid import Planetoid
 from datamodules.semi_supervised import SemiSupervised
 from datamodules.sinusoid import Sinusoid
 from datamodules.super_resolution import SuperResolution
+from datamodules.text_classification import TextClassification
 from datamodules.torchvision_sets import CIFAR10, MNIST, TORCHVISION_DATASETS, FashionMNIST, TorchvisionData
 
 ENTRY_POINT_GROUP = "lightning_gen.datamodules"
@@ -67,6 +68,7 @@ __all__ = [
     "Sinusoid",
     "SuperResolution",
     "TORCHVISION_DATASETS",
+    "TextClassification",
     "TorchvisionData",
     "data_root",
     "image_files",

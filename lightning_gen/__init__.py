@@ -29,12 +29,14 @@ from lightning_gen.srcnn import SRCNN
 from lightning_gen.srgan import SRGAN
 from lightning_gen.srresnet import SRResNet
 from lightning_gen.style_transfer import StyleTransfer
+from lightning_gen.text_classifier import TextClassifier
 from lightning_gen.triplet import Triplet
 from lightning_gen.vae import CVAE, VAE
 
 __all__ = [
     "A2C", "CGAN", "CVAE", "CharLSTM", "Classifier", "DCGAN", "DOC", "DeepDream", "DeepSVDD", "Explain",
     "FastStyleTransfer", "Pix2Pix", "SGAN", "SRCNN", "SRGAN", "SRResNet", "Siamese", "StyleTransfer", "Triplet", "VAE",
+    "TextClassifier",
     "GCN",
     "MAML",
 ]

@@ -17,6 +17,7 @@ Data side (what a datamodule offers):
     Environments     make_actors, make_evaluator, spaces  reinforcement learning (gymnasium environments)
     OneClassData     target_class, num_reference_classes, bank_set, bank_dataloader  one-class anomaly detection
     TextData         vocabulary                  text techniques: tokens as indices into the training vocabulary
+    TruncatedText    max_length                  text classification: the words kept per text (predict keeps as many)
     GraphData        num_features, num_classes   node classification on one graph (GCN): the whole graph one batch
     EpisodicData     ways, shots, queries        meta-learning (MAML): batches of few-shot tasks (support + query)
 
@@ -141,6 +142,14 @@ class EpisodicData(Protocol):
     ways: int | None
     shots: int
     queries: int
+
+
+@runtime_checkable
+class TruncatedText(Protocol):
+    """Text data that keeps the first `max_length` words of each text (`datamodules.TextClassification`); a
+    classifier stores it so that `predict` truncates new texts the same way."""
+
+    max_length: int
 
 
 @runtime_checkable
