@@ -64,8 +64,8 @@ class SameWeightsCheck(L.Callback):
 
 
 class SaveTestMetrics(L.Callback):
-    """Writes the metrics of a `test` (or `validate`) run, after the processes' sync, to
-    `<default_root_dir>/test_metrics.json` (`validate_metrics.json`)."""
+    """Writes the metrics of a `test` (or `validate`, or `fit`: the last validation's) run, after the processes'
+    sync, to `<default_root_dir>/test_metrics.json` (`validate_metrics.json`, `fit_metrics.json`)."""
 
     def on_test_end(self, trainer, pl_module):
         self.write(trainer, "test")
@@ -73,6 +73,9 @@ class SaveTestMetrics(L.Callback):
     def on_validation_end(self, trainer, pl_module):
         if trainer.state.fn == "validate":
             self.write(trainer, "validate")
+
+    def on_fit_end(self, trainer, pl_module):
+        self.write(trainer, "fit")  # the last validation's metrics, among others
 
     @staticmethod
     def write(trainer, name):
