@@ -34,11 +34,9 @@ from lightning_gen.triplet import Triplet
 from lightning_gen.vae import CVAE, VAE
 
 __all__ = [
-    "A2C", "CGAN", "CVAE", "CharLSTM", "Classifier", "DCGAN", "DOC", "DeepDream", "DeepSVDD", "Explain",
-    "FastStyleTransfer", "Pix2Pix", "SGAN", "SRCNN", "SRGAN", "SRResNet", "Siamese", "StyleTransfer", "Triplet", "VAE",
-    "TextClassifier",
-    "GCN",
-    "MAML",
+    "A2C", "CGAN", "CharLSTM", "Classifier", "CVAE", "DCGAN", "DeepDream", "DeepSVDD", "DOC", "Explain",
+    "FastStyleTransfer", "GCN", "MAML", "Pix2Pix", "SGAN", "Siamese", "SRCNN", "SRGAN", "SRResNet", "StyleTransfer",
+    "TextClassifier", "Triplet", "VAE",
 ]
 __version__ = "0.1.0"
 
