@@ -53,3 +53,5 @@ def started_wandb_run(logger: WandbLogger) -> Any | None:
 #   trainer.fit_loop.epoch_loop.total_batch_idx   (dcgan.DCGAN.training_step: the generator cadence of n_critic)
 #   trainer.val_dataloaders / trainer.test_dataloaders  (core.distributed.first_visit_mask: the DDP sampler)
 #   trainer.lr_scheduler_configs                  (core.technique.Technique: schedulers stepped by interval)
+#   trainer.fit_loop.epoch_loop.batch_progress.current.processed  (datamodules.char_text.StreamLoader: the
+#                                                 batches of the epoch done, saved so a resumed run continues)
