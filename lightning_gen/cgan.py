@@ -24,6 +24,7 @@ from lightning_gen.core.checks import (
 from lightning_gen.core.sampling import class_of_index
 from lightning_gen.dcgan import DCGAN
 from lightning_gen.nn import DCGANDiscriminator, DCGANGenerator, dcgan_init
+from lightning_gen.nn.norm import Norm
 
 
 class ConditionalGenerator(nn.Module):
@@ -31,10 +32,10 @@ class ConditionalGenerator(nn.Module):
     class embedding."""
 
     def __init__(self, latent_dim: int, num_classes: int, embed_dim: int, image_shape: tuple[int, int, int],
-                 features: int) -> None:
+                 features: int, norm: Norm = "batch") -> None:
         super().__init__()
         self.embed = nn.Embedding(num_classes, embed_dim)
-        self.net = DCGANGenerator(latent_dim + embed_dim, image_shape, features)
+        self.net = DCGANGenerator(latent_dim + embed_dim, image_shape, features, norm=norm)
         dcgan_init(self.embed)
 
     def forward(self, z: Tensor, labels: Tensor) -> Tensor:
@@ -47,15 +48,15 @@ class ConditionalDiscriminator(nn.Module):
     input channel)."""
 
     def __init__(self, num_classes: int, image_shape: tuple[int, int, int], features: int,
-                 conditioning: Literal["projection", "concat"]) -> None:
+                 conditioning: Literal["projection", "concat"], norm: Norm = "batch") -> None:
         super().__init__()
         channels, height, width = image_shape
         self.conditioning = conditioning
         if conditioning == "concat":
-            self.net = DCGANDiscriminator((channels + 1, height, width), features)
+            self.net = DCGANDiscriminator((channels + 1, height, width), features, norm=norm)
             self.embed = nn.Embedding(num_classes, height * width)
         else:
-            self.net = DCGANDiscriminator(image_shape, features)
+            self.net = DCGANDiscriminator(image_shape, features, norm=norm)
             self.embed = nn.Embedding(num_classes, self.net.head.in_channels)
         dcgan_init(self.embed)
 
@@ -107,9 +108,9 @@ class CGAN(DCGAN):
         hp.image_shape = resolve_image_shape(hp.image_shape, self.datamodule, "CGAN")
         # each network owns its class embedding, so its gradient sync under DDP and the generator EMA include it
         self.generator = ConditionalGenerator(hp.latent_dim, hp.num_classes, hp.embed_dim, hp.image_shape,
-                                              hp.g_features)
+                                              hp.g_features, hp.norm)
         self.discriminator = ConditionalDiscriminator(hp.num_classes, hp.image_shape, hp.d_features,
-                                                      hp.d_conditioning)
+                                                      hp.d_conditioning, hp.norm)
 
     # ---- conditioning -----------------------------------------------------------------------------------------
     def generate(self, z: Tensor, labels: Tensor | None = None) -> Tensor:

@@ -33,6 +33,7 @@ from lightning_gen.core.technique import Technique
 from lightning_gen.nn import ClassifierArch, ClassifierNet
 from lightning_gen.nn.backbones import NATIVE_SIZE, BackboneName, BackboneNet
 from lightning_gen.nn.classifier import classifier_checkpoint
+from lightning_gen.nn.norm import Norm
 
 
 class Classifier(Technique):
@@ -49,6 +50,8 @@ class Classifier(Technique):
         weight_decay: Adam weight decay.
         lr_decay: multiply the learning rate by this factor after every epoch (1 keeps it constant).
         noise: the network's regularisers (dropout / Gaussian noise) on or off.
+        norm: the `cnn` network's normalisation after each convolution: `none` (the default), `batch`, `layer`,
+            `instance` or `group` (see `lightning_gen.nn.norm`; `bench/norms.py` compares them).
         data_name: name of the training data, used to name metrics computed on this classifier's features
             ("MNIST-classifier FID"); taken from the datamodule when not given.
         backbone: an ImageNet network to start from instead of `arch` (transfer learning): `vgg16`, `resnet18`,
@@ -74,6 +77,7 @@ class Classifier(Technique):
         weight_decay: float = 0.0,
         lr_decay: float = 1.0,
         noise: bool = True,
+        norm: Norm = "none",
         data_name: str | None = None,
         backbone: BackboneName | None = None,
         weights: str = "imagenet",
@@ -93,6 +97,10 @@ class Classifier(Technique):
             raise ConfigError(f"num_classes must be 2 or more, got {num_classes}.")
         if not 0 < lr_decay <= 1:
             raise ConfigError(f"lr_decay must be in (0, 1], got {lr_decay}.")
+        if norm != "none" and (backbone is not None or arch != "cnn"):
+            raise ConfigError(f"norm={norm!r} applies to the cnn network; "
+                              f"{'a backbone keeps its own batch norm' if backbone else 'the mlp has none'}: use "
+                              "arch cnn without a backbone, or norm none.")
         self.save_hyperparameters()
 
     def build(self) -> None:
@@ -103,7 +111,7 @@ class Classifier(Technique):
             inner = dm.data if isinstance(dm, SemiSupervisedData) else dm  # it wraps the named datamodule
             hp.data_name = inner.dataset if isinstance(inner, NamedData) else type(inner).__name__
         if hp.backbone is None:
-            self.net = ClassifierNet(hp.image_shape, hp.num_classes, hp.arch, hp.noise)
+            self.net = ClassifierNet(hp.image_shape, hp.num_classes, hp.arch, hp.noise, hp.norm)
         else:  # ImageNet weights only for a new run: a resumed run, `test` or a loaded checkpoint bring their own
             trainer = attached_trainer(self)
             fresh = self.stage == "fit" and trainer is not None and trainer.ckpt_path is None

@@ -17,6 +17,7 @@ from lightning_gen.core.sampling import fixed_noise
 from lightning_gen.core.technique import GenerativeTechnique, eval_mode
 from lightning_gen.losses import GANLoss, discriminator_loss, generator_loss
 from lightning_gen.nn import DCGANDiscriminator, DCGANGenerator
+from lightning_gen.nn.norm import Norm
 
 
 class DCGAN(FlushDenormals, GenerativeTechnique):
@@ -29,6 +30,9 @@ class DCGAN(FlushDenormals, GenerativeTechnique):
         loss: adversarial loss on logits: `bce` (non-saturating), `lsgan` (least squares) or `hinge`.
         label_smoothing: one-sided label smoothing: real targets become 1 - label_smoothing (bce, lsgan).
         n_critic: discriminator steps per generator step (one discriminator step per batch).
+        norm: normalisation in both networks: `batch` (the paper's), `layer`, `instance`, `group` or `none` (see
+            `lightning_gen.nn.norm`). Batch norm normalises each batch's real and fake images by their own
+            statistics in training, and by running averages in eval mode (sample grids, `predict`).
         lr_g: Adam learning rate of the generator.
         lr_d: Adam learning rate of the discriminator.
         betas: Adam betas of both optimizers.
@@ -49,6 +53,7 @@ class DCGAN(FlushDenormals, GenerativeTechnique):
         loss: GANLoss = "bce",
         label_smoothing: float = 0.0,
         n_critic: int = 1,
+        norm: Norm = "batch",
         lr_g: float = 2e-4,
         lr_d: float = 2e-4,
         betas: tuple[float, float] = (0.5, 0.999),
@@ -73,8 +78,8 @@ class DCGAN(FlushDenormals, GenerativeTechnique):
     def build(self) -> None:
         hp = self.hparams
         hp.image_shape = resolve_image_shape(hp.image_shape, self.datamodule, type(self).__name__)
-        self.generator = DCGANGenerator(hp.latent_dim, hp.image_shape, hp.g_features)
-        self.discriminator = DCGANDiscriminator(hp.image_shape, hp.d_features)
+        self.generator = DCGANGenerator(hp.latent_dim, hp.image_shape, hp.g_features, norm=hp.norm)
+        self.discriminator = DCGANDiscriminator(hp.image_shape, hp.d_features, norm=hp.norm)
 
     # ---- the two networks; the conditional GAN passes labels through these -------------------------------------
     def generate(self, z: Tensor, labels: Tensor | None = None) -> Tensor:  # (B, latent) -> (B, C, H, W) in [-1, 1]

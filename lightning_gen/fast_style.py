@@ -33,23 +33,27 @@ from lightning_gen.core.optim import adam
 from lightning_gen.core.runs import logs_this_step, save_and_log_images
 from lightning_gen.core.technique import Technique
 from lightning_gen.nn.features import Backbone, attach_frozen, check_style_config, on_device, perceptual_loss
+from lightning_gen.nn.norm import Norm, make_norm
 
 
 class ConvNormReLU(nn.Sequential):
-    """Reflection-padded convolution -> instance norm (affine) -> ReLU (or none with `relu=False`)."""
+    """Reflection-padded convolution -> normalisation (affine instance norm by default) -> ReLU (or none with
+    `relu=False`)."""
 
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, relu: bool = True) -> None:
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, relu: bool = True,
+                 norm: Norm = "instance") -> None:
         layers: list[nn.Module] = [nn.ReflectionPad2d(kernel // 2), nn.Conv2d(cin, cout, kernel, stride),
-                                   nn.InstanceNorm2d(cout, affine=True)]
+                                   make_norm(norm, cout)]
         if relu:
             layers.append(nn.ReLU())
         super().__init__(*layers)
 
 
 class ResidualBlock(nn.Module):
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, norm: Norm = "instance") -> None:
         super().__init__()
-        self.body = nn.Sequential(ConvNormReLU(channels, channels, 3), ConvNormReLU(channels, channels, 3, relu=False))
+        self.body = nn.Sequential(ConvNormReLU(channels, channels, 3, norm=norm),
+                                  ConvNormReLU(channels, channels, 3, relu=False, norm=norm))
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.body(x)
@@ -57,16 +61,18 @@ class ResidualBlock(nn.Module):
 
 class TransformNet(nn.Module):
     """Johnson et al.'s image-transformation network; `width` is the first layer's channels (32 in the paper;
-    the downsampled body has 4 * width). `(B, 3, H, W)` in [-1, 1] -> `(B, 3, H, W)` in [-1, 1], any H and W."""
+    the downsampled body has 4 * width; `norm` after every convolution but the last, affine instance norm as Ulyanov
+    et al.). `(B, 3, H, W)` in [-1, 1] -> `(B, 3, H, W)` in [-1, 1], any H and W."""
 
-    def __init__(self, width: int = 32, num_residual: int = 5) -> None:
+    def __init__(self, width: int = 32, num_residual: int = 5, norm: Norm = "instance") -> None:
         super().__init__()
         w = width
         self.net = nn.Sequential(
-            ConvNormReLU(3, w, 9), ConvNormReLU(w, 2 * w, 3, 2), ConvNormReLU(2 * w, 4 * w, 3, 2),  # -> (4w, H/4, W/4)
-            *[ResidualBlock(4 * w) for _ in range(num_residual)],
-            nn.Upsample(scale_factor=2, mode="nearest"), ConvNormReLU(4 * w, 2 * w, 3),
-            nn.Upsample(scale_factor=2, mode="nearest"), ConvNormReLU(2 * w, w, 3),  # -> (w, H, W)
+            ConvNormReLU(3, w, 9, norm=norm), ConvNormReLU(w, 2 * w, 3, 2, norm=norm),
+            ConvNormReLU(2 * w, 4 * w, 3, 2, norm=norm),  # -> (4w, H/4, W/4)
+            *[ResidualBlock(4 * w, norm) for _ in range(num_residual)],
+            nn.Upsample(scale_factor=2, mode="nearest"), ConvNormReLU(4 * w, 2 * w, 3, norm=norm),
+            nn.Upsample(scale_factor=2, mode="nearest"), ConvNormReLU(2 * w, w, 3, norm=norm),  # -> (w, H, W)
             nn.ReflectionPad2d(4), nn.Conv2d(w, 3, 9),
         )
 
@@ -95,6 +101,8 @@ class FastStyleTransfer(Technique):
         tv_weight: weight of the total-variation term.
         width: channels of the transformation network's first layer (32 in the paper; 16 is 4x cheaper).
         num_residual: residual blocks (5 in the paper).
+        norm: normalisation in the transformation network: `instance` (Ulyanov et al.'s, with scale and shift; the
+            default), `batch` (Johnson et al.'s original), `layer`, `group` or `none` (see `lightning_gen.nn.norm`).
         lr: Adam's learning rate (1e-3 in the paper).
         num_val_images: validation photos shown, with their stylised versions, in the saved grid.
         predict_images: a file or folder of images that `predict` stylises (any size).
@@ -116,6 +124,7 @@ class FastStyleTransfer(Technique):
         tv_weight: float = 10.0,
         width: int = 32,
         num_residual: int = 5,
+        norm: Norm = "instance",
         lr: float = 1e-3,
         num_val_images: int = 8,
         predict_images: str | None = None,
@@ -134,7 +143,7 @@ class FastStyleTransfer(Technique):
     def build(self) -> None:
         """The transformation network (it takes any image size, so this needs no data). The frozen loss network is
         not part of the checkpoint: `setup` makes it where a loss is computed (not for `predict`)."""
-        self.net = TransformNet(self.hparams.width, self.hparams.num_residual)
+        self.net = TransformNet(self.hparams.width, self.hparams.num_residual, self.hparams.norm)
 
     def forward(self, images: Tensor) -> Tensor:
         return self.net(images)

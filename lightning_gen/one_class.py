@@ -35,6 +35,7 @@ from lightning_gen.core.runs import ColumnWriter, logs_this_step, save_and_log_i
 from lightning_gen.core.technique import Technique, batch_statistics, eval_mode
 from lightning_gen.losses import compactness_loss, knn_distance, svdd_loss
 from lightning_gen.nn.features import FeatureNet, attach_frozen, on_device
+from lightning_gen.nn.norm import Norm, make_norm
 
 Backbone = Literal["cnn", "mobilenet_v1"]
 MOBILENET_LAYER = "conv_pw_13_relu"  # the last layer of MobileNet v1 (alpha 0.25): 256 channels
@@ -43,20 +44,20 @@ MOBILENET_CHANNELS = 256
 
 # ---- the feature networks ------------------------------------------------------------------------------------------
 class LeNetEncoder(nn.Module):
-    """Ruff et al.'s LeNet-type network: per entry of `channels` a 5x5 convolution, batch norm (eps 1e-4),
-    LeakyReLU(0.1) and 2x2 max pooling, then a linear layer to `feature_dim`. `bias=False` removes every bias and
-    batch norm's affine parameters (Deep SVDD); `batch_norm=False` leaves batch norm out (DOC, whose target and
-    reference batches must not be normalised by each other's statistics)."""
+    """Ruff et al.'s LeNet-type network: per entry of `channels` a 5x5 convolution, a normalisation (`norm`, eps 1e-4:
+    batch norm in Ruff et al.'s), LeakyReLU(0.1) and 2x2 max pooling, then a linear layer to `feature_dim`.
+    `bias=False` removes every bias and the normalisation's affine parameters (Deep SVDD); DOC's default `norm="none"`
+    leaves it out (its target and reference batches must not be normalised by each other's statistics)."""
 
     def __init__(self, image_shape: tuple[int, int, int], channels: list[int], feature_dim: int, bias: bool,
-                 batch_norm: bool) -> None:
+                 norm: Norm) -> None:
         super().__init__()
         c, h, w = image_shape
         layers: list[nn.Module] = []
         for out in channels:
             layers.append(nn.Conv2d(c, out, 5, padding=2, bias=bias))
-            if batch_norm:
-                layers.append(nn.BatchNorm2d(out, eps=1e-4, affine=bias))
+            if norm != "none":
+                layers.append(make_norm(norm, out, affine=bias, eps=1e-4))
             layers += [nn.LeakyReLU(0.1), nn.MaxPool2d(2)]
             c, h, w = out, h // 2, w // 2  # (B, c, h, w) -> (B, out, h/2, w/2)
         self.body = nn.Sequential(*layers, nn.Flatten())  # (B, C, H, W) -> (B, c * h * w)
@@ -115,8 +116,7 @@ class OneClassTechnique(Technique):
     item counted once under DDP), the grid of the most and least anomalous images of the normal class, and `predict`
     writing every test image's anomaly score to `anomaly_scores.csv`. Subclasses give the loss and `score`."""
 
-    bias: bool = True  # biases and affine batch norm in the feature network
-    batch_norm: bool = False
+    bias: bool = True  # biases and affine normalisation in the feature network
 
     def _check_common(self, feature_dim: int, channels: list[int], input_size: int, hidden: int,
                       num_extremes: int) -> None:
@@ -138,7 +138,7 @@ class OneClassTechnique(Technique):
                 raise ConfigError(f"{len(hp.channels)} pooling layers (one per entry of `channels`) shrink "
                                   f"{side}-pixel images below one pixel: give at most {side.bit_length() - 1} channel "
                                   "counts.")
-            self.encoder = LeNetEncoder(hp.image_shape, list(hp.channels), hp.feature_dim, self.bias, self.batch_norm)
+            self.encoder = LeNetEncoder(hp.image_shape, list(hp.channels), hp.feature_dim, self.bias, hp.norm)
         else:
             self.encoder = MobileNetEncoder(hp.weights, hp.input_size, hp.feature_dim, hp.hidden, self.bias)
         self.val_auroc, self.test_auroc = BinaryAUROC(), BinaryAUROC()
@@ -269,6 +269,9 @@ class DOC(OneClassTechnique):
         weights: MobileNet's weights: a file (offline: `$LIGHTNING_GEN_DATA/weights/mobilenet_2_5_224_tf_no_top.h5`),
             `imagenet` (torch hub cache) or `random` (tests only).
         channels: `cnn` convolution channels, one 5x5 convolution and 2x2 pooling each.
+        norm: the `cnn` network's normalisation after each convolution: `none` (the default), `layer`, `instance`,
+            `group` or `batch` (see `lightning_gen.nn.norm`; batch norm would normalise the target and reference
+            batches each by its own statistics in training).
         feature_dim: length of the feature vector the losses and the score are computed on.
         hidden: width of the MobileNet head's hidden layer.
         input_size: side MobileNet's input images are resized to.
@@ -288,6 +291,7 @@ class DOC(OneClassTechnique):
         backbone: Backbone = "cnn",
         weights: str = "imagenet",
         channels: list[int] = [32, 64],  # noqa: B006 (jsonargparse needs the list; it is never mutated)
+        norm: Norm = "none",
         feature_dim: int = 64,
         hidden: int = 256,
         input_size: int = 64,
@@ -364,8 +368,10 @@ class DeepSVDD(OneClassTechnique):
         backbone: feature network: `cnn` (Ruff et al.'s LeNet-type network, trained from scratch) or `mobilenet_v1`
             (the frozen ImageNet MobileNet v1 with a trainable bias-free head).
         weights: MobileNet's weights: a file, `imagenet` (torch hub cache) or `random` (tests only).
-        channels: `cnn` convolution channels, one 5x5 convolution, batch norm and 2x2 pooling each (the paper: 8, 4
-            for MNIST; 32, 64, 128 for CIFAR-10).
+        channels: `cnn` convolution channels, one 5x5 convolution, normalisation and 2x2 pooling each (the paper: 8,
+            4 for MNIST; 32, 64, 128 for CIFAR-10).
+        norm: the `cnn` network's normalisation, without scale and shift: `batch` (the paper's), `layer`,
+            `instance`, `group` or `none` (see `lightning_gen.nn.norm`).
         feature_dim: length of the feature vector (the paper: 32 for MNIST, 128 for CIFAR-10).
         hidden: width of the MobileNet head's hidden layer.
         input_size: side MobileNet's input images are resized to.
@@ -377,13 +383,13 @@ class DeepSVDD(OneClassTechnique):
     """
 
     bias = False
-    batch_norm = True
 
     def __init__(
         self,
         backbone: Backbone = "cnn",
         weights: str = "imagenet",
         channels: list[int] = [8, 4],  # noqa: B006 (jsonargparse needs the list; it is never mutated)
+        norm: Norm = "batch",
         feature_dim: int = 32,
         hidden: int = 256,
         input_size: int = 64,

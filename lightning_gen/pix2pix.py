@@ -47,7 +47,8 @@ class Pix2Pix(FlushDenormals, Technique):
         d_features: width of the PatchGAN's first layer.
         receptive_field: the PatchGAN's patch size in pixels: 1 (PixelGAN), 16, 70 (the paper's default) or 286
             (an ImageGAN at 256x256).
-        norm: `batch` or `instance` normalisation, in both networks.
+        norm: normalisation in both networks: `batch` (the paper's), `instance` (without scale and shift, as the
+            reference code's option), `layer`, `group` or `none` (see `lightning_gen.nn.norm`).
         dropout: dropout probability in the U-Net's innermost decoder layers (0: none).
         gan_loss: `bce` or `lsgan` (or `hinge`), on D's logits.
         l1_weight: lambda, the weight of the L1 term in G's loss.

@@ -44,17 +44,22 @@ from lightning_gen.losses import (
     sgan_unsupervised_loss,
 )
 from lightning_gen.nn import ClassifierArch, ClassifierNet, DCGANGenerator
+from lightning_gen.nn.norm import Norm, make_norm
 
 
 class MLPGenerator(nn.Module):
-    """Salimans et al.'s MNIST generator: z -> 500 -> 500 (softplus, batch norm) -> C*H*W (tanh, weight norm)."""
+    """Salimans et al.'s MNIST generator: z -> 500 -> 500 (softplus, batch norm) -> C*H*W (tanh, weight norm). `norm`
+    replaces the batch norm (`batch`, `layer`, `group` or `none`: the hidden layers are vectors, with no pixels for
+    instance norm)."""
 
-    def __init__(self, latent_dim: int, image_shape: tuple[int, int, int], hidden: int = 500) -> None:
+    def __init__(self, latent_dim: int, image_shape: tuple[int, int, int], hidden: int = 500,
+                 norm: Norm = "batch") -> None:
         super().__init__()
         out = image_shape[0] * image_shape[1] * image_shape[2]
+        bias = norm == "none"  # the other normalisations have their own shift
         self.net = nn.Sequential(
-            nn.Linear(latent_dim, hidden, bias=False), nn.BatchNorm1d(hidden), nn.Softplus(),
-            nn.Linear(hidden, hidden, bias=False), nn.BatchNorm1d(hidden), nn.Softplus(),
+            nn.Linear(latent_dim, hidden, bias=bias), make_norm(norm, hidden, dims=1), nn.Softplus(),
+            nn.Linear(hidden, hidden, bias=bias), make_norm(norm, hidden, dims=1), nn.Softplus(),
             nn.utils.parametrizations.weight_norm(nn.Linear(hidden, out)), nn.Tanh(),
         )
         self.image_shape = tuple(image_shape)
@@ -71,6 +76,8 @@ class SGAN(GenerativeTechnique):
         generator: `mlp` (Salimans et al.'s MNIST generator) or `dcgan` (DCGAN's convolutional generator).
         latent_dim: length of the noise vector z ~ U(0, 1) (mlp) or N(0, I) (dcgan).
         g_features: channels of the DCGAN generator's last hidden layer (dcgan only).
+        norm: the generator's normalisation: `batch` (Salimans et al.'s and DCGAN's), `layer`, `group`, `none`, or
+            `instance` (dcgan only) (see `lightning_gen.nn.norm`). The discriminator has none (see above).
         fake_logit: `learned`: the network has N+1 outputs; `zero`: N outputs and the fake logit fixed at 0
             (the same model with one redundant degree of freedom removed, as Salimans et al. do).
         generator_loss: `feature_matching` (match the batch mean of the discriminator's last hidden features
@@ -92,6 +99,7 @@ class SGAN(GenerativeTechnique):
         generator: Literal["mlp", "dcgan"] = "mlp",
         latent_dim: int = 100,
         g_features: int = 32,
+        norm: Norm = "batch",
         fake_logit: Literal["learned", "zero"] = "zero",
         generator_loss: Literal["feature_matching", "nonsaturating"] = "feature_matching",
         unsupervised_weight: float = 1.0,
@@ -112,6 +120,9 @@ class SGAN(GenerativeTechnique):
             raise ConfigError("unsupervised_weight and lr_decay_epochs must be 0 or more.")
         if latent_dim < 1 or g_features < 1 or num_samples < 1:
             raise ConfigError("latent_dim, g_features and num_samples must be positive.")
+        if norm == "instance" and generator == "mlp":
+            raise ConfigError("instance norm normalises each channel over its pixels, and the mlp generator's hidden "
+                              "layers are vectors: use norm batch, layer, group or none, or generator dcgan.")
         self.save_hyperparameters()
         self.automatic_optimization = False
 
@@ -120,9 +131,9 @@ class SGAN(GenerativeTechnique):
         hp.image_shape = resolve_image_shape(hp.image_shape, dm, "SGAN")
         hp.num_classes = resolve_num_classes(hp.num_classes, dm, "SGAN", ", wrapped in `datamodules.SemiSupervised`")
         if hp.generator == "mlp":
-            self.generator = MLPGenerator(hp.latent_dim, hp.image_shape)
+            self.generator = MLPGenerator(hp.latent_dim, hp.image_shape, norm=hp.norm)
         else:
-            self.generator = DCGANGenerator(hp.latent_dim, hp.image_shape, hp.g_features)
+            self.generator = DCGANGenerator(hp.latent_dim, hp.image_shape, hp.g_features, norm=hp.norm)
         outputs = hp.num_classes + (1 if hp.fake_logit == "learned" else 0)
         self.discriminator = ClassifierNet(hp.image_shape, outputs, hp.arch)
         self.val_acc = torchmetrics.Accuracy("multiclass", num_classes=hp.num_classes)

@@ -30,9 +30,18 @@ from lightning_gen.core.technique import Technique
 from lightning_gen.losses import GANLoss, discriminator_loss, generator_loss
 from lightning_gen.metrics.sr import SREvaluation, SuperResolutionEvaluation, check_residual
 from lightning_gen.nn.features import Backbone, FeatureNet, attach_frozen, check_layers, on_device
+from lightning_gen.nn.norm import Norm
 from lightning_gen.nn.sr import SRDiscriminator, SRResNet
 
 DEFAULT_CONTENT_LAYER = {"vgg19": "relu5_4", "vgg16": "relu5_3", "mobilenet_v1": "conv_pw_11_relu"}
+
+
+def checkpoint_norm(hparams: dict[str, Any]) -> str:
+    """The generator normalisation an SRResNet or SRGAN checkpoint was trained with (`batch_norm: true/false` in
+    checkpoints from before `norm`)."""
+    if "norm" in hparams:
+        return str(hparams["norm"])
+    return "batch" if hparams.get("batch_norm", True) else "none"
 
 
 class SRGAN(SuperResolutionEvaluation, Technique):
@@ -44,6 +53,8 @@ class SRGAN(SuperResolutionEvaluation, Technique):
         num_blocks: generator residual blocks (16).
         residual: the generator adds the bicubic upsampling of its input (as `SRResNet(residual=True)`; must match
             `generator_ckpt`).
+        norm: normalisation in both networks: `batch` (the paper's), `none`, `layer`, `instance` or `group` (see
+            `lightning_gen.nn.norm`; the generator's must match `generator_ckpt`).
         d_channels: the discriminator's first-layer channels (64).
         generator_ckpt: a trained `SRResNet` checkpoint of the same scale and size to start the generator from
             (strongly advised; `null` starts from random weights).
@@ -66,6 +77,7 @@ class SRGAN(SuperResolutionEvaluation, Technique):
         channels: int = 64,
         num_blocks: int = 16,
         residual: bool = False,
+        norm: Norm = "batch",
         d_channels: int = 64,
         generator_ckpt: str | None = None,
         backbone: Backbone = "vgg19",
@@ -92,8 +104,8 @@ class SRGAN(SuperResolutionEvaluation, Technique):
 
     def build(self) -> None:
         hp = self.hparams
-        self.generator = SRResNet(hp.scale, hp.channels, hp.num_blocks, residual=hp.residual)
-        self.discriminator = SRDiscriminator(hp.d_channels)
+        self.generator = SRResNet(hp.scale, hp.channels, hp.num_blocks, hp.norm, residual=hp.residual)
+        self.discriminator = SRDiscriminator(hp.d_channels, hp.norm)
         # a new fit starts G from the SRResNet checkpoint; a resumed fit or a loaded checkpoint has its own weights
         if hp.generator_ckpt and self.stage == "fit" and self.trainer.ckpt_path is None:
             self.load_generator(hp.generator_ckpt)
@@ -116,6 +128,10 @@ class SRGAN(SuperResolutionEvaluation, Technique):
         except FileNotFoundError:
             raise ConfigError(f"generator_ckpt {path} does not exist: train an SRResNet first "
                               "(configs/srresnet/...) and give its last.ckpt.") from None
+        saved = checkpoint_norm(checkpoint.get("hyper_parameters", {}))
+        if saved != self.hparams.norm:  # layer and group norm have the same weights: the keys cannot tell them apart
+            raise ConfigError(f"generator_ckpt {path} was trained with norm={saved} but this model has "
+                              f"norm={self.hparams.norm}; set --model.norm {saved} to match it.")
         state = checkpoint["state_dict"]
         weights = {k.removeprefix("generator."): v for k, v in state.items() if k.startswith("generator.")}
         own = self.generator.state_dict()

@@ -20,6 +20,7 @@ from lightning_gen.core.checks import ConfigError, check_learning_rates
 from lightning_gen.core.optim import adam
 from lightning_gen.core.technique import Technique
 from lightning_gen.metrics.sr import SREvaluation, SuperResolutionEvaluation
+from lightning_gen.nn.norm import Norm
 from lightning_gen.nn.sr import SRResNet as SRResNetNet
 
 
@@ -30,12 +31,15 @@ class SRResNet(SuperResolutionEvaluation, Technique):
         scale: upscaling factor (2, 3 or 4; must equal the datamodule's).
         channels: feature channels (64 in the paper).
         num_blocks: residual blocks (16 in the paper).
-        batch_norm: batch norm in the blocks (the paper's; EDSR later dropped it).
+        norm: normalisation in the residual blocks: `batch` (the paper's), `none` (EDSR's: Lim et al. 2017 dropped
+            it), `layer`, `instance` or `group` (see `lightning_gen.nn.norm`).
         residual: add the bicubic upsampling of the input to the output, the network starting as bicubic (not in
             the paper; it makes short training runs beat bicubic).
         lr: Adam's learning rate (1e-4 in the paper).
         channel: evaluation on the luminance (`y`, the literature's tables) or on `rgb`.
         num_strips: images per evaluation set shown as (bicubic | SRResNet | HR) strips.
+        batch_norm: deprecated, replaced by `norm` (`true` is `norm: batch`, `false` is `norm: none`); still read so
+            that checkpoints and configs from before `norm` keep working.
     """
 
     def __init__(
@@ -43,15 +47,21 @@ class SRResNet(SuperResolutionEvaluation, Technique):
         scale: Literal[2, 3, 4] = 4,
         channels: int = 64,
         num_blocks: int = 16,
-        batch_norm: bool = True,
+        norm: Norm = "batch",
         residual: bool = False,
         lr: float = 1e-4,
         channel: Literal["y", "rgb"] = "y",
         num_strips: int = 2,
+        batch_norm: bool | None = None,
     ) -> None:
         super().__init__()
         check_learning_rates(lr=lr)
-        self.save_hyperparameters()
+        if batch_norm is not None:  # the option before `norm` (norm then has its default, batch)
+            if norm not in ("batch", "batch" if batch_norm else "none"):
+                raise ConfigError(f"batch_norm={batch_norm} (deprecated) contradicts norm={norm!r}; give norm alone.")
+            norm = "batch" if batch_norm else "none"
+        self.save_hyperparameters(ignore=["batch_norm"])
+        self.hparams.norm = norm
         if channels < 1 or num_blocks < 0 or lr <= 0 or scale not in (2, 3, 4):
             raise ConfigError(f"need channels >= 1, num_blocks >= 0, lr > 0 and scale 2, 3 or 4; got {channels}, "
                               f"{num_blocks}, {lr}, {scale}.")
@@ -59,7 +69,7 @@ class SRResNet(SuperResolutionEvaluation, Technique):
 
     def build(self) -> None:
         hp = self.hparams
-        self.generator = SRResNetNet(hp.scale, hp.channels, hp.num_blocks, hp.batch_norm, hp.residual)
+        self.generator = SRResNetNet(hp.scale, hp.channels, hp.num_blocks, hp.norm, hp.residual)
 
     def forward(self, lr: Tensor) -> Tensor:
         return self.generator(lr)  # (B, 3, h, w) -> (B, 3, scale*h, scale*w)

@@ -260,6 +260,7 @@ def test_wrong_channels_are_refused_before_a_step(tmp_path):
         trainer(tmp_path).fit(model, paired(make_pairs(tmp_path)))
 
 
+@pytest.mark.slow
 def test_tiny_config_fit_test_predict_on_facades(tmp_path):
     shared_data("facades")
     args = ["--config", TINY, "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false", *QUIET]

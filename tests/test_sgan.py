@@ -324,6 +324,7 @@ def test_sgan_builds_lazily_and_loads_without_data(tmp_path):
     assert torch.equal(loaded.sample(torch.arange(3)), model.sample(torch.arange(3)))
 
 
+@pytest.mark.slow
 def test_sgan_tiny_config_fit_test_predict(tmp_path):
     args = ["--config", TINY_SGAN, "--trainer.logger", "false", "--trainer.default_root_dir", "out", *QUIET]
     fit = run_cli(["fit", *args], tmp_path)

@@ -182,6 +182,7 @@ def test_modcrop_and_degrade_sizes():
     assert hr.size == (100, 68) and lr.size == (25, 17) and bicubic.size == (100, 68)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", ["srcnn", "srresnet", "srgan"])
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
 def test_tiny_configs_train_test_and_predict(tmp_path, config, precision):

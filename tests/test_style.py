@@ -145,6 +145,7 @@ def test_style_transfer_adam_under_mixed_precision_and_lbfgs_refused(tmp_path, p
         trainer(tmp_path, max_epochs=1, precision="bf16-mixed").fit(lbfgs)
 
 
+@pytest.mark.slow
 def test_style_transfer_cli_resumes_and_predict_writes_the_image(tmp_path):
     shared_data("style")
     config = str(ROOT / "configs" / "style_transfer" / "tiny.yaml")
@@ -203,6 +204,7 @@ def test_fast_style_training_lowers_the_loss(tmp_path, pictures):
     assert after < 0.5 * before
 
 
+@pytest.mark.slow
 def test_fast_style_cli_fit_then_predict_a_folder_at_its_own_sizes(tmp_path):
     shared_data("facades")
     folder = tmp_path / "photos"
@@ -221,6 +223,7 @@ def test_fast_style_cli_fit_then_predict_a_folder_at_its_own_sizes(tmp_path):
     assert (written / "grid.png").is_file()
 
 
+@pytest.mark.slow
 def test_fast_style_ddp_test_counts_every_photo_once(tmp_path, pictures):
     from tests.test_vae import read_metrics
 
@@ -304,6 +307,7 @@ def test_prediction_grid_pads_images_of_different_sizes():
     assert grid[0, :, 4].eq(1).all() and grid[1, :, :, 2:].eq(1).all() and grid[1, :, :, :2].eq(-1).all()
 
 
+@pytest.mark.slow
 def test_deepdream_tiny_config_predicts_from_the_command_line(tmp_path):
     shared_data("style")
     out = run_cli(["predict", "--config", str(ROOT / "configs" / "deepdream" / "tiny.yaml"),

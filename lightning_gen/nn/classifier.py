@@ -2,7 +2,7 @@
 and the sample-quality metric's feature network (so "the same network" means the same code).
 
 Every network is `features` (images -> a `(B, F)` feature vector) then `head` (a linear layer to the logits).
-None uses batch normalisation: a semi-supervised discriminator sees labeled, unlabeled and generated batches
+By default none uses batch normalisation: a semi-supervised discriminator sees labeled, unlabeled and generated batches
 whose statistics differ, and batch statistics would let it tell them apart by the company an image keeps
 (and would make evaluation depend on the batch). Regularisation is Gaussian noise and dropout, active only in
 training mode.
@@ -11,7 +11,9 @@ training mode.
   linear layers with data-dependent initialisation (the hidden layers' scales then stay fixed), Gaussian noise on
   the input (std 0.3, pixels in [0, 1]) and on every hidden layer (std 0.5).
 - `cnn`: a small all-convolutional network for 28x28 and 32x32 images (any size works): 3x3 convolutions with
-  LeakyReLU(0.2), two stride-2 downsamplings, dropout, global average pooling to 128 features.
+  LeakyReLU(0.2), two stride-2 downsamplings, dropout, global average pooling to 128 features. `norm` adds a
+  normalisation after each convolution (`lightning_gen.nn.norm`; `none` by default, for the reason above: the
+  supervised `Classifier` may choose one, the semi-supervised discriminator keeps none).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from torch.nn.utils.parametrizations import weight_norm
 from lightning_gen.core.checkpoints import load_checkpoint
 from lightning_gen.core.checks import ConfigError
 from lightning_gen.nn.modes import train_mode
+from lightning_gen.nn.norm import Norm, make_norm
 
 ClassifierArch = Literal["cnn", "mlp"]
 
@@ -108,11 +111,12 @@ def data_dependent_init(net: ClassifierNet, x: Tensor) -> None:
             h = m(h)
 
 
-def _cnn_features(image_shape: tuple[int, int, int], dropout: float) -> tuple[nn.Sequential, int]:
+def _cnn_features(image_shape: tuple[int, int, int], dropout: float, norm: Norm = "none") -> tuple[nn.Sequential, int]:
     channels = image_shape[0]
 
-    def conv(c_in: int, c_out: int, stride: int = 1) -> list[nn.Module]:
-        return [nn.Conv2d(c_in, c_out, 3, stride, 1), nn.LeakyReLU(0.2, inplace=True)]
+    def conv(c_in: int, c_out: int, stride: int = 1) -> list[nn.Module]:  # no layer at all for `none`: old keys
+        normalise = [] if norm == "none" else [make_norm(norm, c_out)]
+        return [nn.Conv2d(c_in, c_out, 3, stride, 1), *normalise, nn.LeakyReLU(0.2, inplace=True)]
 
     layers = [
         *conv(channels, 32), *conv(32, 32, 2), nn.Dropout(dropout),  # (B, C, H, W) -> (B, 32, H/2, W/2)
@@ -131,18 +135,23 @@ class ClassifierNet(nn.Module):
         num_outputs: number of logits (N classes, or N + 1 for a semi-supervised discriminator).
         arch: `cnn` or `mlp` (see the module docstring).
         noise: the regularisers (Gaussian noise of `mlp`, dropout of `cnn`) on or off.
+        norm: the `cnn`'s normalisation after each convolution (`none`: as the semi-supervised discriminator).
     """
 
     def __init__(
-        self, image_shape: tuple[int, int, int], num_outputs: int, arch: ClassifierArch = "cnn", noise: bool = True
+        self, image_shape: tuple[int, int, int], num_outputs: int, arch: ClassifierArch = "cnn", noise: bool = True,
+        norm: Norm = "none",
     ) -> None:
         super().__init__()
+        if norm != "none" and arch != "cnn":
+            raise ConfigError(f"norm={norm!r} applies to the cnn network; the {arch} network has none (Salimans et "
+                              "al.'s weight normalisation instead). Use arch cnn or norm none.")
         if arch == "mlp":
             self.features, self.num_features = _mlp_features(tuple(image_shape), noise)
             self.head = nn.Sequential(GaussianNoise(0.5 if noise else 0.0),
                                       _weight_normed_linear(self.num_features, num_outputs))
         elif arch == "cnn":
-            self.features, self.num_features = _cnn_features(tuple(image_shape), 0.3 if noise else 0.0)
+            self.features, self.num_features = _cnn_features(tuple(image_shape), 0.3 if noise else 0.0, norm)
             self.head = nn.Linear(self.num_features, num_outputs)
         else:
             raise ValueError(f"unknown classifier arch {arch!r}; choose cnn or mlp")
@@ -196,7 +205,7 @@ def classifier_net(hp: dict[str, Any], num_outputs: int | None = None) -> nn.Mod
         from lightning_gen.nn.backbones import BackboneNet
 
         return BackboneNet(shape, outputs, hp["backbone"], None, hp.get("input_size"), hp.get("dropout", 0.2))
-    return ClassifierNet(shape, outputs, hp["arch"], hp.get("noise", True))
+    return ClassifierNet(shape, outputs, hp["arch"], hp.get("noise", True), hp.get("norm", "none"))
 
 
 def classifier_net_from_checkpoint(path: str) -> tuple[nn.Module, dict[str, Any]]:

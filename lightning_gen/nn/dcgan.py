@@ -3,7 +3,8 @@
 Generator: a 1x1 latent vector is projected to a `base x base` map by a transposed convolution, then doubled
 `n_up` times by stride-2 transposed convolutions (BatchNorm + ReLU), ending in tanh. Discriminator: the mirror
 image, stride-2 convolutions with LeakyReLU(0.2) (no BatchNorm on the first), ending in one `base x base`
-convolution that gives a single logit. No hidden fully-connected layers.
+convolution that gives a single logit. No hidden fully-connected layers. The normalisation is a choice (`norm`,
+`lightning_gen.nn.norm`); batch norm is the paper's.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from lightning_gen.core.checks import ConfigError
+from lightning_gen.nn.norm import NORM_TYPES, Norm, make_norm
 
 
 def dcgan_layout(height: int, width: int) -> tuple[int, int]:
@@ -37,13 +39,14 @@ def dcgan_layout(height: int, width: int) -> tuple[int, int]:
 
 
 def dcgan_init(module: nn.Module) -> None:
-    """The paper's initialisation: conv weights ~ N(0, 0.02), BatchNorm scale ~ N(1, 0.02), biases 0."""
+    """The paper's initialisation: conv weights ~ N(0, 0.02), normalisation scales ~ N(1, 0.02) (BatchNorm's in the
+    paper; the affine group, layer and instance norms alike), biases 0."""
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Embedding)):
             nn.init.normal_(m.weight, 0.0, 0.02)
             if getattr(m, "bias", None) is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+        elif isinstance(m, NORM_TYPES) and getattr(m, "weight", None) is not None:  # affine normalisation
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
 
@@ -57,23 +60,25 @@ class DCGANGenerator(nn.Module):
         features: channels of the last hidden layer; each earlier layer has twice as many.
         tanh: end in tanh (images in [-1, 1]); `False` returns the last convolution's output (e.g. the
             logits of a VAE's Bernoulli decoder).
+        norm: normalisation after every hidden layer (`lightning_gen.nn.norm`; batch norm in the paper).
     """
 
-    def __init__(self, in_dim: int, image_shape: tuple[int, int, int], features: int = 64, tanh: bool = True) -> None:
+    def __init__(self, in_dim: int, image_shape: tuple[int, int, int], features: int = 64, tanh: bool = True,
+                 norm: Norm = "batch") -> None:
         super().__init__()
         channels, height, width = image_shape
         base, n_up = dcgan_layout(height, width)
         width_ch = features * 2 ** (n_up - 1)
         # (B, in_dim, 1, 1) -> (B, width_ch, base, base)
         layers: list[nn.Module] = [
-            nn.ConvTranspose2d(in_dim, width_ch, base, 1, 0, bias=False),
-            nn.BatchNorm2d(width_ch),
+            nn.ConvTranspose2d(in_dim, width_ch, base, 1, 0, bias=norm == "none"),
+            make_norm(norm, width_ch),
             nn.ReLU(inplace=True),
         ]
         for _ in range(n_up - 1):  # each block doubles the side and halves the channels
             layers += [
-                nn.ConvTranspose2d(width_ch, width_ch // 2, 4, 2, 1, bias=False),
-                nn.BatchNorm2d(width_ch // 2),
+                nn.ConvTranspose2d(width_ch, width_ch // 2, 4, 2, 1, bias=norm == "none"),
+                make_norm(norm, width_ch // 2),
                 nn.ReLU(inplace=True),
             ]
             width_ch //= 2
@@ -97,9 +102,11 @@ class DCGANDiscriminator(nn.Module):
         image_shape: `(channels, height, width)` of the input images.
         features: channels of the first layer; each later layer has twice as many.
         out_dim: number of logits (1 for real/fake; N+1 for a semi-supervised discriminator).
+        norm: normalisation after every convolution but the first and the last (batch norm in the paper).
     """
 
-    def __init__(self, image_shape: tuple[int, int, int], features: int = 64, out_dim: int = 1) -> None:
+    def __init__(self, image_shape: tuple[int, int, int], features: int = 64, out_dim: int = 1,
+                 norm: Norm = "batch") -> None:
         super().__init__()
         channels, height, width = image_shape
         base, n_up = dcgan_layout(height, width)
@@ -108,8 +115,8 @@ class DCGANDiscriminator(nn.Module):
         layers: list[nn.Module] = [nn.Conv2d(channels, width_ch, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True)]
         for _ in range(n_up - 1):
             layers += [
-                nn.Conv2d(width_ch, width_ch * 2, 4, 2, 1, bias=False),
-                nn.BatchNorm2d(width_ch * 2),
+                nn.Conv2d(width_ch, width_ch * 2, 4, 2, 1, bias=norm == "none"),
+                make_norm(norm, width_ch * 2),
                 nn.LeakyReLU(0.2, inplace=True),
             ]
             width_ch *= 2

@@ -4,7 +4,8 @@
 Snell et al. 2017: 3x3 convolution, batch norm, ReLU, 2x2 max-pooling), with as many blocks as the image size
 allows (down to 4x4, at most `max_blocks`), then a linear layer to `embedding_dim`. Embeddings are L2-normalised
 by default, which is what pytorch-metric-learning's distances assume (`LpDistance(normalize_embeddings=True)`)
-and keeps a margin meaningful.
+and keeps a margin meaningful. `norm` replaces the batch norm (`lightning_gen.nn.norm`): with batch norm in training
+mode an image's embedding depends on the rest of its batch.
 
 `VerificationHead` is Koch, Zemel & Salakhutdinov's (2015) Siamese head: the logit that two images show the same
 class is a learned weighted L1 distance of their embeddings, `b - w . |e1 - e2|` (here with `w >= 0`).
@@ -16,11 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_gen.nn.norm import Norm, make_norm
 
-def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
+
+def conv_block(in_channels: int, out_channels: int, norm: Norm = "batch") -> nn.Sequential:
+    """3x3 convolution (a bias only without normalisation), `norm`, ReLU, 2x2 max-pooling."""
     return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
-        nn.BatchNorm2d(out_channels),
+        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=norm == "none"),
+        make_norm(norm, out_channels),
         nn.ReLU(inplace=True),
         nn.MaxPool2d(2),
     )
@@ -35,6 +39,7 @@ class EmbeddingNet(nn.Module):
         width: channels of every convolutional block (64 in the few-shot papers).
         normalize: L2-normalise the embeddings (on the unit sphere).
         max_blocks: most convolution blocks; fewer when the images are small (each halves the side, down to 4).
+        norm: normalisation in every block: `batch` (the few-shot papers'), `layer`, `instance`, `group` or `none`.
     """
 
     def __init__(
@@ -44,12 +49,13 @@ class EmbeddingNet(nn.Module):
         width: int = 64,
         normalize: bool = True,
         max_blocks: int = 4,
+        norm: Norm = "batch",
     ) -> None:
         super().__init__()
         channels, height, width_px = image_shape
         blocks, side, c_in = [], min(height, width_px), channels
         while len(blocks) < max_blocks and side >= 8:
-            blocks.append(conv_block(c_in, width))
+            blocks.append(conv_block(c_in, width, norm))
             c_in, side = width, side // 2
         if not blocks:  # tiny images: one block without pooling below 4
             blocks.append(nn.Sequential(nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(inplace=True)))

@@ -1,6 +1,6 @@
 """pix2pix networks (Isola et al. 2017): the U-Net generator and the conditional PatchGAN discriminator.
 
-U-Net: `num_downs` stride-2 4x4 convolutions (LeakyReLU 0.2; normalisation on all but the first and the
+U-Net: `num_downs` stride-2 4x4 convolutions (LeakyReLU 0.2; normalisation (`norm`) on all but the first and the
 innermost) take an image down to `H / 2**num_downs`; as many stride-2 transposed convolutions (ReLU,
 normalisation) bring it back, each taking the mirror encoder layer's output concatenated to its input (the skip
 connections), ending in tanh. Widths are `features * min(2**depth, 8)`. Dropout (p = `dropout`) sits in the
@@ -22,19 +22,23 @@ from torch import Tensor, nn
 
 from lightning_gen.core.checks import ConfigError
 from lightning_gen.nn.dcgan import dcgan_init
+from lightning_gen.nn.norm import Norm, make_norm
 
-Norm = Literal["batch", "instance"]
 ReceptiveField = Literal[1, 16, 70, 286]
 PATCH_LAYERS: dict[int, int] = {16: 1, 70: 3, 286: 5}  # receptive field -> stride-2 layers
 
 
 def norm_layer(kind: Norm, channels: int) -> nn.Module:
-    """Batch norm, or instance norm without affine parameters or running statistics (as the reference code)."""
-    if kind == "batch":
-        return nn.BatchNorm2d(channels)
-    if kind == "instance":
-        return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
-    raise ConfigError(f"unknown norm {kind!r}; choose batch or instance")
+    """`make_norm(kind, channels)`, with instance norm without affine parameters or running statistics (as the
+    reference code)."""
+    return make_norm(kind, channels, affine=kind != "instance")
+
+
+def conv_bias(kind: Norm) -> bool:
+    """Whether a convolution before a `kind` normalisation needs a bias: not before batch norm (its shift is the
+    bias) nor before the affine group and layer norms (theirs is); yes before the non-affine instance norm or none,
+    as the reference code."""
+    return kind in ("instance", "none")
 
 
 def unet_depth(height: int, width: int, num_downs: int | None = None) -> int:
@@ -65,7 +69,7 @@ class UNet(nn.Module):
         out_channels: channels of the output image.
         num_downs: stride-2 downsamplings (8 for 256x256: down to 1x1).
         features: width of the first layer (64 in the paper).
-        norm: `batch` or `instance`.
+        norm: `batch` (the paper's), `instance`, `layer`, `group` or `none` (`lightning_gen.nn.norm`).
         dropout: dropout probability in the decoder layers at depths 4 .. num_downs-2 (0: none).
     """
 
@@ -74,7 +78,7 @@ class UNet(nn.Module):
         super().__init__()
         if num_downs < 1 or features < 1 or not 0.0 <= dropout < 1.0:
             raise ConfigError("UNet needs num_downs >= 1, features >= 1 and 0 <= dropout < 1.")
-        bias = norm == "instance"  # batch norm has its own shift
+        bias = conv_bias(norm)  # no bias where the normalisation has its own shift
         widths = [features * min(2**d, 8) for d in range(num_downs)]  # output width of the encoder layer at depth d
         self.down = nn.ModuleList()
         self.up = nn.ModuleList()
@@ -116,13 +120,13 @@ class PatchGAN(nn.Module):
         in_channels: channels of the input image plus channels of the output image.
         receptive_field: 1 (PixelGAN), 16, 70 (the paper's default) or 286 (ImageGAN at 256x256).
         features: width of the first layer (64 in the paper).
-        norm: `batch` or `instance`.
+        norm: `batch` (the paper's), `instance`, `layer`, `group` or `none` (`lightning_gen.nn.norm`).
     """
 
     def __init__(self, in_channels: int, receptive_field: ReceptiveField = 70, features: int = 64,
                  norm: Norm = "batch") -> None:
         super().__init__()
-        bias = norm == "instance"
+        bias = conv_bias(norm)
         if receptive_field == 1:
             layers: list[nn.Module] = [
                 nn.Conv2d(in_channels, features, 1), nn.LeakyReLU(0.2, inplace=True),
@@ -169,4 +173,4 @@ class PatchGAN(nn.Module):
             )
 
 
-__all__ = ["Norm", "PatchGAN", "ReceptiveField", "UNet", "norm_layer", "unet_depth"]
+__all__ = ["Norm", "PatchGAN", "ReceptiveField", "UNet", "conv_bias", "norm_layer", "unet_depth"]

@@ -1,5 +1,5 @@
 """Super-resolution networks of Ledig et al. (2017), shared by SRResNet and SRGAN: the SRResNet generator and the
-SRGAN discriminator."""
+SRGAN discriminator. Both normalise with batch norm, as the paper; `norm` chooses another (`lightning_gen.nn.norm`)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,17 @@ import math
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_gen.nn.norm import Norm, make_norm
+
 
 class ResidualBlock(nn.Module):
-    """conv3x3 -> BN -> PReLU -> conv3x3 -> BN, plus the input."""
+    """conv3x3 -> norm -> PReLU -> conv3x3 -> norm, plus the input (norm: batch norm in the paper)."""
 
-    def __init__(self, channels: int, batch_norm: bool = True) -> None:
+    def __init__(self, channels: int, norm: Norm = "batch") -> None:
         super().__init__()
-        norm = (lambda: nn.BatchNorm2d(channels)) if batch_norm else nn.Identity
-        self.body = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), norm(), nn.PReLU(channels),
-                                  nn.Conv2d(channels, channels, 3, padding=1), norm())
+        self.body = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), make_norm(norm, channels),
+                                  nn.PReLU(channels), nn.Conv2d(channels, channels, 3, padding=1),
+                                  make_norm(norm, channels))
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.body(x)
@@ -35,7 +37,7 @@ def upsampler(channels: int, scale: int) -> nn.Sequential:
 
 
 class SRResNet(nn.Module):
-    """Ledig et al.'s generator: 9x9 conv + PReLU, `num_blocks` residual blocks, conv + BN with a skip from before
+    """Ledig et al.'s generator: 9x9 conv + PReLU, `num_blocks` residual blocks, conv + norm with a skip from before
     the blocks, sub-pixel upsampling by `scale`, 9x9 conv to RGB. `(B, 3, h, w)` -> `(B, 3, scale*h, scale*w)`,
     both in [-1, 1] (the output is not squashed; callers clamp for display).
 
@@ -43,14 +45,13 @@ class SRResNet(nn.Module):
     Ledig et al.), and the last conv starts at zero, so the untrained network is bicubic interpolation and training
     only learns the missing detail."""
 
-    def __init__(self, scale: int = 4, channels: int = 64, num_blocks: int = 16, batch_norm: bool = True,
+    def __init__(self, scale: int = 4, channels: int = 64, num_blocks: int = 16, norm: Norm = "batch",
                  residual: bool = False) -> None:
         super().__init__()
         self.scale, self.residual = scale, residual
         self.head = nn.Sequential(nn.Conv2d(3, channels, 9, padding=4), nn.PReLU(channels))
-        self.blocks = nn.Sequential(*[ResidualBlock(channels, batch_norm) for _ in range(num_blocks)])
-        self.fuse = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1),
-                                  nn.BatchNorm2d(channels) if batch_norm else nn.Identity())
+        self.blocks = nn.Sequential(*[ResidualBlock(channels, norm) for _ in range(num_blocks)])
+        self.fuse = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), make_norm(norm, channels))
         self.up = upsampler(channels, scale)
         self.tail = nn.Conv2d(channels, 3, 9, padding=4)
         if residual:
@@ -68,10 +69,10 @@ class SRResNet(nn.Module):
 
 class SRDiscriminator(nn.Module):
     """Ledig et al.'s discriminator: eight 3x3 convs (64, 64/2, 128, 128/2, 256, 256/2, 512, 512/2) with LeakyReLU
-    0.2 and BN (not on the first), then (here) a 6x6 adaptive average pool so any crop size works, dense 1024,
-    LeakyReLU, dense 1: one real/fake logit per image."""
+    0.2 and norm (not on the first; batch norm in the paper), then (here) a 6x6 adaptive average pool so any crop size
+    works, dense 1024, LeakyReLU, dense 1: one real/fake logit per image."""
 
-    def __init__(self, channels: int = 64) -> None:
+    def __init__(self, channels: int = 64, norm: Norm = "batch") -> None:
         super().__init__()
         layers: list[nn.Module] = []
         cin = 3
@@ -79,7 +80,7 @@ class SRDiscriminator(nn.Module):
             cout = channels * mult
             layers.append(nn.Conv2d(cin, cout, 3, stride, padding=1))
             if i > 0:
-                layers.append(nn.BatchNorm2d(cout))
+                layers.append(make_norm(norm, cout))
             layers.append(nn.LeakyReLU(0.2))
             cin = cout
         self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(6))
