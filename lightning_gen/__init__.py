@@ -20,6 +20,7 @@ from lightning_gen.deepdream import DeepDream
 from lightning_gen.explain import Explain
 from lightning_gen.fast_style import FastStyleTransfer
 from lightning_gen.gcn import GCN
+from lightning_gen.m2vae import M2VAE
 from lightning_gen.maml import MAML
 from lightning_gen.one_class import DOC, DeepSVDD
 from lightning_gen.pix2pix import Pix2Pix
@@ -35,8 +36,8 @@ from lightning_gen.vae import CVAE, VAE
 
 __all__ = [
     "A2C", "CGAN", "CharLSTM", "Classifier", "CVAE", "DCGAN", "DeepDream", "DeepSVDD", "DOC", "Explain",
-    "FastStyleTransfer", "GCN", "MAML", "Pix2Pix", "SGAN", "Siamese", "SRCNN", "SRGAN", "SRResNet", "StyleTransfer",
-    "TextClassifier", "Triplet", "VAE",
+    "FastStyleTransfer", "GCN", "M2VAE", "MAML", "Pix2Pix", "SGAN", "Siamese", "SRCNN", "SRGAN", "SRResNet",
+    "StyleTransfer", "TextClassifier", "Triplet", "VAE",
 ]
 __version__ = "0.1.0"
 

@@ -29,6 +29,8 @@ Technique side (what a technique offers to callbacks and the CLI):
     WritesPredictions prediction_writer()         predict outputs other than images (metric learning: embeddings)
     ExplainsData     explains_data, source_data  predict reads the datamodule's images (handed over as source_data)
                                                  through the technique's own loader, and logs what it writes
+    LatentEncoder    encode, hparams (latent_dim, image_shape)  a trained VAE whose latent means are another
+                                                 technique's features (M1 of the semi-supervised VAE)
 
 Evaluation batches of the metric-learning techniques (core/embedding.py) are `(images, labels)`, or
 `(images, labels, episode, is_support)` for one-shot episodes (Omniglot's test set).
@@ -205,6 +207,17 @@ class NoiseGenerator(Protocol):
     def generator_inputs(self, indices: Tensor) -> tuple[Tensor, Tensor | None]: ...
 
     def generate(self, z: Tensor, labels: Tensor | None = None) -> Tensor: ...
+
+
+@runtime_checkable
+class LatentEncoder(Protocol):
+    """A trained model whose encoder gives features (M1 of the semi-supervised VAE: `lightning_gen.VAE`).
+    `encode(images)` -> mean and log-variance of q(z | x), each (B, latent_dim), for images in [-1, 1]; calling the
+    model on z (B, latent_dim) -> images in [-1, 1]; `hparams` holds `latent_dim` and `image_shape`."""
+
+    hparams: Any
+
+    def encode(self, x: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor]: ...
 
 
 @runtime_checkable
