@@ -23,6 +23,7 @@ from datamodules.paired import PairedImages
 from datamodules.planetoid import Planetoid
 from datamodules.semi_supervised import SemiSupervised
 from datamodules.sinusoid import Sinusoid
+from datamodules.streaming import StreamingImages, StreamingPairs
 from datamodules.super_resolution import SuperResolution
 from datamodules.text_classification import TextClassification
 from datamodules.torchvision_sets import CIFAR10, MNIST, TORCHVISION_DATASETS, FashionMNIST, TorchvisionData
@@ -66,6 +67,8 @@ __all__ = [
     "Planetoid",
     "SemiSupervised",
     "Sinusoid",
+    "StreamingImages",
+    "StreamingPairs",
     "SuperResolution",
     "TORCHVISION_DATASETS",
     "TextClassification",
