@@ -1,5 +1,6 @@
 """The command line as a user runs it: subprocesses of `python -m lightning_gen.core.cli`."""
 
+import json
 import os
 import signal
 import subprocess
@@ -184,6 +185,14 @@ def test_every_recipe_runs_a_batch(config, tmp_path, monkeypatch):
         ckpt = untrained_classifier(tmp_path, (1, 28, 28), "MNIST")
         extra = [f"--trainer.callbacks.classifier_ckpt={ckpt}", "--trainer.callbacks.num_samples=64",
                  f"--trainer.callbacks.cache_dir={tmp_path / 'cache'}"]
+    if "m1_ckpt:" in text:  # M1+M2: a stand-in M1 (an untrained VAE of the recipe's latent size)
+        from tests.test_m2vae import vae_checkpoint
+
+        extra = ["--model.m1_ckpt", vae_checkpoint(tmp_path / "m1.ckpt", latent_dim=50, image_shape=(1, 28, 28))]
+    convert = (yaml.safe_load((ROOT / config).read_text())["data"].get("init_args") or {}).get("convert")
+    if convert:  # shards made from the real data before the batch: a few hundred images of it are enough here
+        convert = {**convert, "source": os.path.expandvars(convert["source"]), "limit": 256}
+        extra = [f"--data.convert={json.dumps(convert)}"]
     init_args = yaml.safe_load((ROOT / config).read_text())["model"].get("init_args") or {}
     if init_args.get("weights") == "imagenet":  # torchvision's VGG weights: only where downloaded (needs internet)
         backbone = init_args["backbone"]

@@ -4,6 +4,7 @@ import json
 import shutil
 import textwrap
 
+import pytest
 import torch
 
 from tests.conftest import QUIET, ROOT, TINY, run_cli, shared_data
@@ -79,13 +80,15 @@ def test_third_party_datamodule_by_entry_point_and_class_path(tmp_path):
     env = {"PYTHONPATH": f"{site}:{ROOT}"}
     args = ["fit", "--config", TINY, *SMALL, "--trainer.logger", "false", *QUIET]
     by_name = run_cli([*args, "--data", "Stripes", "--data.n", "32", "--trainer.default_root_dir", "a"], tmp_path,
-                      env=env)
+                      env=env, fresh=True)  # a new interpreter: entry points are read at import
     assert by_name.returncode == 0, by_name.stderr[-3000:]
     assert last(tmp_path / "a")["hyper_parameters"]["image_shape"] == (1, 16, 16)
-    by_path = run_cli([*args, "--data", "tinyplug.Stripes", "--trainer.default_root_dir", "b"], tmp_path, env=env)
+    by_path = run_cli([*args, "--data", "tinyplug.Stripes", "--trainer.default_root_dir", "b"], tmp_path, env=env,
+                      fresh=True)
     assert by_path.returncode == 0, by_path.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_ddp_trains_sgan_classifier_and_cgan_with_one_set_of_weights(tmp_path):
     # the discriminator's data-dependent initialisation runs on each process's own batch and is then averaged
     for config, extra in [("sgan/tiny.yaml", ["--model.arch", "mlp", "--model.generator", "mlp"]),
@@ -129,6 +132,7 @@ def test_ddp_trains_pix2pix_with_one_set_of_weights(tmp_path):
     assert (tmp_path / "p2p" / "samples" / "val_triplets_epoch0001.png").is_file()
 
 
+@pytest.mark.slow
 def test_ddp_trains_the_style_techniques_with_one_set_of_weights(tmp_path):
     # the frozen loss network is outside DDP's parameters; the optimised image (or the network) is averaged
     shared_data("facades")
@@ -142,6 +146,7 @@ def test_ddp_trains_the_style_techniques_with_one_set_of_weights(tmp_path):
         assert (tmp_path / folder / "checkpoints" / "last.ckpt").is_file()
 
 
+@pytest.mark.slow
 def test_ddp_trains_srgan_with_one_set_of_weights(tmp_path):
     shared_data("facades")
     shared_data("sr")

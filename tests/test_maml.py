@@ -342,6 +342,7 @@ def tiny_maml() -> MAML:
     return MAML(inner_lr=0.4, inner_steps=1, eval_inner_steps=3, outer_lr=0.003, filters=16)
 
 
+@pytest.mark.slow
 def test_ddp_trains_like_one_process_and_tests_like_one_process_and_resume_continues(tmp_path):
     """The meta-batch of 4 tasks is split 2 + 2 over two processes and DDP averages the meta-gradient: the same
     weights as one process (batch norm is per task). Testing 7 tasks in batches of 2 on two processes (the sampler

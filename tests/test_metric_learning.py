@@ -258,6 +258,7 @@ def test_siamese_on_omniglot_trains_in_bf16_tests_in_16_mixed_and_reports_the_on
     assert accuracy * 100 == pytest.approx(float(said[1]), abs=0.01) == pytest.approx(sum(runs) / 20, abs=0.01)
 
 
+@pytest.mark.slow
 def test_triplet_through_the_cli_ddp_fit_test_like_one_process_predict_and_resume(tmp_path):
     """Fit on two processes (mining across them), then `test` on one and on two processes: the embeddings of every
     test item are gathered once, so the metrics are the same; `predict` writes the embeddings; a resumed fit

@@ -285,6 +285,7 @@ def test_resume_continues_and_other_data_is_refused(tmp_path, toy_tsv):
                                             ckpt_path=tmp_path / "one.ckpt")
 
 
+@pytest.mark.slow
 def test_ddp_test_accuracy_equals_one_process(tmp_path, monkeypatch):
     # 39 test texts in batches of 8: on 2 processes the sampler repeats one, which must not count
     monkeypatch.chdir(tmp_path)

@@ -206,6 +206,7 @@ def read_metrics(folder):
     return {k: float(v) for row in rows for k, v in row.items() if v not in ("", None) and k != "step"}
 
 
+@pytest.mark.slow
 def test_cli_fit_pictures_and_ddp_test_counts_every_image_once(tmp_path):
     fit = run_cli(["fit", "--config", TINY_VAE, "--trainer.logger", "false", "--trainer.default_root_dir", "run",
                    *QUIET], tmp_path)
@@ -228,6 +229,7 @@ def test_cli_fit_pictures_and_ddp_test_counts_every_image_once(tmp_path):
     assert results[2]["test/nll_iw16"] == pytest.approx(results[1]["test/nll_iw16"], rel=0.02)
 
 
+@pytest.mark.slow
 def test_cli_cvae_predict_writes_requested_classes(tmp_path):
     fit = run_cli(["fit", "--config", TINY_CVAE, "--trainer.logger", "false", "--trainer.default_root_dir", "run",
                    *QUIET], tmp_path)

@@ -174,6 +174,7 @@ def built(tmp_path_factory):
     return runs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method, name", STARTED)
 def test_train_loader_with_workers_started_by(started, method, name):
     dm, iterators = outcome(started[method, name])

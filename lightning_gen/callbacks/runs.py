@@ -24,11 +24,22 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lightning_gen.core.checks import ConfigError
+from lightning_gen.core.preemption import (
+    gather_rng_states,
+    preemption_signal,
+    requeue_slurm_job,
+    resumable_train_data,
+    set_rng_state,
+    slurm_job_id,
+    write_pointer,
+)
 from lightning_gen.core.runs import image_grid, predictions_folder, run_dir
 
 log = logging.getLogger(__name__)
 
-_SIGTERM, _SIGINT = 1, 2  # what stops a run, as all processes agree on it (the larger wins)
+_SIGTERM, _PREEMPT, _SIGINT = 1, 2, 3  # what stops a run, as all processes agree on it (the larger wins)
+RNG_KEY = "lightning_gen_rng"  # in a checkpoint: every process's random generators, in rank order
+_STOP_NAMES = {_SIGTERM: "SIGTERM", _PREEMPT: "preemption signal", _SIGINT: "Ctrl-C"}
 
 
 class RunCheckpoint(ModelCheckpoint):
@@ -38,13 +49,18 @@ class RunCheckpoint(ModelCheckpoint):
     - Ctrl-C (SIGINT) or SIGTERM: the current batch (training or validation) finishes, `last.ckpt` is written,
       then the run stops. A second Ctrl-C aborts at once. Under DDP a signal to any one process stops them all at
       the same batch.
+    - Preemption: the same on the cluster's warning signal (SIGUSR1, or the `requeue_signal` of Lightning's
+      `SLURMEnvironment`); on SLURM the job is then requeued (unless `SLURMEnvironment(auto_requeue=False)`), and
+      the requeued job resumes from that `last.ckpt` by itself (`lightning_gen.core.preemption`).
+    - Resumes exactly: each checkpoint holds every process's random generators and the place in the epoch, so a
+      run resumed mid-epoch continues with the next batch and the same random numbers as an uninterrupted run.
     - Records the logger's run id in each checkpoint, so a resumed run continues the same W&B run.
     - Refuses to start a new fit in a folder that already holds checkpoints unless `overwrite` is set.
 
     Args:
         overwrite: allow a new (not resumed) fit to write into a checkpoint folder that already holds checkpoints.
         save_last: keep `last.ckpt` up to date (see ModelCheckpoint).
-        save_on_interrupt: write `last.ckpt` when the run is stopped by Ctrl-C or SIGTERM.
+        save_on_interrupt: write `last.ckpt` when the run is stopped by Ctrl-C, SIGTERM or the preemption signal.
         **kwargs: any other ModelCheckpoint option (dirpath, monitor, every_n_epochs, save_top_k, ...).
     """
 
@@ -53,11 +69,19 @@ class RunCheckpoint(ModelCheckpoint):
         self.overwrite = overwrite
         self.save_on_interrupt = save_on_interrupt
         self._interrupted = self._sigterm = self._saved_interrupt = self._check_val_batches = False
+        self._preempted = self._requeue = False
         self._previous_sigint: Any = None
+        self._preempt_signal: Any = None
+        self._previous_preempt: Any = None
+        self._rng_to_restore: list[dict[str, Any]] | None = None
+        self._resumable: resumable_train_data | None = None
 
     # ---- refuse to overwrite another run ----------------------------------------------------------------
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.check_folder_is_free(trainer)
+        if trainer.is_global_zero and self.dirpath and slurm_job_id() is not None:  # where a requeued job resumes
+            write_pointer(trainer.default_root_dir, os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST
+                                                                 + self.FILE_EXTENSION))
 
     def check_folder_is_free(self, trainer: L.Trainer) -> None:
         """Raise `ConfigError` when a new (not resumed) fit would write into a folder holding checkpoints."""
@@ -82,8 +106,16 @@ class RunCheckpoint(ModelCheckpoint):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         self._interrupted = self._sigterm = self._saved_interrupt = self._check_val_batches = False
+        self._preempted = False
+        if stage == "fit":
+            self._resumable = resumable_train_data(trainer, pl_module)
         if stage == "fit" and self.save_on_interrupt and threading.current_thread() is threading.main_thread():
             self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
+            # before Lightning's signal connector, which then leaves this signal to us: it would save from inside
+            # its handler, wherever the process is in a step (Lightning issue #21406)
+            self._preempt_signal, self._requeue = preemption_signal(trainer)
+            if self._preempt_signal is not None:
+                self._previous_preempt = signal.signal(self._preempt_signal, self._on_preempt)
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
         if self._interrupted:  # second Ctrl-C: stop now
@@ -94,6 +126,9 @@ class RunCheckpoint(ModelCheckpoint):
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
         self._sigterm = True  # nothing else here: no collective, no I/O (a handler may interrupt either)
+
+    def _on_preempt(self, signum: int, frame: Any) -> None:
+        self._preempted = True  # acted on at the end of the step, like SIGTERM
 
     def _take_over_sigterm(self) -> None:
         # Lightning installs its handler just before the run starts (after `setup` and `on_fit_start`), and puts
@@ -107,16 +142,33 @@ class RunCheckpoint(ModelCheckpoint):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
         self._take_over_sigterm()
+        if self._rng_to_restore is not None:
+            set_rng_state(self._rng_to_restore[trainer.global_rank])
+            self._rng_to_restore = None
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self._previous_sigint is not None:
-            signal.signal(signal.SIGINT, self._previous_sigint)
-            self._previous_sigint = None
+        self._put_back()
         super().teardown(trainer, pl_module, stage)
 
+    def _put_back(self, sigint: bool = True) -> None:
+        """Restore what `setup` replaced for the fit: the signal handlers and the data's `train_dataloader` (at the
+        end of the fit, and when it stops on an exception, after which Lightning calls no `teardown`; there SIGINT
+        is left as Lightning sets it for its shutdown)."""
+        if sigint and self._previous_sigint is not None:
+            signal.signal(signal.SIGINT, self._previous_sigint)
+            self._previous_sigint = None
+        if self._preempt_signal is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(self._preempt_signal, self._previous_preempt or signal.SIG_DFL)
+            self._preempt_signal = self._previous_preempt = None
+        if self._resumable is not None:
+            self._resumable.remove()
+            self._resumable = None
+
     def _agreed_stop(self, trainer: L.Trainer) -> int:
-        """Called by every process at the same point: 0, or `_SIGTERM`/`_SIGINT` if any process received it."""
-        mine = _SIGINT if self._interrupted else _SIGTERM if self._sigterm or trainer.received_sigterm else 0
+        """Called by every process at the same point: 0, or `_SIGTERM`/`_PREEMPT`/`_SIGINT` if any process received
+        that signal (the larger wins)."""
+        mine = (_SIGINT if self._interrupted else _PREEMPT if self._preempted
+                else _SIGTERM if self._sigterm or trainer.received_sigterm else 0)
         if trainer.world_size == 1:
             return mine
         flag = torch.tensor(mine, device=trainer.strategy.root_device)
@@ -127,8 +179,10 @@ class RunCheckpoint(ModelCheckpoint):
         if not stop:
             return
         everyone = " (every process)" if trainer.world_size > 1 else ""
-        rank_zero_info(f"{'Ctrl-C' if stop == _SIGINT else 'SIGTERM'}: stopping at this batch{everyone}.")
+        rank_zero_info(f"{_STOP_NAMES[stop]}: stopping at this batch{everyone}.")
         self._save_interrupted(trainer)
+        if stop == _PREEMPT and self._requeue and trainer.is_global_zero:
+            requeue_slurm_job()
         if stop == _SIGINT:
             raise KeyboardInterrupt  # Lightning shuts down gracefully
         raise SIGTERMException  # what Lightning raises on SIGTERM (the process exits with status 0)
@@ -174,6 +228,7 @@ class RunCheckpoint(ModelCheckpoint):
             else:
                 log.warning(f"[rank {trainer.global_rank}] SIGTERM stopped this process outside a point where all "
                             "processes agree to stop: last.ckpt was not written.")
+        self._put_back(sigint=False)
 
     def _save_interrupted(self, trainer: L.Trainer) -> None:
         """Writes `last.ckpt` (every process takes part), never leaving a half-written one: on a local disk it is
@@ -192,12 +247,23 @@ class RunCheckpoint(ModelCheckpoint):
             _rename_over(partial, path)
         rank_zero_info(f"Interrupted: saved {path}. Continue with `fit --ckpt_path last` (same config).")
 
-    # ---- run id for resuming the same logger run ----------------------------------------------------------
+    # ---- run id for resuming the same logger run; random generators for resuming exactly ---------------------
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         super().on_save_checkpoint(trainer, pl_module, checkpoint)
         if trainer.loggers:
             logger = trainer.loggers[0]
             checkpoint["lightning_gen"] = {"logger": type(logger).__name__, "run_id": str(logger.version)}
+        if trainer.state.fn == "fit":  # every process saves together: each one's generators, in rank order
+            checkpoint[RNG_KEY] = gather_rng_states(trainer)
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        super().on_load_checkpoint(trainer, pl_module, checkpoint)
+        states = checkpoint.get(RNG_KEY)
+        if states and len(states) == trainer.world_size:
+            self._rng_to_restore = states  # set when training starts, after the sanity check drew its numbers
+        elif states:
+            rank_zero_info(f"The checkpoint's random generators are of {len(states)} processes, this run has "
+                           f"{trainer.world_size}: the resumed run draws other random numbers.")
 
 
 def _rename_over(source: str, target: str) -> None:

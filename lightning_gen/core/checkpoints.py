@@ -13,6 +13,9 @@ metadata is two strings. So `SAFE_GLOBALS`, the types allowed beyond torch's own
 A file that is not a checkpoint at all (empty, truncated by an interrupted copy, random bytes, a text file) is
 reported as such (`CorruptCheckpointError`), never with torch's advice to retry with `weights_only=False`.
 `read_lightning_checkpoint` adds the checks of a `--ckpt_path`: the file exists and holds a Lightning checkpoint.
+
+Writing: `AtomicCheckpointIO` (what the CLI's trainers save with) never leaves a partial file under a checkpoint's
+name: it writes beside it under a temporary name, flushes it to disk, then renames it over the old one.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ import re
 from typing import Any
 
 import torch
+from fsspec.implementations.local import LocalFileSystem
+from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.fabric.utilities.cloud_io import get_filesystem
 
 from lightning_gen.core.checks import ConfigError
 
@@ -152,5 +158,33 @@ def read_lightning_checkpoint(path: str | os.PathLike, option: str = "--ckpt_pat
     return ckpt
 
 
-__all__ = ["SAFE_GLOBALS", "CorruptCheckpointError", "UnsafeCheckpointError", "load_checkpoint",
-           "read_lightning_checkpoint"]
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint IO, with the file at a checkpoint's name always complete: a local checkpoint is
+    written to `.<name>.partial-<pid>` in the same folder, flushed to disk (`fsync`), then renamed over `<name>`
+    (`os.replace`, one step on POSIX and Windows), so a process killed while saving (a cluster's SIGKILL after its
+    grace time, a full disk) leaves the previous checkpoint, or none, never half of one. Lightning's own IO writes
+    through fsspec's temporary file in the system's temp folder and moves it, which becomes a copy onto the final
+    name whenever that folder is on another file system than the checkpoints (node-local `/tmp` on most clusters).
+    Remote URLs (s3://, gs://, ...) are left to Lightning's (object stores write whole objects)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None or not isinstance(get_filesystem(path), LocalFileSystem):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        target = os.path.abspath(os.path.expanduser(os.fspath(path).removeprefix("file://")))
+        folder, name = os.path.split(target)
+        os.makedirs(folder, exist_ok=True)
+        partial = os.path.join(folder, f".{name}.partial-{os.getpid()}")
+        try:
+            with open(partial, "wb") as file:
+                torch.save(checkpoint, file)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(partial, target)
+        except BaseException:
+            if os.path.exists(partial):
+                os.remove(partial)
+            raise
+
+
+__all__ = ["SAFE_GLOBALS", "AtomicCheckpointIO", "CorruptCheckpointError", "UnsafeCheckpointError",
+           "load_checkpoint", "read_lightning_checkpoint"]

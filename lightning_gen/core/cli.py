@@ -2,8 +2,10 @@
 
 Models and datamodules are chosen by short name (`--model DCGAN --data MNIST`) or `class_path`. Defaults on
 top of Lightning's: the W&B logger (offline without a login), a Rich progress bar, `RunCheckpoint`
-(`last.ckpt`, save on Ctrl-C/SIGTERM, no silent overwrite), the run's config saved in its own folder, and PNG
-output for `predict`. `--ckpt_path last` finds the newest `last.ckpt` under the run root and resumes its W&B run.
+(`last.ckpt`, save on Ctrl-C/SIGTERM/preemption, no silent overwrite), checkpoints written whole or not at all
+(`AtomicCheckpointIO`), the run's config saved in its own folder, and PNG output for `predict`. `--ckpt_path last`
+finds the newest `last.ckpt` under the run root and resumes its W&B run; a requeued SLURM job resumes by itself.
+`--trainer.num_nodes` above 1 without a launcher (torchrun, SLURM, ...) is refused before anything starts.
 
 Bad input stops before anything runs, with one line `error: <the problem and the fix>` and exit status 2: the
 project's own checks (`ConfigError`, `DataError`, also when raised in a constructor that jsonargparse runs), a
@@ -23,6 +25,7 @@ from typing import Any
 
 import yaml
 from jsonargparse import ArgumentError
+from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -32,9 +35,11 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 import datamodules
 import lightning_gen  # noqa: F401  (registers the techniques for short names)
 from lightning_gen.callbacks import ImageWriter, RunCheckpoint, SaveRunConfig
-from lightning_gen.core.checkpoints import read_lightning_checkpoint
+from lightning_gen.core.checkpoints import AtomicCheckpointIO, read_lightning_checkpoint
 from lightning_gen.core.checks import ConfigError
+from lightning_gen.core.distributed import check_multi_node_launcher
 from lightning_gen.core.loggers import AutoWandbLogger
+from lightning_gen.core.preemption import requeued_checkpoint
 from lightning_gen.core.protocols import ExplainsData, ImageData, OwnsPredictInputs, WritesPredictions
 from lightning_gen.core.runs import run_dir
 from lightning_gen.metrics import SampleQuality  # noqa: F401  (short name for --trainer.callbacks+=SampleQuality)
@@ -216,6 +221,11 @@ class GenCLI(LightningCLI):
         line otherwise), before Lightning reads the checkpoint's hyperparameters (so `predict` knows the image shape
         from it) and before anything else reads it."""
         subcommand = self.config.get("subcommand")
+        if subcommand == "fit" and self.config.fit.get("ckpt_path") is None:  # a requeued SLURM job: same command
+            found = requeued_checkpoint(self.config.fit.trainer.default_root_dir or ".")
+            if found is not None:
+                rank_zero_info(f"Requeued SLURM job: resuming from {found}")
+                self.config.fit.ckpt_path = str(found)
         if subcommand and self.config[subcommand].get("ckpt_path") == "last":
             cfg = self.config[subcommand]
             roots = [Path(cfg.trainer.default_root_dir or ".")]
@@ -323,7 +333,11 @@ class GenCLI(LightningCLI):
         chosen = list(config.get("callbacks") or []) + list(callbacks)
         if config.get("enable_progress_bar", True) is not False and not any(isinstance(c, ProgressBar) for c in chosen):
             callbacks = [*callbacks, RichProgressBar()]
-        return super()._instantiate_trainer(config, callbacks)
+        trainer = super()._instantiate_trainer(config, callbacks)
+        check_multi_node_launcher(trainer)  # before any process starts and waits for nodes that never come
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not one the user chose
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        return trainer
 
     # ---- a checkpoint's image shape against the data's ---------------------------------------------------------
     def _check_checkpoint_shape(self) -> None:

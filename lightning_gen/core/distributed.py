@@ -7,9 +7,12 @@ all-reduces both networks at every step. Instead, `Technique.optimizing` calls `
 its backward pass (Lightning switches DDP's sync back on after every step) and `all_reduce_gradients(network)`
 after each `manual_backward`, so each network's gradients are averaged across processes exactly once, for its
 own step. Outside DDP both are no-ops. `first_visit_mask` tells evaluation which items DDP's sampler repeated.
+`check_multi_node_launcher` refuses `num_nodes > 1` that no launcher will ever start on the other nodes.
 """
 
 from __future__ import annotations
+
+import os
 
 import lightning as L
 import torch
@@ -18,6 +21,15 @@ from torch import Tensor, nn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
+
+from lightning_gen.core.checks import ConfigError
+
+MULTI_NODE_LAUNCHERS = (
+    "torchrun on every node (`torchrun --nnodes N --node-rank R --nproc-per-node M --master-addr HOST --master-port "
+    "PORT -m lightning_gen.core.cli fit ...`), SLURM (`srun lightning-gen fit ...` in an sbatch script with "
+    "`--nodes N --ntasks-per-node M`), or the same command on every node with MASTER_ADDR, MASTER_PORT and NODE_RANK "
+    "set (MPI, LSF and Kubeflow jobs are detected too)"
+)
 
 
 def disable_ddp_gradient_sync(trainer: L.Trainer) -> bool:
@@ -51,6 +63,25 @@ def all_reduce_gradients(module: nn.Module) -> None:
     with torch.no_grad():
         for grad, synced in zip(grads, _unflatten_dense_tensors(flat, grads)):
             grad.copy_(synced)
+
+
+def check_multi_node_launcher(trainer: L.Trainer) -> None:
+    """Raise `ConfigError` when `trainer` is to run on several nodes but nothing starts it on the others: no cluster
+    environment Lightning detects (torchrun, SLURM, MPI, LSF, Kubeflow) and no MASTER_ADDR/NODE_RANK of a manual
+    launch. Lightning would start this node's processes and wait forever for the missing ones."""
+    from lightning.fabric.plugins.environments import LightningEnvironment
+
+    num_nodes = int(getattr(trainer, "num_nodes", 1) or 1)
+    environment = getattr(trainer.strategy, "cluster_environment", None)
+    if num_nodes <= 1 or type(environment) is not LightningEnvironment:
+        return
+    if "NODE_RANK" in os.environ and "MASTER_ADDR" in os.environ:  # launched by hand on every node
+        return
+    raise ConfigError(
+        f"--trainer.num_nodes {num_nodes} needs a launcher that starts the run on every node, and none was found "
+        f"(no torchrun, SLURM, MPI, LSF or Kubeflow environment, no MASTER_ADDR and NODE_RANK). Launch it with "
+        f"{MULTI_NODE_LAUNCHERS}; or drop --trainer.num_nodes to train on this machine only."
+    )
 
 
 def first_visit_mask(
