@@ -9,8 +9,21 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_gen import CGAN, DCGAN, DOC, SGAN, SRGAN, Classifier, DeepSVDD, FastStyleTransfer, Pix2Pix, SRResNet
+from lightning_gen import (
+    CGAN,
+    DCGAN,
+    DOC,
+    SGAN,
+    SRGAN,
+    Classifier,
+    DeepSVDD,
+    FastStyleTransfer,
+    Pix2Pix,
+    Siamese,
+    SRResNet,
+)
 from lightning_gen.core.checks import ConfigError
+from lightning_gen.core.embedding import EmbeddingTechnique
 from lightning_gen.nn import ClassifierNet, DCGANGenerator
 from lightning_gen.nn.embedding import EmbeddingNet
 from lightning_gen.nn.norm import NORMS, batch_dependent, group_count, make_norm
@@ -146,6 +159,8 @@ def forward_passes(norm: str, style: str):
         SGAN(generator=generator, latent_dim=4, g_features=4, norm=norm, num_classes=2, image_shape=(1, 8, 8)))
     yield "Classifier", lambda m: m(images), built(Classifier(num_classes=2, norm=norm, image_shape=(1, 8, 8)))
     yield "EmbeddingNet", lambda m: m(images), EmbeddingNet((1, 8, 8), embedding_dim=3, width=2, norm=norm)
+    yield "Siamese", lambda m: m.embedder(images), built(Siamese(embedding_dim=3, width=2, norm=norm,
+                                                                 image_shape=(1, 8, 8)))
 
 
 @pytest.mark.parametrize("norm", NORMS)
@@ -176,6 +191,7 @@ def test_the_mlp_generator_refuses_instance_norm_and_the_mlp_classifier_any_norm
 @pytest.mark.parametrize(("cls", "default"), [
     (DCGAN, "batch"), (Pix2Pix, "batch"), (SRResNet, "batch"), (SRGAN, "batch"), (DeepSVDD, "batch"), (DOC, "none"),
     (FastStyleTransfer, "instance"), (SGAN, "batch"), (Classifier, "none"), (EmbeddingNet, "batch"),
+    (EmbeddingTechnique, "batch"),
     (ClassifierNet, "none"),
 ])
 def test_defaults_are_the_papers(cls, default):

@@ -33,6 +33,7 @@ from lightning_gen.core.runs import ColumnWriter, logs_this_step, save_and_log_i
 from lightning_gen.core.technique import Technique, eval_mode
 from lightning_gen.metrics.retrieval import euclidean, one_shot_accuracy, retrieval_metrics
 from lightning_gen.nn.embedding import EmbeddingNet
+from lightning_gen.nn.norm import Norm
 
 Projection = Literal["tsne", "pca"]
 PALETTE = torch.tensor([[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189],
@@ -108,6 +109,8 @@ class EmbeddingTechnique(Technique):
         embedding_dim: size of the embedding (2: the embedding is drawn as it is).
         width: channels of the embedding network's convolution blocks.
         normalize: L2-normalise the embeddings (what pytorch-metric-learning's distances assume by default).
+        norm: normalisation in the convolution blocks (`lightning_gen.nn.norm`): `batch` (the default), `layer`,
+            `instance`, `group` or `none`. Batch norm makes an image's embedding depend on its batch in training.
         image_shape: (channels, height, width); taken from the datamodule when not given, stored in the checkpoint.
         lr: Adam learning rate (over the network and any weights of the loss).
         weight_decay: Adam weight decay.
@@ -121,6 +124,7 @@ class EmbeddingTechnique(Technique):
         embedding_dim: int = 64,
         width: int = 64,
         normalize: bool = True,
+        norm: Norm = "batch",
         image_shape: tuple[int, int, int] | None = None,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
@@ -136,7 +140,8 @@ class EmbeddingTechnique(Technique):
     def build(self) -> None:
         hp = self.hparams
         hp.image_shape = resolve_image_shape(hp.image_shape, self.datamodule, type(self).__name__)
-        self.embedder = EmbeddingNet(tuple(hp.image_shape), hp.embedding_dim, hp.width, hp.normalize)
+        self.embedder = EmbeddingNet(tuple(hp.image_shape), hp.embedding_dim, hp.width, hp.normalize,
+                                     norm=hp.get("norm", "batch"))
 
     def forward(self, images: Tensor) -> Tensor:
         """(B, C, H, W) images in [-1, 1] -> (B, embedding_dim) embeddings."""
