@@ -31,7 +31,7 @@ from torchvision.transforms import v2
 
 from datamodules.base import DataError, StartMethod, check_start_method, data_root, make_loader, to_signed
 from datamodules.images import mode_for, read_image
-from datamodules.paired import apply_jointly, check_aligned_shape, jitter
+from datamodules.paired import Targets, apply_jointly, check_aligned_shape, jitter
 from datamodules.shard import FORMAT, FORMAT_FILE, SPLITS, is_url, join, make_shards, require_litdata, resize_pixels
 
 CONVERT_OPTIONS = {"source", "dataset", "layout", "storage", "channels", "channels_b", "image_size", "classes",
@@ -82,19 +82,6 @@ class DecodePair:
             a, b = (to_pixels(item[k], mode_for(c)) for k, c in zip("ab", self.channels))
         a, b = apply_jointly(self.transform, a, b)
         return (b, a) if self.swap else (a, b)
-
-
-class Targets(Dataset):
-    """The target images alone of a dataset of `(input, target)` pairs: the real images of the kind pix2pix makes."""
-
-    def __init__(self, pairs: Dataset) -> None:
-        self.pairs = pairs
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, index: int) -> Tensor:
-        return self.pairs[index][1]
 
 
 class ShardItems(Dataset):

@@ -43,6 +43,7 @@ from torch import Tensor, nn
 from lightning_gen.core.checkpoints import read_lightning_checkpoint
 from lightning_gen.core.checks import (
     ConfigError,
+    check_bernoulli_range,
     check_labels,
     check_learning_rates,
     resolve_image_shape,
@@ -300,13 +301,7 @@ class M2VAE(GenerativeTechnique):
         """Refuse images a Bernoulli decoder cannot model (pixels outside [0, 1], i.e. images outside [-1, 1])."""
         if self.uses_m1 or self.resolved_likelihood != "bernoulli":
             return
-        lo, hi = float(images.min()), float(images.max())
-        if lo < -1.001 or hi > 1.001:
-            raise ConfigError(
-                f"the Bernoulli decoder needs pixel values in [0, 1], i.e. images in [-1, 1] from the datamodule, "
-                f"but this batch spans [{lo:.3g}, {hi:.3g}]. Scale the data to [-1, 1], or use "
-                "`--model.likelihood gaussian`."
-            )
+        check_bernoulli_range(images, "Bernoulli decoder")
 
     def features(self, images: Tensor, training: bool = False) -> Tensor:
         """What M2 models. Images (B, C, H, W) in [-1, 1] -> (B, D): M1's latent means (or draws from its q(z1 | x)

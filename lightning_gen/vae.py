@@ -19,6 +19,7 @@ from torchmetrics import SumMetric
 
 from lightning_gen.core.checks import (
     ConfigError,
+    check_bernoulli_range,
     check_labels,
     check_learning_rates,
     check_sample_classes,
@@ -217,13 +218,7 @@ class VAE(GenerativeTechnique):
         """Refuse data a Bernoulli likelihood cannot model (run on the first batch of each loop: one host sync)."""
         if self.hparams.likelihood != "bernoulli":
             return
-        lo, hi = float(images.min()), float(images.max())
-        if lo < -1.001 or hi > 1.001:
-            raise ConfigError(
-                f"the Bernoulli likelihood needs pixel values in [0, 1], i.e. images in [-1, 1] from the "
-                f"datamodule, but this batch spans [{lo:.3g}, {hi:.3g}]. Scale the data to [-1, 1], or use "
-                "`--model.likelihood gaussian`."
-            )
+        check_bernoulli_range(images)
 
     def split_batch(self, batch: Any) -> tuple[Tensor, Tensor | None]:
         """(images, labels) or images -> images (B, C, H, W), labels (B,) or None."""

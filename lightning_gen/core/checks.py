@@ -78,6 +78,17 @@ def resolve_num_classes(model_classes: int | None, datamodule: Any, technique: s
     return int(num_classes)
 
 
+def check_bernoulli_range(images: Any, what: str = "Bernoulli likelihood") -> None:
+    """Refuse images a Bernoulli likelihood cannot model: pixel values outside [0, 1], i.e. images outside [-1, 1]
+    (one host sync: run it on the first batch of a loop)."""
+    lo, hi = float(images.min()), float(images.max())
+    if lo < -1.001 or hi > 1.001:
+        raise ConfigError(
+            f"the {what} needs pixel values in [0, 1], i.e. images in [-1, 1] from the datamodule, but this batch "
+            f"spans [{lo:.3g}, {hi:.3g}]. Scale the data to [-1, 1], or use `--model.likelihood gaussian`."
+        )
+
+
 def check_labels(labels: Any, num_classes: int, technique: str) -> None:
     """Raise `ConfigError` when a batch's labels fall outside 0..num_classes-1 (costs one host sync: call it on a
     loop's first batch)."""
