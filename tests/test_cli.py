@@ -189,7 +189,7 @@ def test_every_recipe_runs_a_batch(config, tmp_path, monkeypatch):
         from tests.test_m2vae import vae_checkpoint
 
         extra = ["--model.m1_ckpt", vae_checkpoint(tmp_path / "m1.ckpt", latent_dim=50, image_shape=(1, 28, 28))]
-    convert = (yaml.safe_load((ROOT / config).read_text())["data"].get("init_args") or {}).get("convert")
+    convert = ((yaml.safe_load((ROOT / config).read_text()).get("data") or {}).get("init_args") or {}).get("convert")
     if convert:  # shards made from the real data before the batch: a few hundred images of it are enough here
         convert = {**convert, "source": os.path.expandvars(convert["source"]), "limit": 256}
         extra = [f"--data.convert={json.dumps(convert)}"]
