@@ -99,7 +99,21 @@ def make_loader(
     )
 
 
-class ImageDataModule(L.LightningDataModule):
+class SplitLoaders:
+    """The training, validation and test loaders of a datamodule with `train_set`, `val_set` and `test_set`, each
+    made by its `_loader(dataset, train)`. Put it before `LightningDataModule` among the bases."""
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, train=False)
+
+
+class ImageDataModule(SplitLoaders, L.LightningDataModule):
     """Base of the image datamodules: batches are `(images, labels)` with images `(B, C, H, W)` in [-1, 1].
 
     Subclasses set `self.image_shape` and `self.num_classes` and implement `_load()`, which returns the
@@ -199,15 +213,6 @@ class ImageDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             multiprocessing_context=self.multiprocessing_context,
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, train=False)
 
 
 class Ticks(IterableDataset):

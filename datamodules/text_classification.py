@@ -28,7 +28,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.base import DataError, data_root
+from datamodules.base import DataError, SplitLoaders, data_root
 from datamodules.text import read_utf8
 
 PAD, UNK = "<pad>", "<unk>"
@@ -137,7 +137,7 @@ def read_aclimdb_split(root: Path, split: str) -> tuple[list[str], list[int]]:
     return texts, labels
 
 
-class TextClassification(L.LightningDataModule):
+class TextClassification(SplitLoaders, L.LightningDataModule):
     """Sentiment-labeled texts (movie reviews) as padded word indices for `TextClassifier`: batches are
     `(tokens (B, L) int64, labels (B,) int64)`, each row padded with 0 to the batch's longest text.
 
@@ -251,15 +251,6 @@ class TextClassification(L.LightningDataModule):
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
         return text_loader(dataset, self.batch_size, train, self.num_workers)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, train=False)
 
 
 __all__ = ["EncodedTexts", "PAD", "PAD_INDEX", "TextClassification", "UNK", "UNK_INDEX", "build_vocabulary", "encode",
