@@ -377,7 +377,7 @@ class M2VAE(GenerativeTechnique):
         logits = self.classifier(self.network_input(torch.cat([f_l, f_u])))  # (B_l + B_u, K)
         logits_l, logits_u = logits.split([f_l.shape[0], f_u.shape[0]])
         bounds_u = unlabeled_bound(self.class_bounds(f_u), logits_u)  # (B_u,)
-        weight = getattr(self, "_class_weight", None) or self.class_weight()
+        weight = self._class_weight  # set in on_fit_start
         loss, ce = m2_loss(bounds_l, logits_l, labels, bounds_u, weight)
         if logs_this_step(self.trainer):
             acc = (logits_l.argmax(1) == labels).float().mean()
