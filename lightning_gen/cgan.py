@@ -45,18 +45,18 @@ class ConditionalGenerator(nn.Module):
 class ConditionalDiscriminator(nn.Module):
     """(B, C, H, W) images + (B,) classes -> (B,) logits of a DCGAN discriminator that sees the class by
     `projection` (+ <embed(y), last feature map>) or by `concat` (a learned H x W plane per class as an extra
-    input channel)."""
+    input channel). `options`: the `DCGANDiscriminator`'s `norm`, `spectral_norm` and `dropout`."""
 
     def __init__(self, num_classes: int, image_shape: tuple[int, int, int], features: int,
-                 conditioning: Literal["projection", "concat"], norm: Norm = "batch") -> None:
+                 conditioning: Literal["projection", "concat"], **options: Any) -> None:
         super().__init__()
         channels, height, width = image_shape
         self.conditioning = conditioning
         if conditioning == "concat":
-            self.net = DCGANDiscriminator((channels + 1, height, width), features, norm=norm)
+            self.net = DCGANDiscriminator((channels + 1, height, width), features, **options)
             self.embed = nn.Embedding(num_classes, height * width)
         else:
-            self.net = DCGANDiscriminator(image_shape, features, norm=norm)
+            self.net = DCGANDiscriminator(image_shape, features, **options)
             self.embed = nn.Embedding(num_classes, self.net.head.in_channels)
         dcgan_init(self.embed)
 
@@ -110,7 +110,7 @@ class CGAN(DCGAN):
         self.generator = ConditionalGenerator(hp.latent_dim, hp.num_classes, hp.embed_dim, hp.image_shape,
                                               hp.g_features, hp.norm)
         self.discriminator = ConditionalDiscriminator(hp.num_classes, hp.image_shape, hp.d_features,
-                                                      hp.d_conditioning, hp.norm)
+                                                      hp.d_conditioning, **self.discriminator_options())
 
     # ---- conditioning -----------------------------------------------------------------------------------------
     def generate(self, z: Tensor, labels: Tensor | None = None) -> Tensor:

@@ -33,6 +33,9 @@ class DCGAN(FlushDenormals, GenerativeTechnique):
         norm: normalisation in both networks: `batch` (the paper's), `layer`, `instance`, `group` or `none` (see
             `lightning_gen.nn.norm`). Batch norm normalises each batch's real and fake images by their own
             statistics in training, and by running averages in eval mode (sample grids, `predict`).
+        d_norm: the discriminator's normalisation when it differs from the generator's (None: `norm`).
+        d_spectral_norm: spectral normalisation of every discriminator convolution (Miyato et al. 2018).
+        d_dropout: dropout after every discriminator LeakyReLU (0: none, the paper's).
         lr_g: Adam learning rate of the generator.
         lr_d: Adam learning rate of the discriminator.
         betas: Adam betas of both optimizers.
@@ -54,6 +57,9 @@ class DCGAN(FlushDenormals, GenerativeTechnique):
         label_smoothing: float = 0.0,
         n_critic: int = 1,
         norm: Norm = "batch",
+        d_norm: Norm | None = None,
+        d_spectral_norm: bool = False,
+        d_dropout: float = 0.0,
         lr_g: float = 2e-4,
         lr_d: float = 2e-4,
         betas: tuple[float, float] = (0.5, 0.999),
@@ -70,6 +76,8 @@ class DCGAN(FlushDenormals, GenerativeTechnique):
             raise ConfigError(f"label_smoothing must be in [0, 1), got {label_smoothing}.")
         if loss == "hinge" and label_smoothing:
             raise ConfigError("label_smoothing has no meaning for the hinge loss; set it to 0 or use bce/lsgan.")
+        if not 0.0 <= d_dropout < 1.0:
+            raise ConfigError(f"d_dropout must be in [0, 1), got {d_dropout}.")
         if min(latent_dim, g_features, d_features, num_samples) < 1:
             raise ConfigError("latent_dim, g_features, d_features and num_samples must be positive.")
         self.save_hyperparameters()
@@ -79,7 +87,13 @@ class DCGAN(FlushDenormals, GenerativeTechnique):
         hp = self.hparams
         hp.image_shape = resolve_image_shape(hp.image_shape, self.datamodule, type(self).__name__)
         self.generator = DCGANGenerator(hp.latent_dim, hp.image_shape, hp.g_features, norm=hp.norm)
-        self.discriminator = DCGANDiscriminator(hp.image_shape, hp.d_features, norm=hp.norm)
+        self.discriminator = DCGANDiscriminator(hp.image_shape, hp.d_features, **self.discriminator_options())
+
+    def discriminator_options(self) -> dict[str, Any]:
+        """The `DCGANDiscriminator` options this technique's hyperparameters choose (older checkpoints lack some)."""
+        hp = self.hparams
+        return {"norm": hp.get("d_norm") or hp.norm, "spectral_norm": bool(hp.get("d_spectral_norm", False)),
+                "dropout": float(hp.get("d_dropout", 0.0))}
 
     # ---- the two networks; the conditional GAN passes labels through these -------------------------------------
     def generate(self, z: Tensor, labels: Tensor | None = None) -> Tensor:  # (B, latent) -> (B, C, H, W) in [-1, 1]

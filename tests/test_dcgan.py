@@ -165,3 +165,43 @@ def test_training_values_are_logged_when_someone_sees_them(tmp_path, progress_ba
         assert len({round(v, 6) for v in probe.shown}) == 10  # a fresh value on screen every step
     else:
         assert logged_steps == [2, 5, 8]
+
+
+def test_spectral_norm_bounds_every_discriminator_convolution(tmp_path):
+    # after training, each convolution's effective weight (reshaped to out x rest) has largest singular value ~1
+    L.seed_everything(0)
+    model = DCGAN(d_spectral_norm=True, d_norm="none", **SMALL)
+    trainer(tmp_path, limit_train_batches=8).fit(model, Digits(batch_size=16))
+    convs = [m for m in model.discriminator.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 2 and all(hasattr(m, "parametrizations") for m in convs)  # 8x8: input layer + head
+    for m in convs:
+        sigma = torch.linalg.matrix_norm(m.weight.detach().flatten(1), ord=2)
+        assert sigma == pytest.approx(1.0, abs=0.05)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.discriminator.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.generator.modules())  # `norm` still the generator's
+
+
+def test_discriminator_options_survive_a_checkpoint(tmp_path):
+    L.seed_everything(0)
+    model = DCGAN(d_spectral_norm=True, d_norm="layer", d_dropout=0.3, **SMALL)
+    t = trainer(tmp_path)
+    t.fit(model, Digits(batch_size=16))
+    t.save_checkpoint(tmp_path / "m.ckpt")
+    loaded = DCGAN.load_from_checkpoint(tmp_path / "m.ckpt").eval()
+    model.eval()
+    images = torch.rand(4, 1, 8, 8) * 2 - 1
+    assert torch.allclose(loaded.discriminate(images), model.discriminate(images), atol=1e-6)
+    assert sum(isinstance(m, torch.nn.Dropout) for m in loaded.discriminator.modules()) == 1  # 8x8: one hidden layer
+
+
+def test_discriminator_dropout_is_active_in_training_only():
+    torch.manual_seed(0)
+    d = DCGAN(d_dropout=0.5, image_shape=(1, 8, 8), **SMALL)
+    d.build()
+    x = torch.rand(4, 1, 8, 8)
+    d.discriminator.train()
+    assert not torch.allclose(d.discriminator(x), d.discriminator(x))
+    d.discriminator.eval()
+    assert torch.allclose(d.discriminator(x), d.discriminator(x))
+    with pytest.raises(ConfigError, match="d_dropout"):
+        DCGAN(d_dropout=1.0)

@@ -10,6 +10,7 @@ convolution that gives a single logit. No hidden fully-connected layers. The nor
 from __future__ import annotations
 
 from torch import Tensor, nn
+from torch.nn.utils import parametrizations
 
 from lightning_gen.core.checks import ConfigError
 from lightning_gen.nn.norm import NORM_TYPES, Norm, make_norm
@@ -103,27 +104,41 @@ class DCGANDiscriminator(nn.Module):
         features: channels of the first layer; each later layer has twice as many.
         out_dim: number of logits (1 for real/fake; N+1 for a semi-supervised discriminator).
         norm: normalisation after every convolution but the first and the last (batch norm in the paper).
+        spectral_norm: divide every convolution's weight by its largest singular value (Miyato et al. 2018, one
+            power iteration per training forward), which bounds how fast the discriminator's output can change.
+        dropout: probability of zeroing each activation after every LeakyReLU (in training mode).
     """
 
     def __init__(self, image_shape: tuple[int, int, int], features: int = 64, out_dim: int = 1,
-                 norm: Norm = "batch") -> None:
+                 norm: Norm = "batch", spectral_norm: bool = False, dropout: float = 0.0) -> None:
         super().__init__()
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"discriminator dropout must be in [0, 1), got {dropout}.")
         channels, height, width = image_shape
         base, n_up = dcgan_layout(height, width)
         width_ch = features
+        def drop() -> list[nn.Module]:
+            return [nn.Dropout(dropout)] if dropout else []
+
         # (B, C, H, W) -> (B, features, H/2, W/2); no BatchNorm on the input layer
-        layers: list[nn.Module] = [nn.Conv2d(channels, width_ch, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True)]
+        layers: list[nn.Module] = [nn.Conv2d(channels, width_ch, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True),
+                                   *drop()]
         for _ in range(n_up - 1):
             layers += [
                 nn.Conv2d(width_ch, width_ch * 2, 4, 2, 1, bias=norm == "none"),
                 make_norm(norm, width_ch * 2),
                 nn.LeakyReLU(0.2, inplace=True),
+                *drop(),
             ]
             width_ch *= 2
         self.features = nn.Sequential(*layers)  # -> (B, width_ch, base, base)
         self.head = nn.Conv2d(width_ch, out_dim, base, 1, 0, bias=False)  # -> (B, out_dim, 1, 1)
         self.out_dim = out_dim
         dcgan_init(self)
+        if spectral_norm:  # after the init, which `parametrizations.weight.original` keeps
+            for m in self.modules():
+                if isinstance(m, nn.Conv2d):
+                    parametrizations.spectral_norm(m)
 
     def forward(self, x: Tensor) -> Tensor:
         logits = self.head(self.features(x)).flatten(1)  # (B, out_dim)
