@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -17,8 +18,10 @@ QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
 
 
 def cli(*args: str, capture: bool = True) -> subprocess.CompletedProcess:
-    """`lightning-gen ARGS` from the project root; raises if it fails."""
-    return subprocess.run([*CLI, *args], cwd=ROOT, capture_output=capture, text=True, check=True)
+    """`lightning-gen ARGS` from the project root; raises if it fails. The metrics table is printed wide enough for
+    long metric names (Lightning's table cuts them to the terminal's width, 80 columns when captured)."""
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run([*CLI, *args], cwd=ROOT, capture_output=capture, text=True, check=True, env=env)
 
 
 def printed_metrics(stdout: str) -> dict[str, float]:
@@ -62,3 +65,22 @@ def sync() -> None:
     """Wait for queued CUDA work (if any), so that a wall-clock reading covers it."""
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.synchronize()
+
+
+class SaveAtMinutes(Callback):
+    """Saves `<dirpath>/at_<m>min.ckpt` once the training time (Lightning's `Timer`, the clock `--trainer.max_time`
+    reads) passes each of `minutes`: one run gives the checkpoints of several budgets. Give it to a CLI run with
+    `PYTHONPATH=bench` and `--trainer.callbacks+=common.SaveAtMinutes`."""
+
+    def __init__(self, minutes: list[float], dirpath: str) -> None:
+        self.minutes, self.dirpath, self.saved = sorted(minutes), Path(dirpath), set()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        from lightning.pytorch.callbacks import Timer
+
+        timer = next(c for c in trainer.callbacks if isinstance(c, Timer))
+        elapsed = timer.time_elapsed("train") / 60
+        for m in self.minutes:
+            if elapsed >= m and m not in self.saved:
+                self.saved.add(m)
+                trainer.save_checkpoint(self.dirpath / f"at_{m:g}min.ckpt")

@@ -1,52 +1,100 @@
-"""DCGAN on real MNIST within a CPU budget: trains `configs/dcgan/mnist.yaml`, prints a table (seed, epochs,
-wall time, losses and discriminator accuracy on the held-out validation images) and copies the last sample grid.
+"""DCGAN on real MNIST within CPU budgets: MNIST-classifier FID and KID of `--samples` generated images after each of
+`--minutes` of training (one run of the longest budget, checkpointed as it passes the shorter ones), or after exactly
+`--epochs` epochs, beside the real-vs-real floor. Copies the sample grid of the first budget.
 
-    LIGHTNING_GEN_DATA=/path/to/datasets python bench/dcgan_mnist.py [--epochs 5] [--out bench/out/dcgan_mnist]
+1. Trains the MNIST classifier behind the FID (configs/classifier/mnist.yaml) unless its checkpoint exists.
+2. Trains configs/dcgan/mnist.yaml (plus any fit options after `--`: the ablation rows of docs/techniques/dcgan.md).
+3. `validate` with `SampleQuality` on each checkpoint: FID and KID against a seeded random N of the training
+   images; the floor is a seeded random N of the test images against the same reference.
+
+    LIGHTNING_GEN_DATA=/path/to/datasets python bench/dcgan_mnist.py [--minutes 6 20 | --epochs 4] [--seed 0]
+        [--samples 10000] [--out bench/out/dcgan_mnist] [--grid docs/img/dcgan_mnist.png] [-- --model.loss bce ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from common import ROOT, evaluate
+import torch
+from torchvision.utils import save_image
+
+from common import QUIET, ROOT, cli, evaluate
 from lightning_gen.core.checkpoints import load_checkpoint
+from lightning_gen.dcgan import DCGAN
+
+CLASSIFIER = ROOT / "checkpoints" / "mnist_classifier" / "last.ckpt"
+CONFIG = ROOT / "configs" / "dcgan" / "mnist.yaml"
+
+
+def quality(config: Path, ckpt: Path, samples: int) -> dict[str, float]:
+    return evaluate("validate", config, ckpt, "--trainer.limit_val_batches", "1", "--trainer.callbacks=[]",
+                    "--trainer.callbacks+=lightning_gen.metrics.SampleQuality",
+                    f"--trainer.callbacks.classifier_ckpt={CLASSIFIER}", f"--trainer.callbacks.num_samples={samples}")
+
+
+def save_grid(ckpt: Path, path: Path, n: int = 64) -> None:
+    model = DCGAN.load_from_checkpoint(ckpt, map_location="cpu")
+    save_image(model.sample(torch.arange(n)).add(1).div(2), path, nrow=8, padding=2)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--minutes", type=float, nargs="+", default=[6.0, 20.0],
+                        help="training-time budgets (one run of the longest, checkpointed at the others)")
+    parser.add_argument("--epochs", type=int, default=None, help="train exactly this many epochs instead")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--samples", type=int, default=10000, help="generated images per FID")
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "dcgan_mnist"))
     parser.add_argument("--grid", default=str(ROOT / "docs" / "img" / "dcgan_mnist.png"),
-                        help="where to copy the last grid")
+                        help="where to write the grid of the first budget ('' for none)")
+    parser.add_argument("fit_options", nargs=argparse.REMAINDER, help="after `--`: options for `lightning-gen fit`")
     args = parser.parse_args()
+    extra = [a for a in args.fit_options if a != "--"]
     out = Path(args.out)
     if out.exists():
         shutil.rmtree(out)
-    cli = [sys.executable, "-m", "lightning_gen.core.cli"]
-    quiet = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]
+    if not CLASSIFIER.is_file():
+        cli("fit", "--config", str(ROOT / "configs" / "classifier" / "mnist.yaml"), *QUIET)
+
+    if args.epochs is not None:
+        length = ["--trainer.max_epochs", str(args.epochs)]
+    else:
+        longest = max(args.minutes)
+        length = ["--trainer.max_epochs", "1000", "--trainer.max_time",
+                  time.strftime("00:%H:%M:%S", time.gmtime(longest * 60))]
+        shorter = [m for m in args.minutes if m < longest]
+        if shorter:
+            length += ["--trainer.callbacks+=common.SaveAtMinutes", f"--trainer.callbacks.minutes={shorter}",
+                       f"--trainer.callbacks.dirpath={out / 'checkpoints'}"]
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT / "bench"), os.environ.get("PYTHONPATH", "")])
     start = time.perf_counter()
-    subprocess.run([*cli, "fit", "--config", str(ROOT / "configs/dcgan/mnist.yaml"), "--seed_everything",
-                    str(args.seed), "--trainer.max_epochs", str(args.epochs), "--trainer.default_root_dir", str(out),
-                    *quiet], check=True, cwd=ROOT)
-    wall = time.perf_counter() - start
-    ckpt = load_checkpoint(out / "checkpoints" / "last.ckpt")
-    grid = sorted((out / "samples").glob("*.png"))[-1]
-    Path(args.grid).parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy(grid, args.grid)
-    metrics = evaluate("validate", out / "config.yaml", out / "checkpoints" / "last.ckpt",
-                       "--trainer.limit_val_batches", "1.0")
-    nan = float("nan")
-    print("\n| seed | epochs | optimizer steps | wall time (fit) | val/d_loss | val/g_loss | val/d_accuracy | grid |")
-    print("|---|---|---|---|---|---|---|---|")
-    print(f"| {args.seed} | {ckpt['epoch'] + 1} | {ckpt['global_step']} | {wall / 60:.1f} min | "
-          f"{metrics.get('val/d_loss', nan):.3f} | {metrics.get('val/g_loss', nan):.3f} | "
-          f"{metrics.get('val/d_accuracy', nan):.3f} | {Path(args.grid).relative_to(ROOT)} |")
+    cli("fit", "--config", str(CONFIG), "--seed_everything", str(args.seed), *length, "--trainer.limit_val_batches",
+        "0", "--trainer.default_root_dir", str(out), *QUIET, *extra)
+    wall = (time.perf_counter() - start) / 60
+
+    if args.epochs is not None:
+        budgets = [(f"{args.epochs} epochs", out / "checkpoints" / "last.ckpt")]
+    else:
+        budgets = [(f"{m:g} min", out / "checkpoints" / f"at_{m:g}min.ckpt") for m in sorted(args.minutes)[:-1]]
+        budgets.append((f"{max(args.minutes):g} min", out / "checkpoints" / "last.ckpt"))
+    if args.grid:
+        save_grid(budgets[0][1], Path(args.grid))
+    print(f"\nseed {args.seed}; fit options: {' '.join(extra) or '(the recipe)'}; whole run {wall:.1f} min; "
+          f"{args.samples} generated images per FID\n")
+    print("| seed | budget | epochs | generator steps | MNIST-classifier FID | MNIST-classifier KID |")
+    print("|---|---|---|---|---|---|")
+    floor = float("nan")
+    for name, ckpt in budgets:
+        state = load_checkpoint(ckpt)
+        m = quality(out / "config.yaml", ckpt, args.samples)
+        floor = m.get("val/mnist_classifier_fid_floor", floor)
+        print(f"| {args.seed} | {name} | {state['epoch'] + 1} | {state['global_step'] // 2} | "
+              f"{m['val/mnist_classifier_fid']:.2f} | {m['val/mnist_classifier_kid']:.1f} |", flush=True)
+    print(f"| real test images (floor) | - | - | - | {floor:.2f} | - |")
 
 
 if __name__ == "__main__":

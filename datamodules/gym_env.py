@@ -29,7 +29,7 @@ Vectorization = Literal["sync", "async"]
 
 # optional packages behind some environment families: (modules, pip extra that installs them)
 _ATARI = (("ale_py", "cv2"), 'pip install "lightning-gen[atari]"  (ale-py with the game ROMs, and OpenCV)')
-_BOX2D = (("Box2D",), 'pip install swig && pip install "lightning-gen[box2d]"  (gymnasium[box2d])')
+_BOX2D = (("Box2D", "pygame"), 'pip install "lightning-gen[box2d]"  (gymnasium[box2d])')
 _FAMILIES = {"ALE/": _ATARI, "NoFrameskip": _ATARI, "LunarLander": _BOX2D, "BipedalWalker": _BOX2D,
              "CarRacing": _BOX2D}
 

@@ -27,8 +27,8 @@ NAME = PROJECT["name"]  # lightning-gen
 # `pip install "lightning-gen[atari]"`, `'lightning-gen[sr]'`, `lightning_gen[a,b]`
 EXTRA_HINT = re.compile(r"lightning[-_]gen\[([^\]]*)\]")
 PACKAGE_HINT = re.compile(r"pip install ([A-Za-z0-9][A-Za-z0-9_.-]*)")  # `pip install h5py` (not quoted, not -e)
-# named by a hint without being a dependency: swig is the build tool gymnasium[box2d] needs before it installs
-NOT_DEPENDENCIES = {"swig"}
+# named by a hint without being a dependency (none today; a build tool an extra needs before it installs would be)
+NOT_DEPENDENCIES: set[str] = set()
 SOURCES = ("lightning_gen", "datamodules")
 
 
