@@ -96,6 +96,10 @@ class VAE(GenerativeTechnique):
         dec_features: channels of the conv decoder's last hidden layer (earlier layers double it); the mlp
             decoder's hidden layers have 16 times as many units.
         lr: Adam learning rate.
+        train_iw_samples: importance samples k of the training objective: 1 trains on the ELBO (the VAE); k > 1 on
+            Burda et al.'s k-sample bound (the IWAE), which weights each sample by its importance weight and is
+            tighter the larger k (one decoder pass per sample: k times the decoding cost). Needs `beta` 1 and no KL
+            warm-up (the bound has no separate KL term to weight).
         val_iw_samples: importance samples k for the bound reported in `validate` (0: only the ELBO).
         test_iw_samples: importance samples k for the bound reported in `test` (use 1000 or more for a
             reported NLL; 1 gives a single-sample ELBO).
@@ -117,6 +121,7 @@ class VAE(GenerativeTechnique):
         decoder: Literal["conv", "mlp"] = "conv",
         dec_features: int = 32,
         lr: float = 1e-3,
+        train_iw_samples: int = 1,
         val_iw_samples: int = 0,
         test_iw_samples: int = 1000,
         iw_chunk: int = 8192,
@@ -135,6 +140,11 @@ class VAE(GenerativeTechnique):
         if min(enc_features, dec_features, num_samples, iw_chunk) < 1 or min(val_iw_samples, test_iw_samples) < 0:
             raise ConfigError("enc_features, dec_features, num_samples and iw_chunk must be positive; "
                               "val_iw_samples and test_iw_samples 0 or more.")
+        if train_iw_samples < 1:
+            raise ConfigError(f"train_iw_samples must be 1 (the ELBO) or more (the IWAE bound), got {train_iw_samples}.")
+        if train_iw_samples > 1 and (beta != 1.0 or kl_warmup_epochs > 0):
+            raise ConfigError("train_iw_samples > 1 trains on the importance-weighted bound, which has no KL term to "
+                              "weight: set beta to 1 and kl_warmup_epochs to 0, or train_iw_samples to 1.")
         self.save_hyperparameters()
         self.images_seen = nn.ModuleDict({"val": SumMetric(), "test": SumMetric()})  # evaluation images, once each
         self._picture_batch: tuple[Tensor, Tensor | None] | None = None
@@ -243,11 +253,16 @@ class VAE(GenerativeTechnique):
             self.check_pixel_range(images)
         target = self.targets(images, fixed=False)  # (B, C, H, W)
         mu, logvar = self.encode(self.as_input(target), labels)  # (B, latent_dim) each
-        z = reparameterize(mu, logvar)
-        recon = -self.log_likelihood(self.decode(z, labels), target)  # (B,) nats
         kl = gaussian_kl(mu, logvar)  # (B,) nats
         beta = self.kl_weight(batch_idx)
-        loss = (recon + beta * kl).mean()
+        k = self.hparams.get("train_iw_samples", 1)
+        if k > 1:  # IWAE: minus the k-sample bound (the logged recon is the first sample's)
+            log_w, log_px = self.log_importance_weights(target, labels, mu, logvar, k)  # (k, B) each
+            recon = -log_px[0]
+            loss = -importance_weighted_bound(log_w).mean()
+        else:  # the ELBO with one reparameterized sample
+            recon = -self.log_likelihood(self.decode(reparameterize(mu, logvar), labels), target)  # (B,) nats
+            loss = (recon + beta * kl).mean()
         if logs_this_step(self.trainer):
             self.log_dict({"train/loss": loss.detach(), "train/nelbo": (recon + kl).mean().detach(),
                            "train/recon": recon.mean().detach(), "train/kl": kl.mean().detach()}, prog_bar=True)
@@ -262,21 +277,25 @@ class VAE(GenerativeTechnique):
         return adam(self, self.parameters(), lr=self.hparams.lr)
 
     # ---- evaluation: negative ELBO and the importance-weighted bound, nats per image --------------------------
+    def log_importance_weights(self, target: Tensor, labels: Tensor | None, mu: Tensor, logvar: Tensor,
+                               n: int) -> tuple[Tensor, Tensor]:
+        """n reparameterized draws z ~ q(z | x) per image, decoded in one pass: their log importance weights
+        log p(x | z) + log p(z) - log q(z | x), and the log p(x | z) term alone. (B, C, H, W), (B, D) -> (n, B) each."""
+        b = target.shape[0]
+        z = reparameterize(mu.expand(n, -1, -1), logvar.expand(n, -1, -1))  # (n, B, D)
+        flat_labels = labels.repeat(n) if labels is not None else None
+        decoded = self.decode(z.reshape(n * b, -1), flat_labels)  # (n * B, C, H, W)
+        log_px = self.log_likelihood(decoded, target.repeat(n, 1, 1, 1)).view(n, b)
+        return log_px + log_standard_normal(z) - log_normal_diag(z, mu, logvar), log_px
+
     @torch.no_grad()
     def iw_log_likelihood(self, target: Tensor, labels: Tensor | None, k: int) -> Tensor:
         """Burda et al.'s bound on log p(x) with k importance samples, decoded in chunks of at most `iw_chunk`
         (image, sample) pairs. (B, C, H, W) -> (B,)."""
         mu, logvar = self.encode(self.as_input(target), labels)  # (B, D)
-        b = target.shape[0]
-        per_pass = max(1, self.hparams.iw_chunk // b)
-        log_w = []
-        for start in range(0, k, per_pass):
-            n = min(per_pass, k - start)
-            z = reparameterize(mu.expand(n, -1, -1), logvar.expand(n, -1, -1))  # (n, B, D)
-            flat_labels = labels.repeat(n) if labels is not None else None
-            decoded = self.decode(z.reshape(n * b, -1), flat_labels)  # (n * B, C, H, W)
-            log_px = self.log_likelihood(decoded, target.repeat(n, 1, 1, 1)).view(n, b)
-            log_w.append(log_px + log_standard_normal(z) - log_normal_diag(z, mu, logvar))  # (n, B)
+        per_pass = max(1, self.hparams.iw_chunk // target.shape[0])
+        log_w = [self.log_importance_weights(target, labels, mu, logvar, min(per_pass, k - start))[0]
+                 for start in range(0, k, per_pass)]  # (n, B) each
         return importance_weighted_bound(torch.cat(log_w))
 
     def _evaluate(self, batch: Any, batch_idx: int, prefix: str, k: int, dataloader_idx: int = 0) -> None:
