@@ -141,7 +141,8 @@ class VAE(GenerativeTechnique):
             raise ConfigError("enc_features, dec_features, num_samples and iw_chunk must be positive; "
                               "val_iw_samples and test_iw_samples 0 or more.")
         if train_iw_samples < 1:
-            raise ConfigError(f"train_iw_samples must be 1 (the ELBO) or more (the IWAE bound), got {train_iw_samples}.")
+            raise ConfigError(f"train_iw_samples must be 1 (the ELBO) or more (the IWAE bound), got "
+                              f"{train_iw_samples}.")
         if train_iw_samples > 1 and (beta != 1.0 or kl_warmup_epochs > 0):
             raise ConfigError("train_iw_samples > 1 trains on the importance-weighted bound, which has no KL term to "
                               "weight: set beta to 1 and kl_warmup_epochs to 0, or train_iw_samples to 1.")
