@@ -8,7 +8,8 @@
    images; the floor is a seeded random N of the test images against the same reference.
 
     LIGHTNING_GEN_DATA=/path/to/datasets python bench/dcgan_mnist.py [--minutes 6 20 | --epochs 4] [--seed 0]
-        [--samples 10000] [--out bench/out/dcgan_mnist] [--grid docs/img/dcgan_mnist.png] [-- --model.loss bce ...]
+        [--samples 10000] [--ema 0.995] [--out bench/out/dcgan_mnist] [--grid docs/img/dcgan_mnist.png]
+        [-- --model.loss bce ...]
 """
 
 from __future__ import annotations
@@ -30,8 +31,15 @@ CLASSIFIER = ROOT / "checkpoints" / "mnist_classifier" / "last.ckpt"
 CONFIG = ROOT / "configs" / "dcgan" / "mnist.yaml"
 
 
-def quality(config: Path, ckpt: Path, samples: int) -> dict[str, float]:
-    return evaluate("validate", config, ckpt, "--trainer.limit_val_batches", "1", "--trainer.callbacks=[]",
+def ema_args(decay: float) -> list[str]:
+    """A bias-corrected generator EMA (lightning_gen.callbacks.EMA, batch-norm statistics recomputed)."""
+    return ["--trainer.callbacks+=lightning_gen.callbacks.EMA", f"--trainer.callbacks.decay={decay}",
+            "--trainer.callbacks.bias_correction=true"]
+
+
+def quality(config: Path, ckpt: Path, samples: int, ema: list[str]) -> dict[str, float]:
+    """`validate` with SampleQuality on the live generator (ema = []) or on the EMA's average (its arguments)."""
+    return evaluate("validate", config, ckpt, "--trainer.limit_val_batches", "1", "--trainer.callbacks=[]", *ema,
                     "--trainer.callbacks+=lightning_gen.metrics.SampleQuality",
                     f"--trainer.callbacks.classifier_ckpt={CLASSIFIER}", f"--trainer.callbacks.num_samples={samples}")
 
@@ -48,6 +56,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="train exactly this many epochs instead")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--samples", type=int, default=10000, help="generated images per FID")
+    parser.add_argument("--ema", type=float, default=None, metavar="DECAY",
+                        help="also train a bias-corrected generator EMA of this decay and report its FID")
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "dcgan_mnist"))
     parser.add_argument("--grid", default=str(ROOT / "docs" / "img" / "dcgan_mnist.png"),
                         help="where to write the grid of the first budget ('' for none)")
@@ -72,8 +82,9 @@ def main() -> None:
                        f"--trainer.callbacks.dirpath={out / 'checkpoints'}"]
     os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT / "bench"), os.environ.get("PYTHONPATH", "")])
     start = time.perf_counter()
-    cli("fit", "--config", str(CONFIG), "--seed_everything", str(args.seed), *length, "--trainer.limit_val_batches",
-        "0", "--trainer.default_root_dir", str(out), *QUIET, *extra)
+    ema = ema_args(args.ema) if args.ema is not None else []
+    cli("fit", "--config", str(CONFIG), *ema, "--seed_everything", str(args.seed), *length,
+        "--trainer.limit_val_batches", "0", "--trainer.default_root_dir", str(out), *QUIET, *extra)
     wall = (time.perf_counter() - start) / 60
 
     if args.epochs is not None:
@@ -85,16 +96,17 @@ def main() -> None:
         save_grid(budgets[0][1], Path(args.grid))
     print(f"\nseed {args.seed}; fit options: {' '.join(extra) or '(the recipe)'}; whole run {wall:.1f} min; "
           f"{args.samples} generated images per FID\n")
-    print("| seed | budget | epochs | generator steps | MNIST-classifier FID | MNIST-classifier KID |")
-    print("|---|---|---|---|---|---|")
+    print("| seed | budget | epochs | generator steps | weights | MNIST-classifier FID | MNIST-classifier KID |")
+    print("|---|---|---|---|---|---|---|")
     floor = float("nan")
     for name, ckpt in budgets:
         state = load_checkpoint(ckpt)
-        m = quality(out / "config.yaml", ckpt, args.samples)
-        floor = m.get("val/mnist_classifier_fid_floor", floor)
-        print(f"| {args.seed} | {name} | {state['epoch'] + 1} | {state['global_step'] // 2} | "
-              f"{m['val/mnist_classifier_fid']:.2f} | {m['val/mnist_classifier_kid']:.1f} |", flush=True)
-    print(f"| real test images (floor) | - | - | - | {floor:.2f} | - |")
+        for weights, callbacks in [("live", []), *([(f"EMA {args.ema}", ema)] if ema else [])]:
+            m = quality(out / "config.yaml", ckpt, args.samples, callbacks)
+            floor = m.get("val/mnist_classifier_fid_floor", floor)
+            print(f"| {args.seed} | {name} | {state['epoch'] + 1} | {state['global_step'] // 2} | {weights} | "
+                  f"{m['val/mnist_classifier_fid']:.2f} | {m['val/mnist_classifier_kid']:.1f} |", flush=True)
+    print(f"| real test images (floor) | - | - | - | - | {floor:.2f} | - |")
 
 
 if __name__ == "__main__":
