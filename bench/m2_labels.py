@@ -13,7 +13,7 @@ labeled images alone. Prints one row per run, a mean +- std table with the SGAN'
 as published), and writes both as CSV under `--out`.
 
     LIGHTNING_GEN_DATA=/path/to/datasets python bench/m2_labels.py [--labels 100 600 1000 3000] [--seeds 0 1 2]
-        [--methods m1m2 m2 m1_logreg] [--m1-epochs 10] [--m1m2-epochs 15] [--m2-epochs 10] [--out bench/out/m2_labels]
+        [--methods m1m2 m2 m1_logreg] [--m1-epochs 10] [--m1m2-epochs 45] [--m2-epochs 10] [--out bench/out/m2_labels]
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=["m1m2", "m2", "m1_logreg"], choices=list(NAMES))
     parser.add_argument("--m1-epochs", type=int, default=10, help="epochs of the M1 VAE (trained once)")
-    parser.add_argument("--m1m2-epochs", type=int, default=15, help="epochs of each M1+M2 run")
+    parser.add_argument("--m1m2-epochs", type=int, default=45, help="epochs of each M1+M2 run")
     parser.add_argument("--m2-epochs", type=int, default=10, help="epochs of each M2 run")
     parser.add_argument("--m1", default=None, help="an M1 checkpoint to use instead of training one")
     parser.add_argument("--accelerator", default="cpu", help="Lightning accelerator of every run (cpu, gpu)")
