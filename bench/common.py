@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -22,6 +24,28 @@ def cli(*args: str, capture: bool = True) -> subprocess.CompletedProcess:
     long metric names (Lightning's table cuts them to the terminal's width, 80 columns when captured)."""
     env = {**os.environ, "COLUMNS": "200"}
     return subprocess.run([*CLI, *args], cwd=ROOT, capture_output=capture, text=True, check=True, env=env)
+
+
+def parse_with_fit_options(parser: argparse.ArgumentParser) -> tuple[argparse.Namespace, list[str]]:
+    """Parse the bench's arguments; whatever follows `--` is returned apart, as options for `lightning-gen fit`."""
+    parser.add_argument("fit_options", nargs=argparse.REMAINDER, help="after `--`: options for `lightning-gen fit`")
+    args = parser.parse_args()
+    return args, [a for a in args.fit_options if a != "--"]
+
+
+def fresh_folder(path: str | Path) -> Path:
+    """`path` emptied (a bench run's output folder: a new run replaces the last)."""
+    path = Path(path)
+    if path.exists():
+        shutil.rmtree(path)
+    return path
+
+
+def trained(ckpt: Path, config: Path) -> Path:
+    """`ckpt`, after training `config` (which writes it) if it does not exist yet: a feature network of a metric."""
+    if not ckpt.is_file():
+        cli("fit", "--config", str(config), *QUIET)
+    return ckpt
 
 
 def printed_metrics(stdout: str) -> dict[str, float]:

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import time
 from pathlib import Path
 
 import torch
 from torchvision.utils import save_image
 
-from common import QUIET, ROOT, cli, evaluate
+from common import QUIET, ROOT, cli, evaluate, fresh_folder, parse_with_fit_options, trained
 from lightning_gen.core.checkpoints import load_checkpoint
 from lightning_gen.dcgan import DCGAN
 
@@ -61,14 +60,9 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "dcgan_mnist"))
     parser.add_argument("--grid", default=str(ROOT / "docs" / "img" / "dcgan_mnist.png"),
                         help="where to write the grid of the first budget ('' for none)")
-    parser.add_argument("fit_options", nargs=argparse.REMAINDER, help="after `--`: options for `lightning-gen fit`")
-    args = parser.parse_args()
-    extra = [a for a in args.fit_options if a != "--"]
-    out = Path(args.out)
-    if out.exists():
-        shutil.rmtree(out)
-    if not CLASSIFIER.is_file():
-        cli("fit", "--config", str(ROOT / "configs" / "classifier" / "mnist.yaml"), *QUIET)
+    args, extra = parse_with_fit_options(parser)
+    out = fresh_folder(args.out)
+    trained(CLASSIFIER, ROOT / "configs" / "classifier" / "mnist.yaml")
 
     if args.epochs is not None:
         length = ["--trainer.max_epochs", str(args.epochs)]

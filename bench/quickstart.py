@@ -12,9 +12,8 @@ from __future__ import annotations
 import argparse
 import shutil
 import time
-from pathlib import Path
 
-from common import QUIET, ROOT, cli, evaluate
+from common import QUIET, ROOT, cli, evaluate, fresh_folder, parse_with_fit_options, trained
 
 CONFIG = ROOT / "configs" / "quickstart.yaml"
 CLASSIFIER_CONFIG = ROOT / "configs" / "classifier" / "digits.yaml"
@@ -28,15 +27,9 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "quickstart"))
     parser.add_argument("--grid", default=str(ROOT / "docs" / "img" / "quickstart.png"),
                         help="where to copy the last grid ('' for nowhere)")
-    parser.add_argument("fit_options", nargs=argparse.REMAINDER, help="after `--`: options for `lightning-gen fit`")
-    args = parser.parse_args()
-    extra = [a for a in args.fit_options if a != "--"]
-    out = Path(args.out)
-    if out.exists():
-        shutil.rmtree(out)
-    if not CLASSIFIER.is_file():
-        cli("fit", "--config", str(CLASSIFIER_CONFIG), *QUIET)
-    classifier = evaluate("test", CLASSIFIER_CONFIG, CLASSIFIER)["test/accuracy"]
+    args, extra = parse_with_fit_options(parser)
+    out = fresh_folder(args.out)
+    classifier = evaluate("test", CLASSIFIER_CONFIG, trained(CLASSIFIER, CLASSIFIER_CONFIG))["test/accuracy"]
 
     start = time.perf_counter()  # the whole command, start-up included, as the user waits for it
     cli("fit", "--config", str(CONFIG), "--seed_everything", str(args.seed), "--trainer.default_root_dir", str(out),
@@ -55,7 +48,8 @@ def main() -> None:
     print("| seed | epochs | wall time (whole command) | class accuracy | lowest class | digits-classifier FID | "
           "floor |")
     print("|---|---|---|---|---|---|---|")
-    print(f"| {args.seed} | {grid.stem.rsplit('epoch', 1)[1].lstrip('0') or '0'} + 1 | {minutes:.2f} min | "
+    epochs = int(grid.stem.rsplit("epoch", 1)[1]) + 1  # samples_epoch0059.png: after 60 epochs
+    print(f"| {args.seed} | {epochs} | {minutes:.2f} min | "
           f"{100 * m[f'{prefix}_class_accuracy']:.1f}% | {100 * per_class[worst]:.0f}% (digit {worst}) | "
           f"{m[f'{prefix}_fid']:.2f} | {m[f'{prefix}_fid_floor']:.2f} |")
 
