@@ -45,7 +45,8 @@ def quality(config: Path, ckpt: Path, samples: int, ema: list[str]) -> dict[str,
 
 def save_grid(ckpt: Path, path: Path, n: int = 64) -> None:
     model = DCGAN.load_from_checkpoint(ckpt, map_location="cpu")
-    save_image(model.sample(torch.arange(n)).add(1).div(2), path, nrow=8, padding=2)
+    images = torch.nn.functional.interpolate(model.sample(torch.arange(n)).add(1).div(2), scale_factor=2)  # nearest
+    save_image(images, path, nrow=8, padding=4, pad_value=1.0)
 
 
 def main() -> None:

@@ -49,6 +49,18 @@ def test_projection_adds_the_inner_product_with_the_class_embedding():
     assert torch.allclose(model.discriminate(x, y), unconditional + inner, atol=1e-6)
 
 
+@pytest.mark.parametrize("conditioning", ["projection", "concat"])
+def test_discriminator_options_reach_the_conditional_discriminator(conditioning):
+    model = CGAN(**SMALL, d_conditioning=conditioning, d_norm="none", d_spectral_norm=True, d_dropout=0.2)
+    model.configure_model()
+    d = model.discriminator
+    convs = [m for m in d.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(hasattr(m, "parametrizations") for m in convs)
+    assert any(isinstance(m, torch.nn.Dropout) for m in d.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in d.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.generator.modules())
+
+
 def test_sample_grid_has_one_row_per_class():
     model = CGAN(**{**SMALL, "num_samples": 30})
     model.configure_model()
