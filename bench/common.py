@@ -48,6 +48,25 @@ def trained(ckpt: Path, config: Path) -> Path:
     return ckpt
 
 
+def max_time(minutes: float) -> str:
+    """`--trainer.max_time` for a budget in minutes: DD:HH:MM:SS."""
+    return time.strftime("00:%H:%M:%S", time.gmtime(minutes * 60))
+
+
+def ema_args(decay: float, bias_correction: bool = True) -> list[str]:
+    """CLI options adding a generator EMA (lightning_gen.callbacks.EMA, batch-norm statistics recomputed)."""
+    return ["--trainer.callbacks+=lightning_gen.callbacks.EMA", f"--trainer.callbacks.decay={decay}",
+            f"--trainer.callbacks.bias_correction={str(bias_correction).lower()}"]
+
+
+def sample_quality(config: Path, ckpt: Path, classifier: Path, samples: int, ema: list[str] = ()) -> dict[str, float]:
+    """`validate` a generator's checkpoint with SampleQuality on `classifier`'s features (FID, KID, class accuracy):
+    the live generator, or with `ema` (`ema_args` of the EMA it was trained with) the average's."""
+    return evaluate("validate", config, ckpt, "--trainer.limit_val_batches", "1", "--trainer.callbacks=[]", *ema,
+                    "--trainer.callbacks+=lightning_gen.metrics.SampleQuality",
+                    f"--trainer.callbacks.classifier_ckpt={classifier}", f"--trainer.callbacks.num_samples={samples}")
+
+
 def printed_metrics(stdout: str) -> dict[str, float]:
     """The `<stage>/<name>  value` rows of the table Lightning prints after validate/test."""
     metrics = {}

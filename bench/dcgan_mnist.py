@@ -22,7 +22,17 @@ from pathlib import Path
 import torch
 from torchvision.utils import save_image
 
-from common import QUIET, ROOT, cli, evaluate, fresh_folder, parse_with_fit_options, trained
+from common import (
+    QUIET,
+    ROOT,
+    cli,
+    ema_args,
+    fresh_folder,
+    max_time,
+    parse_with_fit_options,
+    sample_quality,
+    trained,
+)
 from lightning_gen.core.checkpoints import load_checkpoint
 from lightning_gen.dcgan import DCGAN
 
@@ -30,17 +40,14 @@ CLASSIFIER = ROOT / "checkpoints" / "mnist_classifier" / "last.ckpt"
 CONFIG = ROOT / "configs" / "dcgan" / "mnist.yaml"
 
 
-def ema_args(decay: float) -> list[str]:
-    """A bias-corrected generator EMA (lightning_gen.callbacks.EMA, batch-norm statistics recomputed)."""
-    return ["--trainer.callbacks+=lightning_gen.callbacks.EMA", f"--trainer.callbacks.decay={decay}",
-            "--trainer.callbacks.bias_correction=true"]
-
-
-def quality(config: Path, ckpt: Path, samples: int, ema: list[str]) -> dict[str, float]:
-    """`validate` with SampleQuality on the live generator (ema = []) or on the EMA's average (its arguments)."""
-    return evaluate("validate", config, ckpt, "--trainer.limit_val_batches", "1", "--trainer.callbacks=[]", *ema,
-                    "--trainer.callbacks+=lightning_gen.metrics.SampleQuality",
-                    f"--trainer.callbacks.classifier_ckpt={CLASSIFIER}", f"--trainer.callbacks.num_samples={samples}")
+def epochs_done(state: dict) -> float:
+    """Epochs trained, fractional for a checkpoint saved within an epoch (a time budget's): the batches of the
+    unfinished epoch over those of a whole one."""
+    progress = state["loops"]["fit_loop"]["epoch_loop.batch_progress"]
+    whole, within = state["epoch"], progress["current"]["completed"]
+    if whole == 0:
+        return float(whole + 1)  # no whole epoch to measure one by: the first, begun
+    return whole + within / ((progress["total"]["completed"] - within) / whole)
 
 
 def save_grid(ckpt: Path, path: Path, n: int = 64) -> None:
@@ -70,7 +77,7 @@ def main() -> None:
     else:
         longest = max(args.minutes)
         length = ["--trainer.max_epochs", "1000", "--trainer.max_time",
-                  time.strftime("00:%H:%M:%S", time.gmtime(longest * 60))]
+                  max_time(longest)]
         shorter = [m for m in args.minutes if m < longest]
         if shorter:
             length += ["--trainer.callbacks+=common.SaveAtMinutes", f"--trainer.callbacks.minutes={shorter}",
@@ -97,9 +104,9 @@ def main() -> None:
     for name, ckpt in budgets:
         state = load_checkpoint(ckpt)
         for weights, callbacks in [("live", []), *([(f"EMA {args.ema}", ema)] if ema else [])]:
-            m = quality(out / "config.yaml", ckpt, args.samples, callbacks)
+            m = sample_quality(out / "config.yaml", ckpt, CLASSIFIER, args.samples, callbacks)
             floor = m.get("val/mnist_classifier_fid_floor", floor)
-            print(f"| {args.seed} | {name} | {state['epoch'] + 1} | {state['global_step'] // 2} | {weights} | "
+            print(f"| {args.seed} | {name} | {epochs_done(state):.1f} | {state['global_step'] // 2} | {weights} | "
                   f"{m['val/mnist_classifier_fid']:.2f} | {m['val/mnist_classifier_kid']:.1f} |", flush=True)
     print(f"| real test images (floor) | - | - | - | - | {floor:.2f} | - |")
 

@@ -13,7 +13,7 @@ import argparse
 import shutil
 import time
 
-from common import QUIET, ROOT, cli, evaluate, fresh_folder, parse_with_fit_options, trained
+from common import QUIET, ROOT, cli, evaluate, fresh_folder, parse_with_fit_options, sample_quality, trained
 
 CONFIG = ROOT / "configs" / "quickstart.yaml"
 CLASSIFIER_CONFIG = ROOT / "configs" / "classifier" / "digits.yaml"
@@ -38,9 +38,7 @@ def main() -> None:
     grid = sorted((out / "samples").glob("samples_epoch*.png"))[-1]
     if args.grid:
         shutil.copy(grid, args.grid)
-    m = evaluate("validate", out / "config.yaml", out / "checkpoints" / "last.ckpt", "--trainer.callbacks=[]",
-                 "--trainer.callbacks+=lightning_gen.metrics.SampleQuality",
-                 f"--trainer.callbacks.classifier_ckpt={CLASSIFIER}", f"--trainer.callbacks.num_samples={args.samples}")
+    m = sample_quality(out / "config.yaml", out / "checkpoints" / "last.ckpt", CLASSIFIER, args.samples)
     prefix = "val/digits_classifier"  # SampleQuality names the metrics after the classifier's data
     per_class = {int(k.rsplit("_", 1)[1]): v for k, v in m.items() if k.startswith(f"{prefix}_class_accuracy_")}
     worst = min(per_class, key=per_class.get)
