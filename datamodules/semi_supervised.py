@@ -155,6 +155,16 @@ class PermutationStream(DistributedSampler):
         return iter(batches[self.rank :: self.num_replicas].flatten().tolist())
 
 
+def shuffled_shard(size: int, seed: int) -> DistributedSampler:
+    """A fresh random order of `size` items each epoch (seeded by `seed` and the epoch), this process's share of it
+    under DDP: a shuffling `DistributedSampler` with a seed of its own, which Lightning keeps as it is. Two loaders
+    over one dataset, each with its own sampler seed, give independent batches on every process (Lightning's own
+    distributed samplers all share one seed, so two of them would give the same batches)."""
+    distributed = dist.is_available() and dist.is_initialized()
+    return DistributedSampler(range(size), num_replicas=dist.get_world_size() if distributed else 1,
+                              rank=dist.get_rank() if distributed else 0, shuffle=True, seed=seed)
+
+
 class SemiSupervised(ImageDataModule):
     """Wraps a labeled datamodule for semi-supervised learning.
 
@@ -166,7 +176,9 @@ class SemiSupervised(ImageDataModule):
     labeled test set.
 
     Training batches are dicts: `{"labeled": (images, labels), "unlabeled": images}`; one epoch is one pass over
-    the unlabeled pool, with the labeled set reshuffled and repeated alongside. With `with_unlabeled: false`
+    the unlabeled pool, with the labeled set reshuffled and repeated alongside. With `second_unlabeled_batch` they
+    also hold `"unlabeled_2"`: a second unlabeled batch from an independent pass over the pool (Salimans et al.'s
+    semi-supervised GAN trains its generator against it). With `with_unlabeled: false`
     batches are plain `(images, labels)` from the labeled set (the supervised-only baseline), with the same
     number of batches per epoch.
 
@@ -179,6 +191,8 @@ class SemiSupervised(ImageDataModule):
         with_unlabeled: include the unlabeled pool in the training batches.
         num_validation: labeled images held out of the training pool for validation (a multiple of the number of
             classes; 0: no validation). They are not in the unlabeled pool either.
+        second_unlabeled_batch: add a second unlabeled batch, `"unlabeled_2"`, from an independently shuffled pass
+            over the unlabeled pool (a technique that takes two steps per batch can give each step its own images).
 
     The DataLoader workers (`num_workers`, `multiprocessing_context`) are the wrapped datamodule's.
     """
@@ -202,6 +216,7 @@ class SemiSupervised(ImageDataModule):
         labeled_batch_size: int | None = None,
         with_unlabeled: bool = True,
         num_validation: int = 1000,
+        second_unlabeled_batch: bool = False,
     ) -> None:
         super().__init__(batch_size=data.batch_size, num_workers=data.num_workers, drop_last=True,
                          multiprocessing_context=getattr(data, "multiprocessing_context", None))
@@ -217,6 +232,7 @@ class SemiSupervised(ImageDataModule):
         self.labeled_batch_size = labeled_batch_size or data.batch_size
         self.with_unlabeled = with_unlabeled
         self.num_validation = num_validation
+        self.second_unlabeled_batch = second_unlabeled_batch
         self.image_shape = data.image_shape  # known now for torchvision sets; image folders know them after setup
         self.num_classes = data.num_classes
         self.labeled_indices = None
@@ -286,8 +302,15 @@ class SemiSupervised(ImageDataModule):
         )
         if not self.with_unlabeled:
             return labeled
-        return {"labeled": labeled, "unlabeled": self._loader(self.unlabeled_set, train=True)}
+        loaders = {"labeled": labeled, "unlabeled": self._loader(self.unlabeled_set, train=True)}
+        if self.second_unlabeled_batch:  # its own sampler seed, so its batches are independent of "unlabeled"
+            loaders["unlabeled_2"] = make_loader(
+                self.unlabeled_set, batch_size=self.batch_size, drop_last=True,
+                sampler=shuffled_shard(len(self.unlabeled_set), int(torch.randint(2**31, ()).item())),
+                num_workers=self.num_workers, multiprocessing_context=self.multiprocessing_context,
+            )
+        return loaders
 
 
 __all__ = ["ImagesOnly", "PermutationStream", "SemiSupervised", "check_split_sizes", "dataset_labels",
-           "largest_num_labeled", "stratified_indices"]
+           "largest_num_labeled", "shuffled_shard", "stratified_indices"]

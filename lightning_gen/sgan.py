@@ -88,6 +88,7 @@ class SGAN(GenerativeTechnique):
         lr_d: Adam learning rate of the discriminator.
         betas: Adam betas of both optimizers.
         lr_decay_epochs: decay both learning rates linearly to 0 over this many epochs (0: constant).
+        lr_constant_epochs: epochs at the full learning rates before the decay starts.
         image_shape: (channels, height, width); taken from the datamodule when not given.
         num_samples: images in the per-epoch sample grid and written by `predict`.
         sample_seed: seed of the fixed noise behind the sample grid and `predict`.
@@ -108,6 +109,7 @@ class SGAN(GenerativeTechnique):
         lr_d: float = 3e-3,
         betas: tuple[float, float] = (0.5, 0.999),
         lr_decay_epochs: int = 0,
+        lr_constant_epochs: int = 0,
         image_shape: tuple[int, int, int] | None = None,
         num_samples: int = 100,
         sample_seed: int = 0,
@@ -116,8 +118,8 @@ class SGAN(GenerativeTechnique):
         check_learning_rates(lr_g=lr_g, lr_d=lr_d)
         if num_classes is not None and num_classes < 2:
             raise ConfigError(f"num_classes must be 2 or more, got {num_classes}.")
-        if unsupervised_weight < 0 or lr_decay_epochs < 0:
-            raise ConfigError("unsupervised_weight and lr_decay_epochs must be 0 or more.")
+        if unsupervised_weight < 0 or lr_decay_epochs < 0 or lr_constant_epochs < 0:
+            raise ConfigError("unsupervised_weight, lr_decay_epochs and lr_constant_epochs must be 0 or more.")
         if latent_dim < 1 or g_features < 1 or num_samples < 1:
             raise ConfigError("latent_dim, g_features and num_samples must be positive.")
         if norm == "instance" and generator == "mlp":
@@ -191,12 +193,14 @@ class SGAN(GenerativeTechnique):
             d_loss = loss_sup + hp.unsupervised_weight * loss_unsup
             step(d_loss)
 
-        # generator: fresh samples, judged by the updated discriminator (beside the unlabeled batch, for its features)
+        # generator: fresh samples, judged by the updated discriminator beside real images for their features: the
+        # second unlabeled batch where the data gives one (as Salimans et al.'s code does), else the same one
+        real = batch.get("unlabeled_2", unlabeled)
         with self.optimizing(opt_g, self.generator) as step:
             fake = self.generator(self.noise(unlabeled.shape[0]))
             if hp.generator_loss == "feature_matching":
-                _, features = self.logits_and_features(torch.cat([fake, unlabeled]))  # (B_f + B_u, F)
-                fake_features, real_features = features.split([fake.shape[0], unlabeled.shape[0]])
+                _, features = self.logits_and_features(torch.cat([fake, real]))  # (B_f + B_u, F)
+                fake_features, real_features = features.split([fake.shape[0], real.shape[0]])
                 g_loss = feature_matching_loss(real_features.detach(), fake_features)
             else:
                 g_loss = sgan_generator_loss(self.logits_and_features(fake)[0])
@@ -225,7 +229,8 @@ class SGAN(GenerativeTechnique):
         opt_d = adam(self, trainable, lr=hp.lr_d, betas=hp.betas)
         if not hp.lr_decay_epochs:
             return [opt_g, opt_d]
-        decay = LinearDecay(constant=0, decay=hp.lr_decay_epochs, offset=0)  # epoch e: max(0, 1 - e / decay_epochs)
+        # epoch e: 1 for the constant epochs, then max(0, 1 - (e - constant) / decay)
+        decay = LinearDecay(constant=hp.get("lr_constant_epochs", 0), decay=hp.lr_decay_epochs, offset=0)
         return [opt_g, opt_d], [epoch_schedule(opt_g, decay), epoch_schedule(opt_d, decay)]
 
     # ---- sampling: image i always from the noise of seed `sample_seed + i` ----------------------------------------

@@ -60,6 +60,20 @@ class MLPDecoder(nn.Module):
         return self.net(z).view(z.shape[0], *self.image_shape)  # (B, in_dim) -> (B, C, H, W)
 
 
+class GaussianLayer(nn.Module):
+    """(..., in_dim) -> mean and log-variance of a diagonal Gaussian over `out_dim` units, through two tanh layers of
+    `hidden` units: a stochastic layer of Burda et al.'s two-layer VAE/IWAE, for q(z2 | z1) and p(z1 | z2)."""
+
+    def __init__(self, in_dim: int, out_dim: int, hidden: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(),
+                                 nn.Linear(hidden, 2 * out_dim))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        mu, logvar = self.net(x).float().chunk(2, dim=-1)
+        return mu, logvar.clamp(-30.0, 20.0)
+
+
 def reparameterize(mu: Tensor, logvar: Tensor, eps: Tensor | None = None) -> Tensor:
     """z = mu + exp(logvar / 2) * eps with eps ~ N(0, I): a sample of q(z|x) that gradients flow through."""
     eps = torch.randn_like(mu) if eps is None else eps
@@ -96,6 +110,11 @@ class VAE(GenerativeTechnique):
         dec_features: channels of the conv decoder's last hidden layer (earlier layers double it); the mlp
             decoder's hidden layers have 16 times as many units.
         lr: Adam learning rate.
+        top_latent_dim: units of a second stochastic layer z2 above z (0: one stochastic layer). The model is then
+            Burda et al.'s two-layer one: p(z2) p(z | z2) p(x | z) with q(z | x) q(z2 | z), both new conditionals
+            diagonal Gaussians from two tanh layers of `top_hidden` units; its KL terms are estimated from the
+            samples (no closed form). Not with the CVAE.
+        top_hidden: hidden units of the two networks of the second stochastic layer.
         train_iw_samples: importance samples k of the training objective: 1 trains on the ELBO (the VAE); k > 1 on
             Burda et al.'s k-sample bound (the IWAE), which weights each sample by its importance weight and is
             tighter the larger k (one decoder pass per sample: k times the decoding cost). Needs `beta` 1 and no KL
@@ -121,6 +140,8 @@ class VAE(GenerativeTechnique):
         decoder: Literal["conv", "mlp"] = "conv",
         dec_features: int = 32,
         lr: float = 1e-3,
+        top_latent_dim: int = 0,
+        top_hidden: int = 100,
         train_iw_samples: int = 1,
         val_iw_samples: int = 0,
         test_iw_samples: int = 1000,
@@ -133,6 +154,9 @@ class VAE(GenerativeTechnique):
         check_learning_rates(lr=lr)
         if latent_dim < 1:
             raise ConfigError(f"latent_dim must be 1 or more, got {latent_dim}.")
+        if top_latent_dim < 0 or top_hidden < 1:
+            raise ConfigError(f"top_latent_dim must be 0 (one stochastic layer) or more and top_hidden positive, got "
+                              f"{top_latent_dim} and {top_hidden}.")
         if beta < 0:
             raise ConfigError(f"beta must be 0 or more (the KL weight), got {beta}.")
         if kl_warmup_epochs < 0:
@@ -180,6 +204,14 @@ class VAE(GenerativeTechnique):
             self.decoder = DCGANGenerator(hp.latent_dim + cond, hp.image_shape, hp.dec_features, tanh=tanh)
         if hp.likelihood == "gaussian":
             self.log_scale = nn.Parameter(torch.zeros(channels, 1, 1))  # per-channel log sigma
+        if self.top_latent_dim:  # the second stochastic layer: q(z2 | z) and p(z | z2)
+            self.top_encoder = GaussianLayer(hp.latent_dim, self.top_latent_dim, hp.top_hidden)
+            self.top_prior = GaussianLayer(self.top_latent_dim, hp.latent_dim, hp.top_hidden)
+
+    @property
+    def top_latent_dim(self) -> int:
+        """Units of the second stochastic layer (0: one stochastic layer; checkpoints from before it have none)."""
+        return self.hparams.get("top_latent_dim", 0)
 
     def condition(self, labels: Tensor | None) -> Tensor | None:
         """(B,) class labels -> (B, num_labels) one-hot, or None for the plain VAE."""
@@ -257,18 +289,39 @@ class VAE(GenerativeTechnique):
         kl = gaussian_kl(mu, logvar)  # (B,) nats
         beta = self.kl_weight(batch_idx)
         k = self.hparams.get("train_iw_samples", 1)
-        if k > 1:  # IWAE: minus the k-sample bound (the logged recon is the first sample's)
+        if k > 1:  # IWAE: minus the k-sample bound (the logged recon and KL are the first sample's)
             log_w, log_px = self.log_importance_weights(target, labels, mu, logvar, k)  # (k, B) each
-            recon = -log_px[0]
+            recon, kl = -log_px[0], (log_px[0] - log_w[0] if self.top_latent_dim else kl)
             loss = -importance_weighted_bound(log_w).mean()
         else:  # the ELBO with one reparameterized sample
-            recon = -self.log_likelihood(self.decode(reparameterize(mu, logvar), labels), target)  # (B,) nats
+            recon, kl = self.single_sample_terms(target, labels, mu, logvar, kl)  # (B,) nats each
             loss = (recon + beta * kl).mean()
         if logs_this_step(self.trainer):
             self.log_dict({"train/loss": loss.detach(), "train/nelbo": (recon + kl).mean().detach(),
                            "train/recon": recon.mean().detach(), "train/kl": kl.mean().detach()}, prog_bar=True)
             self.log("train/beta", beta)
         return loss
+
+    def single_sample_terms(self, target: Tensor, labels: Tensor | None, mu: Tensor, logvar: Tensor,
+                            kl: Tensor) -> tuple[Tensor, Tensor]:
+        """-log p(x | z) and the KL term of the ELBO from one reparameterized z ~ q(z | x): with one stochastic layer
+        the closed-form `kl` (given); with two, log q(z, z2 | x) - log p(z, z2) of the same draw. (B,) each."""
+        if not self.top_latent_dim:
+            return -self.log_likelihood(self.decode(reparameterize(mu, logvar), labels), target), kl
+        log_w, log_px = self.log_importance_weights(target, labels, mu, logvar, 1)  # (1, B) each
+        return -log_px[0], log_px[0] - log_w[0]
+
+    def latent_log_ratio(self, z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
+        """log p(z) - log q(z | x) of draws z of q(z | x) = N(mu, exp(logvar)); with a second stochastic layer,
+        log p(z2) p(z | z2) - log q(z | x) q(z2 | z) with one draw z2 ~ q(z2 | z) per z. (n, B, D) -> (n, B)."""
+        log_q = log_normal_diag(z, mu, logvar)
+        if not self.top_latent_dim:
+            return log_standard_normal(z) - log_q
+        mu2, logvar2 = self.top_encoder(z)  # q(z2 | z): (n, B, D2) each
+        z2 = reparameterize(mu2, logvar2)
+        prior_mu, prior_logvar = self.top_prior(z2)  # p(z | z2): (n, B, D) each
+        return (log_standard_normal(z2) + log_normal_diag(z, prior_mu, prior_logvar)
+                - log_q - log_normal_diag(z2, mu2, logvar2))
 
     def as_input(self, target: Tensor) -> Tensor:
         """The encoder's input for a likelihood target: back to [-1, 1] for Bernoulli targets."""
@@ -281,13 +334,14 @@ class VAE(GenerativeTechnique):
     def log_importance_weights(self, target: Tensor, labels: Tensor | None, mu: Tensor, logvar: Tensor,
                                n: int) -> tuple[Tensor, Tensor]:
         """n reparameterized draws z ~ q(z | x) per image, decoded in one pass: their log importance weights
-        log p(x | z) + log p(z) - log q(z | x), and the log p(x | z) term alone. (B, C, H, W), (B, D) -> (n, B) each."""
+        log p(x | z) + log p(z) - log q(z | x) (two stochastic layers: `latent_log_ratio`), and the log p(x | z) term
+        alone. (B, C, H, W), (B, D) -> (n, B) each."""
         b = target.shape[0]
         z = reparameterize(mu.expand(n, -1, -1), logvar.expand(n, -1, -1))  # (n, B, D)
         flat_labels = labels.repeat(n) if labels is not None else None
         decoded = self.decode(z.reshape(n * b, -1), flat_labels)  # (n * B, C, H, W)
         log_px = self.log_likelihood(decoded, target.repeat(n, 1, 1, 1)).view(n, b)
-        return log_px + log_standard_normal(z) - log_normal_diag(z, mu, logvar), log_px
+        return log_px + self.latent_log_ratio(z, mu, logvar), log_px
 
     @torch.no_grad()
     def iw_log_likelihood(self, target: Tensor, labels: Tensor | None, k: int) -> Tensor:
@@ -313,8 +367,7 @@ class VAE(GenerativeTechnique):
         images, labels = images[keep], (labels[keep] if labels is not None else None)
         target = self.targets(images, fixed=True)
         mu, logvar = self.encode(self.as_input(target), labels)
-        recon = -self.log_likelihood(self.decode(reparameterize(mu, logvar), labels), target)  # (B,)
-        kl = gaussian_kl(mu, logvar)
+        recon, kl = self.single_sample_terms(target, labels, mu, logvar, gaussian_kl(mu, logvar))  # (B,) each
         values = {"recon": recon.mean(), "kl": kl.mean()}
         if k > 0:
             values[f"nll_iw{k}"] = -self.iw_log_likelihood(target, labels, k).mean()
@@ -358,7 +411,7 @@ class VAE(GenerativeTechnique):
         pairs = torch.stack([self.as_input(target).float().view(rows, n, *images.shape[1:]),
                              recon.view(rows, n, *images.shape[1:])], dim=1)  # (rows, 2, n, C, H, W)
         out.append(("reconstructions", pairs.flatten(0, 2), n))  # each input row is followed by its reconstruction
-        if self.hparams.latent_dim == 2:
+        if self.hparams.latent_dim == 2 and not self.top_latent_dim:
             out.append(("manifold", self.manifold(), 15))
         steps = 10  # interpolate between consecutive pairs of encoded images
         pairs_n = min(4, mu.shape[0] // 2)
@@ -388,8 +441,12 @@ class VAE(GenerativeTechnique):
     # ---- sampling (and data-free `predict`, by GenerativeTechnique): image i always from the same z -------------
     @torch.no_grad()
     def sample(self, indices: Tensor) -> Tensor:
-        """Decoded means of the fixed noise of `indices`, decoder in eval mode. (B,) -> (B, C, H, W)."""
-        z = fixed_noise(indices, self.hparams.latent_dim, self.hparams.sample_seed, self.device)
+        """Decoded means of the fixed noise of `indices`, decoder in eval mode (two stochastic layers: the noise is
+        z2, decoded through the mean of p(z | z2)). (B,) -> (B, C, H, W)."""
+        if self.top_latent_dim:
+            z, _ = self.top_prior(fixed_noise(indices, self.top_latent_dim, self.hparams.sample_seed, self.device))
+        else:
+            z = fixed_noise(indices, self.hparams.latent_dim, self.hparams.sample_seed, self.device)
         with eval_mode(self.decoder):
             return self(z, self.default_labels(indices))
 
@@ -411,6 +468,9 @@ class CVAE(VAE):
             raise ConfigError(f"num_classes must be 2 or more, got {num_classes}.")
         if sample_classes is not None and not sample_classes:
             raise ConfigError("sample_classes must name at least one class (or be left out for all classes).")
+        if kwargs.get("top_latent_dim"):
+            raise ConfigError("the CVAE has one stochastic layer: leave top_latent_dim at 0 (the second stochastic "
+                              "layer is a VAE option).")
         super().__init__(**kwargs)
         check_sample_classes(sample_classes, num_classes)
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from datamodules import DataError, Digits, ImageFolder, SemiSupervised
-from datamodules.semi_supervised import PermutationStream, dataset_labels
+from datamodules.semi_supervised import PermutationStream, dataset_labels, shuffled_shard
 from lightning_gen import SGAN, Classifier
 from lightning_gen.classifier import load_classifier
 from lightning_gen.core.checks import ConfigError
@@ -79,6 +79,32 @@ def test_training_batches_pair_labeled_and_unlabeled():
     supervised_only.setup("fit")
     loader = supervised_only.train_dataloader()
     assert len(loader) == dm.batches_per_epoch() and len(next(iter(loader))) == 2
+
+
+def test_second_unlabeled_batch_is_an_independent_pass_over_the_pool():
+    dm = semi(num_labeled=50, batch_size=32, second_unlabeled_batch=True)
+    loaders = dm.train_dataloader()
+    assert set(loaders) == {"labeled", "unlabeled", "unlabeled_2"}
+    assert len(loaders["unlabeled_2"]) == len(loaders["unlabeled"]) == dm.batches_per_epoch()
+    sampler = loaders["unlabeled_2"].sampler
+    order = list(sampler)
+    assert sorted(order) == list(range(len(dm.unlabeled_set)))  # every unlabeled image once per epoch
+    first, second = next(iter(loaders["unlabeled"])), next(iter(loaders["unlabeled_2"]))
+    assert second.shape == first.shape and not torch.equal(first, second)  # not the same batch
+    assert torch.equal(second, torch.stack([dm.unlabeled_set[i] for i in order[:32]]))
+    sampler.set_epoch(1)
+    assert list(sampler) != order  # a new order each epoch
+    assert "unlabeled_2" not in semi(num_labeled=50).train_dataloader()  # off by default
+    # under DDP each process takes its share of the same order: together every image once
+    shards = []
+    for rank in range(2):
+        shard = shuffled_shard(len(dm.unlabeled_set), seed=5)
+        shard.num_replicas, shard.rank = 2, rank  # as under DDP with 2 processes
+        shard.num_samples = -(-len(dm.unlabeled_set) // 2)
+        shard.total_size = 2 * shard.num_samples
+        shards.append(list(shard))
+    assert set(shards[0]).isdisjoint(shards[1][: len(dm.unlabeled_set) // 2 - 1])
+    assert set(shards[0]) | set(shards[1]) == set(range(len(dm.unlabeled_set)))
 
 
 def test_labeled_batches_walk_through_permutations():
@@ -287,6 +313,30 @@ def test_linear_decay_is_the_sgan_formula():
         decay = LinearDecay(0, decay_epochs, offset=0)
         for epoch in range(2 * decay_epochs + 2):  # past the end of the decay too
             assert decay(epoch) == pytest.approx(max(0.0, 1.0 - epoch / decay_epochs), abs=1e-12)
+    # lr_constant_epochs=2, lr_decay_epochs=3: two epochs at the full rate, then 1, 2/3, 1/3, 0
+    assert [LinearDecay(2, 3, offset=0)(e) for e in range(7)] == pytest.approx([1, 1, 1, 2 / 3, 1 / 3, 0, 0])
+    with pytest.raises(ConfigError, match="lr_constant_epochs must be 0 or more"):
+        SGAN(lr_constant_epochs=-1)
+
+
+def test_generator_matches_features_of_the_second_unlabeled_batch(tmp_path):
+    # with a second unlabeled batch, the generator step's real images are that batch, not the discriminator's
+    seen = {}
+
+    class Spy(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen["batch"] = batch
+
+    model = SGAN(**SMALL)
+    inputs = []
+    original = model.logits_and_features
+    model.logits_and_features = lambda x: (inputs.append(x.detach().clone()), original(x))[1]
+    trainer(tmp_path, limit_train_batches=1, limit_val_batches=0, callbacks=[Spy()]).fit(
+        model, semi(batch_size=32, second_unlabeled_batch=True))
+    batch = seen["batch"]
+    d_input, g_input = inputs[-2], inputs[-1]  # the discriminator's step, then the generator's
+    assert torch.equal(d_input[32:64], batch["unlabeled"])  # labeled, unlabeled, fake: 32 each
+    assert torch.equal(g_input[32:], batch["unlabeled_2"]) and not torch.equal(g_input[32:], batch["unlabeled"])
 
 
 def test_sgan_lr_decay_per_epoch_and_after_resume(tmp_path):

@@ -306,3 +306,69 @@ def test_iwae_refuses_a_kl_weight():
         VAE(train_iw_samples=5, kl_warmup_epochs=2)
     with pytest.raises(ConfigError, match="train_iw_samples"):
         VAE(train_iw_samples=0)
+
+
+def test_second_stochastic_layer_reduces_to_one_layer_when_its_networks_are_off():
+    """With the last layers of q(z2 | z) and p(z | z2) zeroed, both are N(0, I): log p(z2) - log q(z2 | z) = 0 for
+    every draw and p(z | z2) is the one-layer prior, so every log importance weight equals the one-layer model's."""
+    torch.manual_seed(0)
+    two = VAE(top_latent_dim=3, top_hidden=16, **SMALL, image_shape=(1, 8, 8))
+    two.build()
+    for layer in (two.top_encoder, two.top_prior):
+        torch.nn.init.zeros_(layer.net[-1].weight)
+        torch.nn.init.zeros_(layer.net[-1].bias)
+    one = VAE(**SMALL, image_shape=(1, 8, 8))
+    one.build()
+    one.encoder.load_state_dict(two.encoder.state_dict())
+    one.decoder.load_state_dict(two.decoder.state_dict())
+    target = torch.bernoulli(torch.full((5, 1, 8, 8), 0.3))
+    mu, logvar = two.encode(two.as_input(target))
+    z = reparameterize(mu.expand(7, -1, -1), logvar.expand(7, -1, -1))  # (7, 5, 4)
+    assert torch.allclose(two.latent_log_ratio(z, mu, logvar), one.latent_log_ratio(z, mu, logvar), atol=1e-5)
+    # and with live networks the ratio is log p(z2) p(z | z2) - log q(z | x) q(z2 | z) of the draw it makes
+    torch.manual_seed(1)
+    live = VAE(top_latent_dim=3, top_hidden=16, **SMALL, image_shape=(1, 8, 8))
+    live.build()
+    torch.manual_seed(2)
+    ratio = live.latent_log_ratio(z, mu, logvar)
+    torch.manual_seed(2)
+    mu2, logvar2 = live.top_encoder(z)
+    z2 = reparameterize(mu2, logvar2)
+    prior_mu, prior_logvar = live.top_prior(z2)
+    normal = torch.distributions.Normal
+    expected = (normal(0, 1).log_prob(z2).sum(-1) + normal(prior_mu, (0.5 * prior_logvar).exp()).log_prob(z).sum(-1)
+                - normal(mu, (0.5 * logvar).exp()).log_prob(z).sum(-1)
+                - normal(mu2, (0.5 * logvar2).exp()).log_prob(z2).sum(-1))
+    assert ratio.shape == (7, 5) and torch.allclose(ratio, expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_two_stochastic_layers_train_sample_and_resume(tmp_path, k):
+    L.seed_everything(0)
+    options = dict(top_latent_dim=3, top_hidden=16, train_iw_samples=k, kl_warmup_epochs=0, **SMALL)
+    before = trainer(tmp_path).validate(VAE(**options), Digits(batch_size=32), verbose=False)[0]
+    L.seed_everything(0)
+    model = VAE(**options)
+    t = trainer(tmp_path, max_epochs=3, limit_train_batches=20, enable_checkpointing=True)
+    t.fit(model, Digits(batch_size=32))
+    after = t.validate(model, Digits(batch_size=32), verbose=False)[0]
+    assert after["val/nelbo"] < 0.95 * before["val/nelbo"]
+    # the single-sample ELBO's parts: recon + KL (estimated from the draw) = -ELBO
+    assert after["val/recon"] + after["val/kl"] == pytest.approx(after["val/nelbo"], rel=1e-4)
+    tested = t.test(model, Digits(batch_size=32), verbose=False)[0]
+    assert tested["test/nll_iw8"] < tested["test/nelbo"] + 1.0  # the 8-sample bound is tighter (up to noise)
+    samples = model.sample(torch.arange(6))
+    assert samples.shape == (6, 1, 8, 8) and torch.equal(samples, model.sample(torch.arange(6)))
+    path = tmp_path / "two.ckpt"
+    t.save_checkpoint(path)
+    loaded = VAE.load_from_checkpoint(path)
+    assert loaded.hparams.top_latent_dim == 3 and torch.equal(loaded.sample(torch.arange(6)), samples)
+
+
+def test_second_stochastic_layer_options_are_checked():
+    with pytest.raises(ConfigError, match="top_latent_dim must be 0"):
+        VAE(top_latent_dim=-1)
+    with pytest.raises(ConfigError, match="top_hidden"):
+        VAE(top_latent_dim=4, top_hidden=0)
+    with pytest.raises(ConfigError, match="CVAE has one stochastic layer"):
+        CVAE(top_latent_dim=4)

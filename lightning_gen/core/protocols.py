@@ -64,7 +64,8 @@ class LabeledData(Protocol):
 
 @runtime_checkable
 class SemiSupervisedData(Protocol):
-    """Training batches `{"labeled": (images, labels), "unlabeled": images}` drawn from a labeled pool of
+    """Training batches `{"labeled": (images, labels), "unlabeled": images}` (and, when asked for, a second,
+    independently drawn unlabeled batch `"unlabeled_2"`) drawn from a labeled pool of
     `num_labeled` images and an unlabeled pool `reference_set` (what sample quality compares with), both split from
     the labeled datamodule `data`."""
 
