@@ -63,6 +63,17 @@ class SameWeightsCheck(L.Callback):
             raise RuntimeError(f"processes ended with different weights: {everyone.tolist()}")
 
 
+class DistinctUnlabeledBatches(L.Callback):
+    """Fails the run unless, at every training step, the unlabeled batches of all processes, `"unlabeled"` and
+    `"unlabeled_2"` (`SemiSupervised(second_unlabeled_batch=True)`), are all different batches (for DDP tests)."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        sums = torch.stack([batch["unlabeled"].double().sum(), batch["unlabeled_2"].double().sum()])
+        everyone = trainer.strategy.all_gather(sums).flatten()  # (processes * 2,)
+        if len(set(everyone.tolist())) != everyone.numel():
+            raise RuntimeError(f"two unlabeled batches of step {batch_idx} are the same: {everyone.tolist()}")
+
+
 class SaveTestMetrics(L.Callback):
     """Writes the metrics of a `test` (or `validate`, or `fit`: the last validation's) run, after the processes'
     sync, to `<default_root_dir>/test_metrics.json` (`validate_metrics.json`, `fit_metrics.json`)."""

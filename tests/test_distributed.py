@@ -90,8 +90,11 @@ def test_third_party_datamodule_by_entry_point_and_class_path(tmp_path):
 
 @pytest.mark.slow
 def test_ddp_trains_sgan_classifier_and_cgan_with_one_set_of_weights(tmp_path):
-    # the discriminator's data-dependent initialisation runs on each process's own batch and is then averaged
-    for config, extra in [("sgan/tiny.yaml", ["--model.arch", "mlp", "--model.generator", "mlp"]),
+    # the discriminator's data-dependent initialisation runs on each process's own batch and is then averaged; the
+    # SGAN's two unlabeled batches differ from each other and between the processes
+    for config, extra in [("sgan/tiny.yaml", ["--model.arch", "mlp", "--model.generator", "mlp",
+                                              "--data.second_unlabeled_batch", "true",
+                                              "--trainer.callbacks+=tests.helpers.DistinctUnlabeledBatches"]),
                           ("classifier/tiny.yaml", ["--model.arch", "mlp"]),
                           ("cgan/tiny.yaml", [])]:  # the class embeddings are averaged with their networks
         result = run_cli(["fit", "--config", str(ROOT / "configs" / config), *extra, "--trainer.devices", "2",
