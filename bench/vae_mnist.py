@@ -4,7 +4,7 @@ wall time, negative ELBO (reconstruction and KL apart) and the k-sample importan
 evaluation's wall time. Then (unless --no-pictures) short runs of the 2-D VAE and the CVAE for the README pictures.
 
     LIGHTNING_GEN_DATA=/path/to/datasets python bench/vae_mnist.py [--minutes 25] [--k 5000] [--seed 0]
-        [--train-k 5] [--top-latent-dim 50] [--threads 1] [--no-pictures] [--out bench/out/vae_iwae]
+        [--train-k 5] [--top-latent-dim 16] [--max-epochs 100] [--threads 1] [--no-pictures] [--out bench/out/vae_iwae]
 
 `--train-k K` trains on the K-sample importance-weighted bound (the IWAE; no KL warm-up), `--top-latent-dim D` adds
 a second stochastic layer of D units above the first (Burda et al.'s two-layer model); both are options of the
@@ -81,6 +81,8 @@ def main() -> None:
                         "(1: the ELBO, the VAE; K > 1: the IWAE bound, trained without KL warm-up)")
     parser.add_argument("--top-latent-dim", type=int, default=0,
                         help="units of a second stochastic layer above the first (0: one stochastic layer)")
+    parser.add_argument("--max-epochs", type=int, default=-1,
+                        help="stop the main VAE after this many epochs if the budget lasts longer (-1: no cap)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads of every run (0: torch's default)")
     parser.add_argument("--picture-minutes", type=float, default=4.0, help="budget of each picture run (2-D VAE, CVAE)")
     parser.add_argument("--no-pictures", action="store_true")
@@ -93,7 +95,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
         os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the training and test subprocesses
-    model = ["--model.train_iw_samples", str(args.train_k)]
+    model = ["--model.train_iw_samples", str(args.train_k), "--trainer.max_epochs", str(args.max_epochs)]
     if args.top_latent_dim:
         model += ["--model.top_latent_dim", str(args.top_latent_dim)]
     if args.train_k > 1:
