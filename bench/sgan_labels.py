@@ -11,6 +11,11 @@ scored once, after the last epoch. Prints one row per run and a mean +- std tabl
 
     LIGHTNING_GEN_DATA=/path/to/datasets python bench/sgan_labels.py [--labels 100 1000] [--seeds 0 1 2]
         [--sgan-epochs 30] [--sup-epochs 10] [--accelerator gpu] [--sgan-args '...'] [--out bench/out/sgan_labels]
+
+The longer runs of the SGAN page (120 epochs, the learning rates decaying over the last 60):
+
+    LIGHTNING_GEN_DATA=/path/to/datasets python bench/sgan_labels.py --methods sgan --seeds 0 1 --sgan-epochs 120 \
+        --sgan-args '--model.lr_constant_epochs 60 --model.lr_decay_epochs 60' --out bench/out/sgan_long
 """
 
 from __future__ import annotations
@@ -55,7 +60,8 @@ def run(method: str, labels: int, seed: int, out: Path, sgan_epochs: int, sup_ep
     row = {"method": method, "labels": labels, "seed": seed, "epochs": epochs, "minutes": wall / 60,
            "accuracy": metrics["test/accuracy"], "live": live["test/accuracy"]}
     trajectory = epoch_accuracies(folder)
-    marks = " ".join(f"{e}:{100 * trajectory[e - 1]:.1f}" for e in (1, 5, 10, 20, 30, 50) if e <= len(trajectory))
+    shown = sorted({e for e in (1, 5, 10, 20, 30, 60, 90, 150, 300) if e <= len(trajectory)} | {len(trajectory)})
+    marks = " ".join(f"{e}:{100 * trajectory[e - 1]:.1f}" for e in shown if e >= 1)
     print(f"| {method} | {labels} | {seed} | {epochs} | {wall / 60:.1f} | {marks} | {100 * row['accuracy']:.2f} | "
           f"{100 * row['live']:.2f} |", flush=True)
     if len(trajectory) > 1:
